@@ -1,0 +1,90 @@
+/**
+ * Every setting in one place: the environment variable, its default, its validation.
+ * A bad value stops startup with a ConfigError that names the variable.
+ */
+import { Config, Duration, Effect, Option, Schema, SchemaIssue, SchemaTransformation } from "effect"
+
+const unitMillis: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }
+
+/** `500ms`, `1s`, `2m`, `1h`, plain milliseconds (`1500`), or Effect's `"10 seconds"`. */
+export const parseDuration = (input: string): Option.Option<Duration.Duration> => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(input)
+  if (match !== null) {
+    return Option.some(Duration.millis(Number(match[1]) * unitMillis[match[2] ?? "ms"]!))
+  }
+  return Duration.fromInput(input as Duration.Input).pipe(Option.filter(Duration.isFinite))
+}
+
+const DurationString = Schema.String.pipe(
+  Schema.decodeTo(
+    Schema.Duration,
+    SchemaTransformation.transformEffect<Duration.Duration, string>({
+      decode: (input, options) =>
+        Option.match(parseDuration(input), {
+          onNone: () =>
+            Effect.fail(
+              new SchemaIssue.InvalidValue({ expected: "a duration such as 500ms, 1s, 2m or plain milliseconds" }, input, options)
+            ),
+          onSome: Effect.succeed
+        }),
+      encode: (duration) => Effect.succeed(`${Duration.toMillis(duration)}ms`)
+    })
+  )
+)
+
+const duration = (name: string, fallback: Duration.Input) =>
+  Config.schema(DurationString, name).pipe(Config.withDefault(Duration.fromInputUnsafe(fallback)))
+
+const bytes = (name: string, fallback: number) =>
+  Config.ByteSize(name).pipe(
+    Config.map(Number),
+    Config.withDefault(fallback)
+  )
+
+const optionalInt = (name: string) => Config.option(Config.Int(name))
+
+/** How the process starts, drains and stops. */
+export const lifecycle = Config.all({
+  /** Serve normally after the signal (readiness already 503) so load balancers notice. */
+  drainDelay: duration("DRAIN_DELAY", 0),
+  /** The whole shutdown budget, signal to exit. */
+  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", "25 seconds"),
+  /** An idle keep-alive socket is closed only after this long with no request on it. */
+  quietWindow: duration("DRAIN_QUIET_WINDOW", 300),
+  /** Default bound on each resource's release. */
+  releaseTimeout: duration("RELEASE_TIMEOUT", "5 seconds")
+})
+export type LifecycleSettings = Config.Success<typeof lifecycle>
+
+/** Where the HTTP servers listen, and the limits on what clients may send. */
+export const http = Config.all({
+  /** 0 picks a free port (the log line `listening` names it). */
+  port: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), "PORT").pipe(
+    Config.withDefault(3000)
+  ),
+  host: Config.option(Config.NonEmptyString("HOST")),
+  /** A listening socket inherited from the parent process (e.g. during an upgrade). */
+  listenFd: optionalInt("LISTEN_FD"),
+  /** systemd socket activation: fds from 3, only when LISTEN_PID is this process. */
+  systemdFds: optionalInt("LISTEN_FDS"),
+  systemdPid: optionalInt("LISTEN_PID"),
+  adminPort: Config.option(Config.Port("ADMIN_PORT")),
+  adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
+  headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds"),
+  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds"),
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds"),
+  maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024),
+  maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024),
+  debugRoutes: Config.Boolean("DEBUG_ROUTES").pipe(Config.withDefault(false))
+})
+export type HttpSettings = Config.Success<typeof http>
+
+/** Health probes. */
+export const health = Config.all({
+  /** Default timeout of one check; a Layer may give its check its own. */
+  checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds")
+})
+
+export const logLevel = Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
+
+export type ConfigError = Config.ConfigError

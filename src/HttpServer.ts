@@ -1,0 +1,356 @@
+/**
+ * The Node http.Server, owned here so shutdown drains keep-alive connections with no resets;
+ * Effect's NodeHttpServer.makeHandler runs every request. Listens on a port, an fd or LISTEN_FDS.
+ */
+import { NodeHttpServer } from "@effect/platform-node"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Result, Schema, Scope } from "effect"
+import * as ByteSize from "effect/ByteSize"
+import { HttpEffect, HttpIncomingMessage, HttpRouter, HttpServerResponse } from "effect/http"
+import * as EffectHttpServer from "effect/http/HttpServer"
+import * as NetAddress from "effect/net/NetAddress"
+import * as Http from "node:http"
+import * as Net from "node:net"
+import * as Settings from "./Config.ts"
+import { Health } from "./Health.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+
+export class HttpServerError extends Schema.TaggedError<HttpServerError>()("HttpServerError", {
+  reason: Schema.Literals(["ListenFailed", "InvalidSettings"]),
+  message: Schema.String
+}) {}
+
+/** Where a server's listening socket comes from. */
+export type Listener =
+  | { readonly _tag: "Port"; readonly port: number; readonly host: string | undefined }
+  | { readonly _tag: "Fd"; readonly fd: number; readonly source: "LISTEN_FD" | "LISTEN_FDS" }
+
+/** systemd passes sockets from fd 3 (SD_LISTEN_FDS_START), for this pid only. */
+const systemdFirstFd = 3
+
+/** The main and admin listeners: systemd's sockets first, then LISTEN_FD, then ports. */
+export const listeners = (
+  settings: Settings.HttpSettings,
+  pid: number
+): { readonly main: Listener; readonly admin: Option.Option<Listener> } => {
+  const systemd = Option.isSome(settings.systemdFds) && Option.getOrUndefined(settings.systemdPid) === pid
+    ? settings.systemdFds.value
+    : 0
+  const adminPort = Option.map(settings.adminPort, (port): Listener => ({
+    _tag: "Port",
+    port,
+    host: Option.getOrUndefined(Option.orElse(settings.adminHost, () => settings.host))
+  }))
+  if (systemd >= 1) {
+    return {
+      main: { _tag: "Fd", fd: systemdFirstFd, source: "LISTEN_FDS" },
+      admin: systemd >= 2 ? Option.some({ _tag: "Fd", fd: systemdFirstFd + 1, source: "LISTEN_FDS" }) : adminPort
+    }
+  }
+  const main: Listener = Option.isSome(settings.listenFd)
+    ? { _tag: "Fd", fd: settings.listenFd.value, source: "LISTEN_FD" }
+    : { _tag: "Port", port: settings.port, host: Option.getOrUndefined(settings.host) }
+  return { main, admin: adminPort }
+}
+
+const describeListener = (listener: Listener) =>
+  listener._tag === "Fd" ? `fd ${listener.fd} (${listener.source})` : `${listener.host ?? "*"}:${listener.port}`
+
+const kActive = Symbol.for("scoped-server/activeRequests")
+const kIdleSince = Symbol.for("scoped-server/idleSince")
+
+interface TrackedSocket extends Net.Socket {
+  [kActive]: number
+  [kIdleSince]: number
+}
+
+type RequestListener = (request: Http.IncomingMessage, response: Http.ServerResponse) => void
+
+const notReadyBody = JSON.stringify({ error: "Service Unavailable", status: 503, message: "the server is starting" })
+const notReady: RequestListener = (_request, response) => {
+  response.writeHead(503, { "content-type": "application/json", "content-length": Buffer.byteLength(notReadyBody) })
+  response.end(notReadyBody)
+}
+
+/**
+ * One Node server and the bookkeeping its drain needs: open sockets, requests in flight per
+ * socket, and when each socket last went idle.
+ */
+class DrainableServer {
+  readonly sockets = new Set<TrackedSocket>()
+  readonly inflight = new Set<Http.ServerResponse>()
+  handler: RequestListener = notReady
+  closingSince: number | undefined
+
+  constructor(
+    readonly name: string,
+    readonly server: Http.Server,
+    readonly lifecycle: Lifecycle["Service"]
+  ) {
+    const sockets = this.sockets
+    server.on("connection", (socket: TrackedSocket) => {
+      socket[kActive] = 0
+      socket[kIdleSince] = Date.now()
+      sockets.add(socket)
+      socket.once("close", () => sockets.delete(socket))
+    })
+    const inflight = this.inflight
+    const totals = lifecycle.totals
+    const isStopping = lifecycle.isStopping
+    // One listener for every response: `this` is the response that closed.
+    const onResponseClose = function(this: Http.ServerResponse) {
+      inflight.delete(this)
+      const socket = this.req.socket as TrackedSocket
+      socket[kActive]--
+      socket[kIdleSince] = Date.now()
+      if (isStopping()) totals.requestsDuringDrain++
+    }
+    server.on("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+      const socket = request.socket as TrackedSocket
+      socket[kActive]++
+      inflight.add(response)
+      // Node then writes `Connection: close` and ends the socket after this response.
+      if (this.closingSince !== undefined) response.shouldKeepAlive = false
+      response.once("close", onResponseClose)
+      this.handler(request, response)
+    })
+    server.on("clientError", onClientError)
+  }
+
+  /** Stops accepting without touching open sockets (http.Server#close would close idle ones now). */
+  stopAccepting(): void {
+    if (this.closingSince !== undefined) return
+    this.closingSince = Date.now()
+    if (this.server.listening) Net.Server.prototype.close.call(this.server)
+    for (const response of this.inflight) {
+      if (!response.headersSent) response.shouldKeepAlive = false
+    }
+  }
+
+  /** Closes sockets with no request in flight that have been quiet for `quietMs` since closing began. */
+  closeQuiet(quietMs: number): void {
+    const now = Date.now()
+    const since = this.closingSince ?? now
+    for (const socket of this.sockets) {
+      if (socket[kActive] === 0 && now - Math.max(socket[kIdleSince], since) >= quietMs) {
+        socket.destroy()
+        this.lifecycle.totals.socketsClosedIdle++
+      }
+    }
+  }
+
+  destroyAll(): void {
+    for (const socket of this.sockets) {
+      socket.destroy()
+      this.lifecycle.totals.socketsDestroyed++
+    }
+  }
+
+  /** Clears Node's own connection-check interval once nothing is left. */
+  dispose(): void {
+    this.server.closeAllConnections()
+    Http.Server.prototype.close.call(this.server, () => {})
+  }
+}
+
+const clientErrorStatus = (code: string | undefined): number =>
+  code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400
+
+/** Bytes Node could not parse as HTTP get a JSON answer and a closed connection, never a hang. */
+function onClientError(error: Error & { code?: string }, socket: Net.Socket) {
+  const pending = (socket as Net.Socket & { _httpMessage?: Http.ServerResponse })._httpMessage
+  if (error.code === "ECONNRESET" || !socket.writable || (pending !== undefined && pending.headersSent)) {
+    socket.destroy()
+    return
+  }
+  const status = clientErrorStatus(error.code)
+  const body = JSON.stringify({ error: Http.STATUS_CODES[status], status })
+  socket.end(
+    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+  )
+}
+
+const listen = (server: Http.Server, listener: Listener) =>
+  Effect.callback<void, HttpServerError>((resume) => {
+    const onError = (error: Error & { code?: string }) => {
+      resume(Effect.fail(
+        new HttpServerError({
+          reason: "ListenFailed",
+          message: `cannot listen on ${describeListener(listener)}: ${error.message}`
+        })
+      ))
+    }
+    server.once("error", onError)
+    const onListening = () => {
+      server.off("error", onError)
+      resume(Effect.void)
+    }
+    if (listener._tag === "Fd") {
+      server.listen({ fd: listener.fd }, onListening)
+    } else {
+      server.listen(listener.host === undefined ? { port: listener.port } : { port: listener.port, host: listener.host }, onListening)
+    }
+  })
+
+const addressOf = (server: Http.Server): NetAddress.SocketAddress => {
+  const address = server.address()!
+  if (typeof address === "string") return NetAddress.unixPathAddress(address)
+  return Result.getOrElse(
+    NetAddress.inetAddressFromIpString(address.address, address.port),
+    () => NetAddress.inetAddressFromIpStringUnsafe("0.0.0.0", address.port)
+  )
+}
+
+const nodeServerOptions = (settings: Settings.HttpSettings): Http.ServerOptions => {
+  const headersTimeout = Duration.toMillis(settings.headersTimeout)
+  return {
+    headersTimeout,
+    requestTimeout: Duration.toMillis(settings.requestTimeout),
+    keepAliveTimeout: Duration.toMillis(settings.keepAliveTimeout),
+    maxHeaderSize: settings.maxHeaderSize,
+    // Node checks the header and request timeouts on this tick (default 30 s, far too coarse).
+    connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(headersTimeout / 4))),
+    noDelay: true
+  }
+}
+
+/** Error responses with an empty body get a JSON one that says what was wrong. */
+const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
+  if (response.status < 400 || response.body._tag !== "Empty") return Effect.succeed(response)
+  const status = response.status
+  const message = status === 404
+    ? `no route for ${request.method} ${request.url.split("?")[0]}`
+    : status === 413
+    ? `the request body is larger than ${maxBodySize} bytes`
+    : status === 503
+    ? "the server is shutting down"
+    : undefined
+  const body = message === undefined
+    ? { error: Http.STATUS_CODES[status] ?? "Error", status }
+    : { error: Http.STATUS_CODES[status] ?? "Error", status, message }
+  return Effect.succeed(HttpServerResponse.jsonUnsafe(body, { status, headers: response.headers }))
+}
+
+const makeServer = Effect.fnUntraced(function*(
+  name: string,
+  listener: Listener,
+  settings: Settings.HttpSettings,
+  lifecycle: Lifecycle["Service"]
+) {
+  if (Duration.toMillis(settings.headersTimeout) > Duration.toMillis(settings.requestTimeout)) {
+    return yield* new HttpServerError({
+      reason: "InvalidSettings",
+      message: "HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT"
+    })
+  }
+  const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings)), lifecycle)
+  // Whatever the drain did, nothing of this server outlives its scope.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      drainable.destroyAll()
+      drainable.dispose()
+    })
+  )
+  yield* listen(drainable.server, listener)
+  return drainable
+})
+
+/** Waits until every socket of `server` is gone, closing quiet ones; destroys the rest if forced. */
+const drainSockets = (server: DrainableServer, lifecycle: Lifecycle["Service"]) => {
+  const quietMs = Duration.toMillis(lifecycle.settings.quietWindow)
+  const tick = Duration.millis(Math.max(5, Math.min(50, Math.floor(quietMs / 4))))
+  const loop: Effect.Effect<void> = Effect.suspend(() => {
+    server.closeQuiet(quietMs)
+    return server.sockets.size === 0 ? Effect.void : Effect.andThen(Effect.sleep(tick), loop)
+  })
+  return Effect.sync(() => server.stopAccepting()).pipe(
+    Effect.andThen(Effect.raceFirst(
+      loop,
+      Effect.andThen(Deferred.await(lifecycle.forced), Effect.sync(() => server.destroyAll()))
+    ))
+  )
+}
+
+export class HttpServer extends Context.Service<HttpServer, {
+  readonly address: NetAddress.SocketAddress
+  readonly adminAddress: Option.Option<NetAddress.SocketAddress>
+}>()("scoped-server/HttpServer") {
+  /**
+   * The main server (provided as Effect's `HttpServer`, so `HttpRouter.serve` works) and,
+   * with `ADMIN_PORT`, an admin server for the probes. Both drain together on shutdown.
+   */
+  static readonly layer = Layer.effectContext(
+    Effect.gen(function*() {
+      const settings = yield* Settings.http
+      const lifecycle = yield* Lifecycle
+      const health = yield* Health
+      const scope = yield* Effect.scope
+      // Request fibers belong to the server, not to the routes' layer: they live through the drain.
+      const requestScope = yield* Scope.fork(scope, "parallel")
+      const sources = listeners(settings, process.pid)
+
+      const main = yield* makeServer("main", sources.main, settings, lifecycle)
+      const admin = Option.isSome(sources.admin)
+        ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle))
+        : Option.none<DrainableServer>()
+      const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
+
+      const preResponse = jsonErrorBodies(settings.maxBodySize)
+      const handlerFor = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
+        NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), { scope: requestScope }).pipe(
+          Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
+        )
+
+      if (Option.isSome(admin)) {
+        const adminApp = yield* HttpRouter.toHttpEffect(Health.routes)
+        admin.value.handler = yield* handlerFor(adminApp).pipe(
+          Effect.provideService(Health, health),
+          Effect.provideService(Lifecycle, lifecycle)
+        )
+      }
+
+      // The first finalizer to run (the routes' or this layer's) drains; the other finds it done.
+      const drain = yield* Effect.cached(
+        lifecycle.phase(
+          "draining",
+          Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+        ).pipe(
+          Effect.andThen(lifecycle.phase(
+            "closing",
+            Effect.forEach(servers, (server) => drainSockets(server, lifecycle), {
+              concurrency: "unbounded",
+              discard: true
+            }),
+            { servers: servers.map((server) => server.name) }
+          )),
+          // Handlers still running at the deadline are interrupted; their sockets are already gone.
+          Effect.andThen(Scope.close(requestScope, Exit.void))
+        )
+      )
+      yield* Effect.addFinalizer(() => drain)
+
+      yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({
+        servers: servers.map((server) => ({
+          name: server.name,
+          address: EffectHttpServer.formatAddress(addressOf(server.server))
+        }))
+      }))
+
+      const effectServer = EffectHttpServer.make({
+        address: addressOf(main.server),
+        serve: (app, middleware) =>
+          Effect.gen(function*() {
+            main.handler = yield* NodeHttpServer.makeHandler(
+              HttpEffect.withPreResponseHandler(app, preResponse),
+              { scope: requestScope, middleware }
+            ).pipe(Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize)))
+            yield* Effect.addFinalizer(() => drain)
+          })
+      })
+      return Context.make(HttpServer, {
+        address: addressOf(main.server),
+        adminAddress: Option.map(admin, (admin) => addressOf(admin.server))
+      }).pipe(Context.add(EffectHttpServer.HttpServer, effectServer))
+    })
+  ).pipe(Layer.provideMerge(NodeHttpServer.layerHttpServices))
+}
