@@ -5,7 +5,7 @@
 import { NodeHttpServer } from "@effect/platform-node"
 import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Result, Schema, Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
-import { HttpEffect, HttpIncomingMessage, HttpRouter, HttpServerResponse } from "effect/http"
+import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
@@ -55,12 +55,12 @@ export const listeners = (
 const describeListener = (listener: Listener) =>
   listener._tag === "Fd" ? `fd ${listener.fd} (${listener.source})` : `${listener.host ?? "*"}:${listener.port}`
 
-const kActive = Symbol.for("scoped-server/activeRequests")
 const kIdleSince = Symbol.for("scoped-server/idleSince")
 
 interface TrackedSocket extends Net.Socket {
-  [kActive]: number
-  [kIdleSince]: number
+  /** Node's own pointer to the response being written on this socket, if any. */
+  _httpMessage?: Http.ServerResponse | null
+  [kIdleSince]?: number
 }
 
 type RequestListener = (request: Http.IncomingMessage, response: Http.ServerResponse) => void
@@ -72,14 +72,15 @@ const notReady: RequestListener = (_request, response) => {
 }
 
 /**
- * One Node server and the bookkeeping its drain needs: open sockets, requests in flight per
- * socket, and when each socket last went idle.
+ * One Node server and what its drain needs to know: the open sockets and, once draining,
+ * when each went idle. Serving normally costs nothing per request: the bookkeeping starts
+ * with the drain.
  */
 class DrainableServer {
   readonly sockets = new Set<TrackedSocket>()
-  readonly inflight = new Set<Http.ServerResponse>()
-  handler: RequestListener = notReady
-  closingSince: number | undefined
+  private handler: RequestListener = notReady
+  private draining = false
+  private closingSince: number | undefined
 
   constructor(
     readonly name: string,
@@ -88,50 +89,60 @@ class DrainableServer {
   ) {
     const sockets = this.sockets
     server.on("connection", (socket: TrackedSocket) => {
-      socket[kActive] = 0
-      socket[kIdleSince] = Date.now()
       sockets.add(socket)
       socket.once("close", () => sockets.delete(socket))
     })
-    const inflight = this.inflight
-    const totals = lifecycle.totals
-    const isStopping = lifecycle.isStopping
-    // One listener for every response: `this` is the response that closed.
-    const onResponseClose = function(this: Http.ServerResponse) {
-      inflight.delete(this)
-      const socket = this.req.socket as TrackedSocket
-      socket[kActive]--
-      socket[kIdleSince] = Date.now()
-      if (isStopping()) totals.requestsDuringDrain++
-    }
-    server.on("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
-      const socket = request.socket as TrackedSocket
-      socket[kActive]++
-      inflight.add(response)
-      // Node then writes `Connection: close` and ends the socket after this response.
-      if (this.closingSince !== undefined) response.shouldKeepAlive = false
-      response.once("close", onResponseClose)
-      this.handler(request, response)
-    })
+    server.on("request", this.handler)
     server.on("clientError", onClientError)
   }
 
-  /** Stops accepting without touching open sockets (http.Server#close would close idle ones now). */
-  stopAccepting(): void {
-    if (this.closingSince !== undefined) return
-    this.closingSince = Date.now()
-    if (this.server.listening) Net.Server.prototype.close.call(this.server)
-    for (const response of this.inflight) {
-      if (!response.headersSent) response.shouldKeepAlive = false
+  setHandler(handler: RequestListener): void {
+    this.server.off("request", this.handler)
+    this.handler = handler
+    this.server.on("request", handler)
+  }
+
+  /** From here on, every response is counted and every socket's idle time is known. */
+  startDraining(): void {
+    if (this.draining) return
+    this.draining = true
+    const totals = this.lifecycle.totals
+    // One listener for every response: `this` is the response that closed.
+    const onResponseClose = function(this: Http.ServerResponse) {
+      ;(this.req.socket as TrackedSocket)[kIdleSince] = Date.now()
+      totals.requestsDuringDrain++
+    }
+    // Prepended, so it runs before the handler can write the response head.
+    this.server.prependListener("request", (_request, response: Http.ServerResponse) => {
+      if (this.closingSince !== undefined) response.shouldKeepAlive = false
+      response.once("close", onResponseClose)
+    })
+    for (const socket of this.sockets) {
+      socket._httpMessage?.once("close", onResponseClose)
     }
   }
 
-  /** Closes sockets with no request in flight that have been quiet for `quietMs` since closing began. */
+  /**
+   * Stops accepting without touching open sockets (http.Server#close would close idle ones now,
+   * under clients that are writing to them). Responses not yet started will say `Connection: close`.
+   */
+  stopAccepting(): void {
+    this.startDraining()
+    if (this.closingSince !== undefined) return
+    this.closingSince = Date.now()
+    if (this.server.listening) Net.Server.prototype.close.call(this.server)
+    for (const socket of this.sockets) {
+      const response = socket._httpMessage
+      if (response != null && !response.headersSent) response.shouldKeepAlive = false
+    }
+  }
+
+  /** Closes sockets with no response in flight that have been quiet for `quietMs` since closing began. */
   closeQuiet(quietMs: number): void {
     const now = Date.now()
     const since = this.closingSince ?? now
     for (const socket of this.sockets) {
-      if (socket[kActive] === 0 && now - Math.max(socket[kIdleSince], since) >= quietMs) {
+      if (socket._httpMessage == null && now - Math.max(socket[kIdleSince] ?? since, since) >= quietMs) {
         socket.destroy()
         this.lifecycle.totals.socketsClosedIdle++
       }
@@ -296,24 +307,33 @@ export class HttpServer extends Context.Service<HttpServer, {
       const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
 
       const preResponse = jsonErrorBodies(settings.maxBodySize)
-      const handlerFor = <E, R>(app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>) =>
-        NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), { scope: requestScope }).pipe(
+      const handlerFor = <E, R>(
+        app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
+        middleware?: HttpMiddleware.HttpMiddleware
+      ) =>
+        NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), {
+          scope: requestScope,
+          middleware: middleware as any
+        }).pipe(
           Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
         )
 
       if (Option.isSome(admin)) {
         const adminApp = yield* HttpRouter.toHttpEffect(Health.routes)
-        admin.value.handler = yield* handlerFor(adminApp).pipe(
+        admin.value.setHandler(yield* handlerFor(adminApp).pipe(
           Effect.provideService(Health, health),
           Effect.provideService(Lifecycle, lifecycle)
-        )
+        ))
       }
 
       // The first finalizer to run (the routes' or this layer's) drains; the other finds it done.
       const drain = yield* Effect.cached(
         lifecycle.phase(
           "draining",
-          Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+          Effect.andThen(
+            Effect.sync(() => servers.forEach((server) => server.startDraining())),
+            Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+          )
         ).pipe(
           Effect.andThen(lifecycle.phase(
             "closing",
@@ -340,10 +360,7 @@ export class HttpServer extends Context.Service<HttpServer, {
         address: addressOf(main.server),
         serve: (app, middleware) =>
           Effect.gen(function*() {
-            main.handler = yield* NodeHttpServer.makeHandler(
-              HttpEffect.withPreResponseHandler(app, preResponse),
-              { scope: requestScope, middleware }
-            ).pipe(Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize)))
+            main.setHandler(yield* handlerFor(app, middleware))
             yield* Effect.addFinalizer(() => drain)
           })
       })
