@@ -41,6 +41,9 @@ const bytes = (name: string, fallback: number) =>
     Config.withDefault(fallback)
   )
 
+/** Like Config.Port, but 0 picks a free port (the `listening` log line names it). */
+const port = (name: string) => Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), name)
+
 const optionalInt = (name: string) => Config.option(Config.Int(name))
 
 /** How the process starts, drains and stops. */
@@ -58,17 +61,14 @@ export type LifecycleSettings = Config.Success<typeof lifecycle>
 
 /** Where the HTTP servers listen, and the limits on what clients may send. */
 export const http = Config.all({
-  /** 0 picks a free port (the log line `listening` names it). */
-  port: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), "PORT").pipe(
-    Config.withDefault(3000)
-  ),
+  port: port("PORT").pipe(Config.withDefault(3000)),
   host: Config.option(Config.NonEmptyString("HOST")),
   /** A listening socket inherited from the parent process (e.g. during an upgrade). */
   listenFd: optionalInt("LISTEN_FD"),
   /** systemd socket activation: fds from 3, only when LISTEN_PID is this process. */
   systemdFds: optionalInt("LISTEN_FDS"),
   systemdPid: optionalInt("LISTEN_PID"),
-  adminPort: Config.option(Config.Port("ADMIN_PORT")),
+  adminPort: Config.option(port("ADMIN_PORT")),
   adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds"),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds"),

@@ -143,6 +143,7 @@ class DrainableServer {
     const since = this.closingSince ?? now
     for (const socket of this.sockets) {
       if (socket._httpMessage == null && now - Math.max(socket[kIdleSince] ?? since, since) >= quietMs) {
+        this.sockets.delete(socket)
         socket.destroy()
         this.lifecycle.totals.socketsClosedIdle++
       }
@@ -151,6 +152,8 @@ class DrainableServer {
 
   destroyAll(): void {
     for (const socket of this.sockets) {
+      this.sockets.delete(socket)
+      if (socket.destroyed) continue
       socket.destroy()
       this.lifecycle.totals.socketsDestroyed++
     }

@@ -2,7 +2,7 @@
  * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
  * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
  */
-import { Cause, Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References } from "effect"
 import * as Settings from "./Config.ts"
 
 export type Signal = "SIGTERM" | "SIGINT"
@@ -96,6 +96,9 @@ export const acquireRelease = <A, E, R, E2, R2>(
 /** One line for a log: a cause's first failure, without a stack trace. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
+  if (error instanceof Config.ConfigError) {
+    return `invalid configuration: ${error.cause.message.replace(/\s*\n\s*/g, " ")}`
+  }
   const message = error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
     ? String((error as { message: unknown }).message)
     : String(error)
@@ -219,7 +222,7 @@ export const runEffect = <E>(main: Layer.Layer<never, E, Lifecycle>): Effect.Eff
     }))
     if (Exit.isFailure(settings)) {
       yield* Effect.logError("startup failed").pipe(
-        Effect.annotateLogs({ error: `invalid configuration: ${describeCause(settings.cause)}` })
+        Effect.annotateLogs({ error: describeCause(settings.cause) })
       )
       return 1
     }
@@ -299,7 +302,7 @@ export const run = <E>(main: Layer.Layer<never, E, Lifecycle>): void => {
           message: "startup failed",
           level: "ERROR",
           timestamp: new Date().toISOString(),
-          annotations: { error: `invalid configuration: ${describeCause(cause)}` }
+          annotations: { error: describeCause(cause) }
         }))
         return 1
       })
