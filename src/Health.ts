@@ -97,10 +97,13 @@ export class Health extends Context.Service<Health, {
         const deferred = Deferred.makeUnsafe<Report>()
         inflight = deferred
         return runAll.pipe(
-          Effect.flatMap((report) => Deferred.succeed(deferred, report)),
-          Effect.ensuring(Effect.sync(() => {
-            inflight = undefined
-          })),
+          // Cleared before the waiters resume, so a probe right after a run starts a fresh one.
+          Effect.onExit((exit) =>
+            Effect.suspend(() => {
+              inflight = undefined
+              return Deferred.done(deferred, exit)
+            })
+          ),
           Effect.forkIn(scope),
           Effect.andThen(Deferred.await(deferred))
         )

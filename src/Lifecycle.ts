@@ -149,8 +149,8 @@ const makeController = Effect.fnUntraced(function*(settings: Settings.LifecycleS
     })
 
   const release = <E, R>(resource: string, self: Effect.Effect<void, E, R>, timeout?: Duration.Input) => {
-    const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
     return Effect.gen(function*() {
+      const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
       current = `releasing ${resource}`
       const start = yield* Clock.currentTimeMillis
       const exit = yield* self.pipe(
