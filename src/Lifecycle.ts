@@ -73,7 +73,21 @@ export class Lifecycle extends Context.Service<Lifecycle, {
   /** Marks the run as failed (exit 1) with a reason for the log. */
   readonly fail: (reason: string, annotations?: Record<string, unknown>) => Effect.Effect<void>
   readonly totals: Totals
-}>()("scoped-server/Lifecycle") {}
+}>()("scoped-server/Lifecycle") {
+  /**
+   * For tests of a service's own Layers: a Lifecycle with no signals and no exit, settings from
+   * the ConfigProvider. Resources release through it exactly as they do under `run`.
+   */
+  static readonly layerTest: Layer.Layer<Lifecycle, Settings.ConfigError> = Layer.suspend(() =>
+    Layer.effect(
+      Lifecycle,
+      Effect.gen(function*() {
+        const settings = yield* Settings.lifecycle
+        return (yield* makeController(settings)).service
+      })
+    )
+  )
+}
 
 /**
  * A resource as one scoped acquisition: acquire (bounded by `acquireTimeout` when given),
