@@ -10,6 +10,13 @@ const root = Path.resolve(import.meta.dirname, "..")
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
+// A rate every target sustains: CPU time per request at this rate is far steadier than peak req/s.
+const fixedRate = Number(process.env.BENCH_FIXED_RATE ?? 20_000)
+const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100)
+const cpuSeconds = (pid) => {
+  const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks
+}
 const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0
 const pin = (core, command, args) => (hasTaskset ? ["taskset", ["-c", String(core), command, ...args]] : [command, args])
 
@@ -65,19 +72,20 @@ const stopServer = (child) =>
     setTimeout(() => child.kill("SIGKILL"), 5_000).unref()
   })
 
-const autocannon = (port, duration) => {
+const autocannon = (port, duration, rate) => {
   const [command, args] = pin(1, process.execPath, [
     Path.join(root, "node_modules/autocannon/autocannon.js"),
     "-c", String(connections), "-d", String(duration), "-j", "--latency",
+    ...(rate === undefined ? [] : ["-R", String(rate)]),
     `http://127.0.0.1:${port}/livez`
   ])
   const result = spawnSync(command, args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
   if (result.status !== 0) throw new Error(result.stderr)
   const json = JSON.parse(result.stdout)
-  return { rps: json.requests.average, p99: json.latency.p99, errors: json.errors + json.non2xx }
+  return { rps: json.requests.average, total: json.requests.total, p99: json.latency.p99, errors: json.errors + json.non2xx }
 }
 
-const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], errors: 0 }]))
+const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], cpu: [], errors: 0 }]))
 for (let round = 1; round <= rounds; round++) {
   // Alternate the order each round so no target always runs on a warmer machine.
   const order = round % 2 ? targets : [...targets].reverse()
@@ -86,26 +94,36 @@ for (let round = 1; round <= rounds; round++) {
     autocannon(port, 1) // warm-up: JIT and connection pools
     const run = autocannon(port, seconds)
     const rss = rssKiB(child.pid)
+    const cpuBefore = cpuSeconds(child.pid)
+    const fixed = autocannon(port, Math.max(2, Math.floor(seconds / 2)), fixedRate)
+    const cpuMicros = ((cpuSeconds(child.pid) - cpuBefore) * 1e6) / fixed.total
     await stopServer(child)
     const s = samples[target.name]
     s.rps.push(run.rps)
     s.p99.push(run.p99)
     s.rss.push(rss / 1024)
     s.startup.push(startupMs)
-    s.errors += run.errors
-    console.error(`round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${(rss / 1024).toFixed(1)} MiB, startup ${startupMs.toFixed(0)} ms`)
+    s.cpu.push(cpuMicros)
+    s.errors += run.errors + fixed.errors
+    console.error(`round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${(rss / 1024).toFixed(1)} MiB, startup ${startupMs.toFixed(0)} ms, ${cpuMicros.toFixed(1)} µs CPU/request at ${fixedRate} req/s`)
   }
 }
 
+// Ratios are taken within each round (same minutes, same machine state), then the median of
+// those: this machine's throughput drifts by ±20% between minutes, the ratio much less.
+const reference = samples.fastify ? "fastify" : targets[0].name
+const pairedRatio = (name, key) => median(samples[name][key].map((value, round) => value / samples[reference][key][round]))
 const rows = targets.map((t) => {
   const s = samples[t.name]
-  return { name: t.name, rps: median(s.rps), p99: median(s.p99), rss: median(s.rss), startup: median(s.startup), errors: s.errors }
+  return {
+    name: t.name, rps: median(s.rps), p99: median(s.p99), rss: median(s.rss), startup: median(s.startup), cpu: median(s.cpu), errors: s.errors,
+    rpsRatio: pairedRatio(t.name, "rps"), rssRatio: pairedRatio(t.name, "rss"), cpuRatio: pairedRatio(t.name, "cpu")
+  }
 })
-const fastify = rows.find((r) => r.name === "fastify") ?? rows[0]
 console.log(`\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
-console.log("target          req/s      p99 ms   RSS MiB   startup ms   vs fastify req/s   RSS   errors")
+console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${fixedRate / 1000}k   vs ${reference} req/s   RSS   CPU/req   errors`)
 for (const r of rows) {
   console.log(
-    `${r.name.padEnd(14)} ${Math.round(r.rps).toString().padStart(7)} ${r.p99.toFixed(1).padStart(10)} ${r.rss.toFixed(1).padStart(9)} ${r.startup.toFixed(0).padStart(12)} ${(r.rps / fastify.rps).toFixed(2).padStart(18)} ${(r.rss / fastify.rss).toFixed(2).padStart(5)} ${String(r.errors).padStart(8)}`
+    `${r.name.padEnd(14)} ${Math.round(r.rps).toString().padStart(7)} ${r.p99.toFixed(1).padStart(10)} ${r.rss.toFixed(1).padStart(9)} ${r.startup.toFixed(0).padStart(12)} ${r.cpu.toFixed(1).padStart(17)} ${r.rpsRatio.toFixed(2).padStart(18)} ${r.rssRatio.toFixed(2).padStart(5)} ${r.cpuRatio.toFixed(2).padStart(9)} ${String(r.errors).padStart(8)}`
   )
 }
