@@ -241,8 +241,8 @@ const nodeServerOptions = (settings: Settings.HttpSettings): Http.ServerOptions 
     requestTimeout: Duration.toMillis(settings.requestTimeout),
     keepAliveTimeout: Duration.toMillis(settings.keepAliveTimeout),
     maxHeaderSize: settings.maxHeaderSize,
-    // Node checks the header and request timeouts on this tick (default 30 s, far too coarse).
     ServerResponse,
+    // Node checks the header and request timeouts on this tick (default 30 s, far too coarse).
     connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(headersTimeout / 4))),
     noDelay: true
   }
