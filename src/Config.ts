@@ -85,6 +85,29 @@ export const health = Config.all({
   checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds")
 })
 
+/** The Postgres pool. */
+export const postgres = Config.all({
+  /** Unset: the embedded server below. */
+  url: Config.option(Config.Redacted("DATABASE_URL")),
+  poolSize: Config.Int("DB_POOL_SIZE").pipe(Config.withDefault(10)),
+  connectTimeout: duration("DB_CONNECT_TIMEOUT", "10 seconds"),
+  statementTimeout: duration("DB_STATEMENT_TIMEOUT", "30 seconds"),
+  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", "5 seconds"),
+  checkTimeout: duration("DB_HEALTH_TIMEOUT", "1 second"),
+  applicationName: Config.String("DB_APPLICATION_NAME").pipe(Config.withDefault("scoped-server"))
+})
+
+/** The embedded PostgreSQL started when DATABASE_URL is not set. */
+export const embeddedPostgres = Config.all({
+  dataDir: Config.NonEmptyString("EMBEDDED_POSTGRES_DIR").pipe(Config.withDefault(".data/postgres")),
+  /** 0 picks a free port. */
+  port: port("EMBEDDED_POSTGRES_PORT").pipe(Config.withDefault(0)),
+  /** PostgreSQL refuses to run as root; when we are root it runs as this user. */
+  user: Config.NonEmptyString("EMBEDDED_POSTGRES_USER").pipe(Config.withDefault("nobody")),
+  startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", "60 seconds"),
+  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds")
+})
+
 export const logLevel = Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
 
 export type ConfigError = Config.ConfigError

@@ -2,7 +2,7 @@
  * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
  * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References, Scope } from "effect"
 import * as Settings from "./Config.ts"
 
 export type Signal = "SIGTERM" | "SIGINT"
@@ -106,6 +106,33 @@ export const acquireRelease = <A, E, R, E2, R2>(
       (resource) => lifecycle.release(name, release(resource), options?.releaseTimeout)
     )
   })
+
+/**
+ * A resource built in a scope of its own (a pool, a client, a child process, with whatever
+ * finalizers they register), released as one bounded, logged step: `releasing <name>`.
+ * If acquiring fails, what was acquired so far is released at once.
+ */
+export const resource = <A, E, R>(
+  name: string,
+  acquire: Effect.Effect<A, E, R>,
+  options?: { readonly releaseTimeout?: Duration.Input }
+): Effect.Effect<A, E, Lifecycle | Scope.Scope | Exclude<R, Scope.Scope>> =>
+  Effect.map(
+    acquireRelease(
+      name,
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const value = yield* acquire.pipe(
+          Scope.provide(scope),
+          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)
+        )
+        return [value, scope] as const
+      }),
+      ([, scope]) => Scope.close(scope, Exit.void),
+      options
+    ),
+    ([value]) => value
+  )
 
 /** One line for a log: a cause's first failure, without a stack trace. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {

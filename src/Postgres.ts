@@ -1,0 +1,154 @@
+/**
+ * The Postgres pool as a scoped Layer: proven at startup, migrated, health-checked, and with the
+ * checkout timeout @effect/sql-pg lacks. DATABASE_URL, or the embedded server when it is unset.
+ */
+import { NodeServices } from "@effect/platform-node"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as PgMigrator from "@effect/sql-pg/PgMigrator"
+import { Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"
+import * as Reactivity from "effect/reactivity/Reactivity"
+import { SqlClient } from "effect/sql/SqlClient"
+import * as Settings from "./Config.ts"
+import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
+import { Health } from "./Health.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import { migrations } from "./Migrations.ts"
+
+export class PostgresError extends Schema.TaggedError<PostgresError>()("PostgresError", {
+  reason: Schema.Literals(["Unreachable", "AcquireTimeout", "MigrationFailed"]),
+  message: Schema.String
+}, { httpApiStatus: 503 }) {}
+
+/** `postgres://user@host:port/db`, never the password. */
+export const describeUrl = (url: Redacted.Redacted): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`
+  } catch {
+    return "(unparseable DATABASE_URL)"
+  }
+}
+
+interface Service {
+  readonly sql: PgClient.PgClient
+  /**
+   * Runs `effect` holding one of the pool's connections' worth of admission: waiting longer than
+   * DB_ACQUIRE_TIMEOUT fails with PostgresError (503) instead of hanging the request.
+   */
+  readonly use: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | PostgresError, R>
+}
+
+const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
+  const settings = yield* Settings.postgres
+  const target = describeUrl(url)
+
+  const sql = yield* Lifecycle.resource(
+    "postgres",
+    PgClient.make({
+      url,
+      maxConnections: settings.poolSize,
+      connectTimeout: settings.connectTimeout,
+      applicationName: settings.applicationName,
+      startupParameters: { statement_timeout: String(Duration.toMillis(settings.statementTimeout)) }
+    }).pipe(
+      Effect.provide(Reactivity.layer),
+      Effect.mapError((cause) =>
+        new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${messageOf(cause)}` })
+      )
+    )
+  )
+
+  // PgClient connects lazily: prove the database answers before we call ourselves ready.
+  yield* sql`SELECT 1`.pipe(
+    Effect.retry(Schedule.spaced("250 millis")),
+    Effect.timeoutOrElse({
+      duration: settings.connectTimeout,
+      orElse: () => Effect.fail(new Error(`no answer within ${Duration.toMillis(settings.connectTimeout)}ms`))
+    }),
+    Effect.mapError((cause) =>
+      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${messageOf(cause)}` })
+    )
+  )
+
+  // Replicas starting together queue on one advisory lock; the migrator's own table lock
+  // does not cover creating that table.
+  yield* sql.withTransaction(
+    Effect.andThen(
+      sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
+      PgMigrator.run({ loader: PgMigrator.fromRecord(migrations) })
+    )
+  ).pipe(
+    Effect.provide(NodeServices.layer),
+    Effect.provideService(PgClient.PgClient, sql),
+    Effect.provideService(SqlClient, sql),
+    Effect.mapError((cause) =>
+      new PostgresError({ reason: "MigrationFailed", message: `migrations failed on ${target}: ${messageOf(cause)}` })
+    )
+  )
+
+  const health = yield* Health
+  yield* health.register("database", sql`SELECT 1`, { timeout: settings.checkTimeout })
+
+  const admission = yield* Semaphore.make(settings.poolSize)
+  const acquireTimeoutMs = Duration.toMillis(settings.acquireTimeout)
+  const timedOut = new PostgresError({
+    reason: "AcquireTimeout",
+    message: `no database connection free within ${acquireTimeoutMs}ms`
+  })
+  const use = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | PostgresError, R> =>
+    Effect.scoped(
+      Effect.andThen(
+        Effect.acquireRelease(admission.take(1), () => admission.release(1)).pipe(
+          Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) })
+        ),
+        effect
+      )
+    )
+  yield* Effect.logInfo("postgres ready").pipe(Effect.annotateLogs({ database: target, poolSize: settings.poolSize }))
+  const service: Service = { sql, use }
+  return service
+})
+
+export class Postgres extends Context.Service<Postgres, Service>()("scoped-server/Postgres") {
+  /** The pool on DATABASE_URL. */
+  static readonly layerUrl = (url: Redacted.Redacted) => Layer.effect(Postgres, make(url))
+
+  /**
+   * DATABASE_URL when set; otherwise the embedded server, which comes up before the pool and
+   * goes down after it.
+   */
+  static readonly layer: Layer.Layer<
+    Postgres,
+    PostgresError | EmbeddedPostgresError | Settings.ConfigError,
+    Lifecycle.Lifecycle | Health
+  > = Layer.unwrap(
+    Effect.gen(function*() {
+      const { url } = yield* Settings.postgres
+      return Option.isSome(url)
+        ? Postgres.layerUrl(url.value)
+        : Layer.effect(
+          Postgres,
+          Effect.gen(function*() {
+            const embedded = yield* EmbeddedPostgres
+            return yield* make(embedded.url)
+          })
+        ).pipe(
+          Layer.provide(EmbeddedPostgres.layer)
+        )
+    })
+  )
+}
+
+const migrationLockKey = 0x5ca0ed5e
+
+const messageOf = (cause: unknown): string => {
+  if (typeof cause === "object" && cause !== null) {
+    const nested = (cause as { cause?: unknown }).cause
+    const message = (cause as { message?: unknown }).message
+    if (typeof message === "string" && message.length > 0) {
+      return nested !== undefined && nested !== cause ? `${message} (${messageOf(nested)})` : message
+    }
+    if (nested !== undefined) return messageOf(nested)
+  }
+  return String(cause)
+}
