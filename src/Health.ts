@@ -2,7 +2,7 @@
  * The health-check registry and its routes: /livez, /readyz, /health.
  * Each resource Layer registers its own check; concurrent probes share one run.
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Scope } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
 import * as Settings from "./Config.ts"
 import { describeCause, Lifecycle } from "./Lifecycle.ts"
@@ -45,6 +45,7 @@ export class Health extends Context.Service<Health, {
     Health,
     Effect.gen(function*() {
       const { checkTimeout } = yield* Settings.health
+      const scope = yield* Effect.scope
       const checks = new Map<string, Check>()
       let inflight: Deferred.Deferred<Report> | undefined
 
@@ -66,10 +67,17 @@ export class Health extends Context.Service<Health, {
         }
         return Effect.gen(function*() {
           const start = yield* Clock.currentTimeMillis
-          const exit = yield* run.pipe(
+          // A hung dependency may not give up its call when interrupted (a query waiting on a
+          // stopped server): the probe stops waiting at the timeout and leaves the call to finish.
+          const fiber = yield* Effect.forkIn(run, scope, { startImmediately: true })
+          const exit = yield* Fiber.join(fiber).pipe(
             Effect.timeoutOrElse({
               duration: check.timeout,
-              orElse: () => Effect.fail(new Error(`timed out after ${Duration.toMillis(check.timeout)}ms`))
+              orElse: () =>
+                Effect.andThen(
+                  Effect.forkIn(Fiber.interrupt(fiber), scope),
+                  Effect.fail(new Error(`timed out after ${Duration.toMillis(check.timeout)}ms`))
+                )
             }),
             Effect.exit
           )
@@ -91,7 +99,6 @@ export class Health extends Context.Service<Health, {
       )
 
       // The run belongs to no single caller: a probe that disconnects must not cancel it for the rest.
-      const scope = yield* Effect.scope
       const report = Effect.suspend(() => {
         if (inflight !== undefined) return Deferred.await(inflight)
         const deferred = Deferred.makeUnsafe<Report>()

@@ -95,13 +95,12 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     reason: "AcquireTimeout",
     message: `no database connection free within ${acquireTimeoutMs}ms`
   })
+  // Only the wait is interruptible (so the timeout can cut it); a permit once taken is always given back.
   const use = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | PostgresError, R> =>
-    Effect.scoped(
-      Effect.andThen(
-        Effect.acquireRelease(admission.take(1), () => admission.release(1)).pipe(
-          Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) })
-        ),
-        effect
+    Effect.uninterruptibleMask((restore) =>
+      restore(admission.take(1)).pipe(
+        Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
+        Effect.andThen(Effect.ensuring(restore(effect), admission.release(1)))
       )
     )
   yield* Effect.logInfo("postgres ready").pipe(Effect.annotateLogs({ database: target, poolSize: settings.poolSize }))

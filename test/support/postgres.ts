@@ -2,7 +2,7 @@
  * A private PostgreSQL for tests, from the same npm binaries the server embeds, in a temporary
  * directory on a free port, so a test can SIGKILL, SIGSTOP and restart it.
  */
-import { Duration, Effect, Redacted } from "effect"
+import { Duration, Effect, Redacted, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -27,8 +27,21 @@ export const optionsFor = (dataDir: string, port = 0): EmbeddedPostgres.Options 
   stopTimeout: Duration.seconds(3)
 })
 
+/** The postmaster and its children, from /proc. */
+const serverPids = (postmaster: number): Array<number> => {
+  const children = Fs.readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number).filter((pid) => {
+    try {
+      return Number(Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[1]) === postmaster
+    } catch {
+      return false
+    }
+  })
+  return [postmaster, ...children]
+}
+
 /** A running private server with handles to break it; everything stops with the scope. */
 export const privatePostgres = Effect.gen(function*() {
+  const scope = yield* Effect.scope
   const root = yield* makeTempDir("scoped-server-pg-")
   const dataDir = Path.join(root, "data")
   let instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
@@ -41,15 +54,16 @@ export const privatePostgres = Effect.gen(function*() {
     urlFor,
     env: (database = "postgres") => ({ DATABASE_URL: Redacted.value(urlFor(database)) }),
     pid: () => instance.pid,
-    signal: (signal: NodeJS.Signals) => Effect.sync(() => process.kill(instance.pid, signal)),
-    /** SIGKILL the postmaster and wait until it is gone (its backends follow). */
+    /** Signals the whole server: the postmaster and every backend (backends setsid, so not by group). */
+    signal: (signal: NodeJS.Signals) => Effect.sync(() => serverPids(instance.pid).forEach((pid) => process.kill(pid, signal))),
+    /** SIGKILL the whole server and wait until the postmaster is gone. */
     kill: Effect.callback<void>((resume) => {
       instance.process.once("exit", () => resume(Effect.void))
-      process.kill(instance.pid, "SIGKILL")
+      serverPids(instance.pid).forEach((pid) => process.kill(pid, "SIGKILL"))
     }),
     /** Start again on the same data and port (after `kill`, this is crash recovery). */
     restart: Effect.gen(function*() {
-      instance = yield* EmbeddedPostgres.start(optionsFor(dataDir, port))
+      instance = yield* EmbeddedPostgres.start(optionsFor(dataDir, port)).pipe(Scope.provide(scope))
     })
   }
 })
