@@ -111,3 +111,29 @@ export const embeddedPostgres = Config.all({
 export const logLevel = Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
 
 export type ConfigError = Config.ConfigError
+
+/** Redis; unset REDIS_URL means in-memory stores. */
+export const redis = Config.all({
+  url: Config.option(Config.Redacted("REDIS_URL")),
+  connectTimeout: duration("REDIS_CONNECT_TIMEOUT", "5 seconds"),
+  /** A command on a hung server fails after this instead of holding the request. */
+  commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second"),
+  checkTimeout: duration("REDIS_HEALTH_TIMEOUT", "500 millis"),
+  keyPrefix: Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("scoped-server:"))
+})
+
+/** Response caching (Redis when configured, else a bounded in-memory store). */
+export const cache = Config.all({
+  ttl: duration("CACHE_TTL", "30 seconds"),
+  /** The in-memory store's bound; the least recently written entries go first. */
+  maxEntries: Config.Int("CACHE_MAX_ENTRIES").pipe(Config.withDefault(10_000))
+})
+
+/** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
+export const rateLimit = Config.all({
+  limit: Config.Int("RATE_LIMIT").pipe(Config.withDefault(100)),
+  window: duration("RATE_LIMIT_WINDOW", "1 minute"),
+  /** When the store cannot answer: `open` lets the request through, `closed` refuses it (503). */
+  onStoreError: Config.Literals(["open", "closed"], "RATE_LIMIT_ON_STORE_ERROR").pipe(Config.withDefault("open" as const)),
+  maxKeys: Config.Int("RATE_LIMIT_MAX_KEYS").pipe(Config.withDefault(100_000))
+})

@@ -134,16 +134,24 @@ export const resource = <A, E, R>(
     ([value]) => value
   )
 
+/** An error's message, or its cause's when it has none (library errors often wrap). */
+export const describeError = (error: unknown): string => {
+  if (typeof error === "object" && error !== null) {
+    const message = (error as { message?: unknown }).message
+    if (typeof message === "string" && message.length > 0) return message.replace(/\s*\n\s*/g, " ")
+    const cause = (error as { cause?: unknown }).cause
+    if (cause !== undefined && cause !== error) return describeError(cause)
+  }
+  return String(error).replace(/\s*\n\s*/g, " ")
+}
+
 /** One line for a log: a cause's first failure, without a stack trace. */
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
   if (error instanceof Config.ConfigError) {
-    return `invalid configuration: ${error.cause.message.replace(/\s*\n\s*/g, " ")}`
+    return `invalid configuration: ${describeError(error.cause)}`
   }
-  const message = error instanceof Error || (typeof error === "object" && error !== null && "message" in error)
-    ? String((error as { message: unknown }).message)
-    : String(error)
-  return message.replace(/\s*\n\s*/g, " ")
+  return describeError(error)
 }
 
 interface Controller {

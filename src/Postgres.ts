@@ -53,7 +53,7 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     }).pipe(
       Effect.provide(Reactivity.layer),
       Effect.mapError((cause) =>
-        new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${messageOf(cause)}` })
+        new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${Lifecycle.describeError(cause)}` })
       )
     )
   )
@@ -66,7 +66,7 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
       orElse: () => Effect.fail(new Error(`no answer within ${Duration.toMillis(settings.connectTimeout)}ms`))
     }),
     Effect.mapError((cause) =>
-      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${messageOf(cause)}` })
+      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${Lifecycle.describeError(cause)}` })
     )
   )
 
@@ -82,7 +82,7 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     Effect.provideService(PgClient.PgClient, sql),
     Effect.provideService(SqlClient, sql),
     Effect.mapError((cause) =>
-      new PostgresError({ reason: "MigrationFailed", message: `migrations failed on ${target}: ${messageOf(cause)}` })
+      new PostgresError({ reason: "MigrationFailed", message: `migrations failed on ${target}: ${Lifecycle.describeError(cause)}` })
     )
   )
 
@@ -139,15 +139,3 @@ export class Postgres extends Context.Service<Postgres, Service>()("scoped-serve
 }
 
 const migrationLockKey = 0x5ca0ed5e
-
-const messageOf = (cause: unknown): string => {
-  if (typeof cause === "object" && cause !== null) {
-    const nested = (cause as { cause?: unknown }).cause
-    const message = (cause as { message?: unknown }).message
-    if (typeof message === "string" && message.length > 0) {
-      return nested !== undefined && nested !== cause ? `${message} (${messageOf(nested)})` : message
-    }
-    if (nested !== undefined) return messageOf(nested)
-  }
-  return String(cause)
-}
