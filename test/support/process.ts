@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import * as Path from "node:path"
+import { inject } from "vitest"
 
 export const mainJs = Path.resolve(import.meta.dirname, "../../dist/main.js")
 
@@ -28,7 +29,8 @@ export interface ServerProcess {
 }
 
 export interface SpawnOptions {
-  readonly env?: Record<string, string>
+  /** Added to the defaults; `undefined` removes a default (e.g. DATABASE_URL, for the embedded server). */
+  readonly env?: Record<string, string | undefined>
   /** Extra stdio entries (e.g. a listening fd to inherit as fd 3). */
   readonly extraStdio?: ReadonlyArray<number>
   /** Wrap the command (e.g. to set LISTEN_PID to the child's own pid). */
@@ -40,12 +42,14 @@ export interface SpawnOptions {
 const nodeBinary = process.execPath
 
 export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerProcess> => {
-  const env = {
+  const merged: Record<string, string | undefined> = {
     PATH: process.env.PATH ?? "",
     PORT: "0",
     HOST: "127.0.0.1",
+    DATABASE_URL: inject("databaseUrl"),
     ...options.env
   }
+  const env = Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
   const stdio: StdioOptions = ["ignore", "pipe", "pipe", ...(options.extraStdio ?? [])]
   const child = options.shell === undefined
     ? spawn(nodeBinary, [mainJs], { env, stdio })
