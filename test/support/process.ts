@@ -37,6 +37,8 @@ export interface SpawnOptions {
   readonly shell?: string
   /** Wait for the "ready" line (default true). */
   readonly waitReady?: boolean
+  /** Its own process group, as a terminal job is, so a test can signal the group (Ctrl+C). */
+  readonly detached?: boolean
 }
 
 const nodeBinary = process.execPath
@@ -52,7 +54,7 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
   const env = Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
   const stdio: StdioOptions = ["ignore", "pipe", "pipe", ...(options.extraStdio ?? [])]
   const child = options.shell === undefined
-    ? spawn(nodeBinary, [mainJs], { env, stdio })
+    ? spawn(nodeBinary, [mainJs], { env, stdio, detached: options.detached ?? false })
     : spawn("/bin/sh", ["-c", options.shell.replace("$NODE", nodeBinary).replace("$MAIN", mainJs)], { env, stdio })
   const lines: Array<LogLine> = []
   const waiters = new Set<() => void>()
