@@ -202,12 +202,14 @@ const makeController = Effect.fnUntraced(function*(settings: Settings.LifecycleS
       const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
       current = `releasing ${resource}`
       const start = yield* Clock.currentTimeMillis
-      const exit = yield* self.pipe(
-        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed("timeout" as const) }),
-        Effect.exit
+      // Finalizers run uninterruptibly, so a timeout around one would wait for it anyway. The
+      // release runs in a fiber of its own and we stop waiting at the bound; it may finish later.
+      const fiber = yield* Effect.forkDetach(self, { startImmediately: true })
+      const exit = yield* Fiber.await(fiber).pipe(
+        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) })
       )
       const durationMs = (yield* Clock.currentTimeMillis) - start
-      if (Exit.isSuccess(exit) && exit.value === "timeout") {
+      if (exit === undefined) {
         yield* fail("release overran its timeout", { resource, timeoutMs: Duration.toMillis(bound) })
         yield* logPhase("releasing", durationMs, "timeout", { resource })
       } else if (Exit.isFailure(exit)) {

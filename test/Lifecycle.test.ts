@@ -108,6 +108,21 @@ describe("Lifecycle", () => {
       )
     }))
 
+  it.effect("a release that cannot be interrupted (finalizers never can) is still cut at its bound", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const stuck = Effect.uninterruptible(Effect.never)
+      const main = chain(resource("postgres", journal), resource("redis", journal, stuck, { releaseTimeout: "2 seconds" }))
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.include(journal, "release postgres")
+      assert.strictEqual(harness.logs.find((entry) => entry.message === "release overran its timeout")?.annotations.resource, "redis")
+    }))
+
   it.effect("a failing release is logged with its error, the rest still run, exit 1", () =>
     Effect.gen(function*() {
       const harness = yield* makeHarness
