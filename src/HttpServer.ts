@@ -248,6 +248,19 @@ const nodeServerOptions = (settings: Settings.HttpSettings): Http.ServerOptions 
   }
 }
 
+/** The one shape of every error answer: `{error, status, message?}`. */
+export const errorResponse = (
+  status: number,
+  message?: string,
+  headers?: HttpServerResponse.Options["headers"]
+): HttpServerResponse.HttpServerResponse => {
+  const error = Http.STATUS_CODES[status] ?? "Error"
+  return HttpServerResponse.jsonUnsafe(
+    message === undefined ? { error, status } : { error, status, message },
+    headers === undefined ? { status } : { status, headers }
+  )
+}
+
 /** Error responses with an empty body get a JSON one that says what was wrong. */
 const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
   if (response.status < 400 || response.body._tag !== "Empty") return Effect.succeed(response)
@@ -259,10 +272,7 @@ const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => 
     : status === 503
     ? "the server is shutting down"
     : undefined
-  const body = message === undefined
-    ? { error: Http.STATUS_CODES[status] ?? "Error", status }
-    : { error: Http.STATUS_CODES[status] ?? "Error", status, message }
-  return Effect.succeed(HttpServerResponse.jsonUnsafe(body, { status, headers: response.headers }))
+  return Effect.succeed(errorResponse(status, message, response.headers))
 }
 
 const makeServer = Effect.fnUntraced(function*(

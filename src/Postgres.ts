@@ -8,16 +8,28 @@ import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import { Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
+import { SqlError } from "effect/sql/SqlError"
+import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Settings from "./Config.ts"
 import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 import { Health } from "./Health.ts"
+import { errorResponse } from "./HttpServer.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { migrations } from "./Migrations.ts"
 
 export class PostgresError extends Schema.TaggedError<PostgresError>()("PostgresError", {
   reason: Schema.Literals(["Unreachable", "AcquireTimeout", "MigrationFailed"]),
   message: Schema.String
-}, { httpApiStatus: 503 }) {}
+}, { httpApiStatus: 503 }) {
+  /** What a client is told: unavailable, try again shortly; the details stay in the server's log. */
+  [HttpServerRespondable.symbol]() {
+    return Effect.succeed(errorResponse(
+      503,
+      this.reason === "AcquireTimeout" ? "the database is busy; try again" : "the database is unavailable; try again",
+      { "retry-after": "1" }
+    ))
+  }
+}
 
 /** `postgres://user@host:port/db`, never the password. */
 export const describeUrl = (url: Redacted.Redacted): string => {
@@ -100,7 +112,13 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     Effect.uninterruptibleMask((restore) =>
       restore(admission.take(1)).pipe(
         Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
-        Effect.andThen(Effect.ensuring(restore(effect), admission.release(1)))
+        Effect.andThen(Effect.ensuring(restore(effect), admission.release(1))),
+        // A lost connection is the database being unavailable (503), not a bug in the request (500).
+        Effect.mapError((error) =>
+          error instanceof SqlError && error.reason._tag === "ConnectionError"
+            ? new PostgresError({ reason: "Unreachable", message: `lost the connection to ${target}: ${Lifecycle.describeError(error)}` })
+            : error
+        )
       )
     )
   yield* Effect.logInfo("postgres ready").pipe(Effect.annotateLogs({ database: target, poolSize: settings.poolSize }))

@@ -5,14 +5,21 @@
 import { NodeRedis } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import * as EffectRedis from "effect/persistence/Redis"
+import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Settings from "./Config.ts"
 import { Health } from "./Health.ts"
+import { errorResponse } from "./HttpServer.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 
 export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
   reason: Schema.Literals(["Unreachable", "Timeout", "CommandFailed"]),
   message: Schema.String
-}, { httpApiStatus: 503 }) {}
+}, { httpApiStatus: 503 }) {
+  /** What a client is told: unavailable, try again shortly; the details stay in the server's log. */
+  [HttpServerRespondable.symbol]() {
+    return Effect.succeed(errorResponse(503, "a backing store is unavailable; try again", { "retry-after": "1" }))
+  }
+}
 
 /** `host:port/db`, never the password. */
 export const describeUrl = (url: Redacted.Redacted): string => {

@@ -82,6 +82,11 @@ describe("a database that goes away", () => {
     expect(down.status).toBe(503)
     expect(json(down)).toMatchObject({ status: "unready", checks: { database: { status: "failed" } } })
     expect((await request(server.port, "/livez")).status).toBe(200)
+    // A route that needs the database answers 503 with a JSON error, at once.
+    const write = await request(server.port, "/debug/transaction?marker=down&ms=0", { method: "POST" })
+    expect(write.status).toBe(503)
+    expect(write.headers["retry-after"]).toBe("1")
+    expect(json(write)).toEqual({ error: "Service Unavailable", status: 503, message: "the database is unavailable; try again" })
     await Effect.runPromise(postgres.restart.pipe(Scope.provide(scope)))
     let up = await request(server.port, "/readyz")
     for (let attempt = 0; attempt < 30 && up.status !== 200; attempt++) {
@@ -94,9 +99,28 @@ describe("a database that goes away", () => {
   })
 })
 
+describe("a pool with no free connection", () => {
+  it("a request that cannot get a connection within DB_ACQUIRE_TIMEOUT gets 503 at once, not a hung socket", async () => {
+    const server = await start({ DB_POOL_SIZE: "1", DB_ACQUIRE_TIMEOUT: "200ms" })
+    const holder = request(server.port, "/debug/transaction?marker=holder&ms=1000", { method: "POST" })
+    await sleep(100)
+    const started = performance.now()
+    const refused = await request(server.port, "/debug/transaction?marker=waiter&ms=0", { method: "POST" })
+    const waited = performance.now() - started
+    expect(refused.status).toBe(503)
+    expect(json(refused).message).toBe("the database is busy; try again")
+    expect(waited).toBeGreaterThan(190)
+    expect(waited).toBeLessThan(600)
+    expect((await holder).status).toBe(200)
+    expect(await countMarker("waiter")).toBe(0)
+    server.signal("SIGTERM")
+    expect((await server.exited).code).toBe(0)
+  })
+})
+
 describe("release order", () => {
   it("drains, then closes Redis, then the pool: no connection of ours is left on either", async () => {
-    const server = await start({ REDIS_URL: redis.url })
+    const server = await start({ REDIS_URL: redis.url, DB_APPLICATION_NAME: "scoped-server-release-order" })
     expect(json(await request(server.port, "/readyz")).checks).toMatchObject({
       database: { status: "ok" },
       redis: { status: "ok" }
@@ -111,7 +135,7 @@ describe("release order", () => {
       .map((phase) => phase.resource ?? phase.phase)
     expect(order).toEqual(["draining", "closing", "redis", "postgres", "stopped"])
     const ours = await query<{ count: string }>(
-      "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'scoped-server-under-test'"
+      "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'scoped-server-release-order'"
     )
     expect(Number(ours[0]!.count)).toBe(0)
     expect(await countMarker("ordered")).toBe(2)
