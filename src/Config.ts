@@ -108,6 +108,31 @@ export const embeddedPostgres = Config.all({
   stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds")
 })
 
+/** Bearer JWTs for the API: HS256 with a shared secret, or a JWKS URL. */
+export const auth = Config.all({
+  /** Unset (and no JWKS_URL): a development secret kept in `.data/jwt-secret`, which `npm run token` also reads. */
+  secret: Config.option(Config.Redacted("JWT_SECRET")),
+  jwksUrl: Config.option(Config.URL("JWKS_URL")),
+  issuer: Config.option(Config.NonEmptyString("JWT_ISSUER")),
+  audience: Config.option(Config.NonEmptyString("JWT_AUDIENCE")),
+  devSecretFile: Config.NonEmptyString("JWT_DEV_SECRET_FILE").pipe(Config.withDefault(".data/jwt-secret"))
+})
+
+/** What every response carries and who may call from a browser. */
+export const web = Config.all({
+  accessLog: Config.Boolean("ACCESS_LOG").pipe(Config.withDefault(true)),
+  /** Comma-separated origins allowed by CORS; empty: no cross-origin access. `*` allows any. */
+  corsOrigins: Config.String("CORS_ORIGINS").pipe(
+    Config.withDefault(""),
+    Config.map((value) => value.split(",").map((origin) => origin.trim()).filter((origin) => origin.length > 0))
+  ),
+  /** Comma-separated proxy addresses whose X-Forwarded-For is believed for the client IP. */
+  trustedProxies: Config.String("TRUSTED_PROXIES").pipe(
+    Config.withDefault(""),
+    Config.map((value) => value.split(",").map((address) => address.trim()).filter((address) => address.length > 0))
+  )
+})
+
 export const logLevel = Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
 
 export type ConfigError = Config.ConfigError

@@ -261,18 +261,32 @@ export const errorResponse = (
   )
 }
 
-/** Error responses with an empty body get a JSON one that says what was wrong. */
+const isJson = (response: HttpServerResponse.HttpServerResponse) =>
+  response.body._tag !== "Empty" && (response.body.contentType ?? response.headers["content-type"] ?? "").startsWith("application/json")
+
+/**
+ * Every error answer is JSON: an empty one gets a body that says what was wrong, a plain-text
+ * one (some library paths answer `text/plain`) has its text carried over as the message.
+ */
 const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
-  if (response.status < 400 || response.body._tag !== "Empty") return Effect.succeed(response)
+  if (response.status < 400 || isJson(response)) return Effect.succeed(response)
   const status = response.status
-  const message = status === 404
+  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
+    ? new TextDecoder().decode(response.body.body)
+    : undefined
+  const message = text !== undefined && text.length > 0
+    ? text
+    : status === 404
     ? `no route for ${request.method} ${request.url.split("?")[0]}`
+    : status === 405
+    ? `${request.method} is not allowed here`
     : status === 413
     ? `the request body is larger than ${maxBodySize} bytes`
     : status === 503
     ? "the server is shutting down"
     : undefined
-  return Effect.succeed(errorResponse(status, message, response.headers))
+  const { "content-type": _, "content-length": __, ...headers } = response.headers
+  return Effect.succeed(errorResponse(status, message, headers))
 }
 
 const makeServer = Effect.fnUntraced(function*(

@@ -10,7 +10,7 @@ export const migrations = {
     const sql = yield* SqlClient
     yield* sql`
       CREATE TABLE items (
-        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
         description text NOT NULL DEFAULT '' CHECK (char_length(description) <= 2000),
         created_at timestamptz NOT NULL DEFAULT now()

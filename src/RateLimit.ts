@@ -6,7 +6,11 @@
 import { Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
+import { HttpServerRequest, HttpServerResponse } from "effect/http"
+import { HttpApiMiddleware } from "effect/http-api"
 import * as Settings from "./Config.ts"
+import { CurrentUser } from "./Auth.ts"
+import { errorResponse } from "./HttpServer.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
 
 export type Decision =
@@ -137,6 +141,75 @@ export class RateLimit extends Context.Service<RateLimit, {
           })
         )
       return { limit: settings.limit, consume }
+    })
+  )
+}
+
+/** `::ffff:10.0.0.1` is 10.0.0.1. */
+const normalizeAddress = (address: string) => address.startsWith("::ffff:") ? address.slice(7) : address
+
+/**
+ * The client's address: the peer, unless the peer is a trusted proxy, then the right-most
+ * X-Forwarded-For entry that is not a trusted proxy (entries further left are the client's word).
+ */
+export const clientAddress = (
+  peer: string | undefined,
+  forwardedFor: string | undefined,
+  trustedProxies: ReadonlyArray<string>
+): string => {
+  const trusted = new Set(trustedProxies.map(normalizeAddress))
+  let address = peer === undefined ? "unknown" : normalizeAddress(peer)
+  if (!trusted.has(address) || forwardedFor === undefined) return address
+  const hops = forwardedFor.split(",").map((hop) => normalizeAddress(hop.trim())).filter((hop) => hop.length > 0)
+  for (let i = hops.length - 1; i >= 0; i--) {
+    address = hops[i]!
+    if (!trusted.has(address)) break
+  }
+  return address
+}
+
+const limitHeaders = (decision: Decision & { readonly _tag: "Allowed" }) => ({
+  "ratelimit-limit": String(decision.limit),
+  "ratelimit-remaining": String(decision.remaining),
+  "ratelimit-reset": String(Math.ceil(decision.resetAfterMs / 1000))
+})
+
+/**
+ * Counts every request against its caller: the token's subject when authenticated, else the
+ * client address. Over the limit: 429 with Retry-After; otherwise RateLimit-* headers.
+ */
+export class RateLimited extends HttpApiMiddleware.Service<RateLimited>()("scoped-server/RateLimited") {
+  static readonly layer = Layer.effect(
+    RateLimited,
+    Effect.gen(function*() {
+      const rateLimit = yield* RateLimit
+      const { trustedProxies } = yield* Settings.web
+      return (httpEffect) =>
+        Effect.gen(function*() {
+          const user = yield* Effect.serviceOption(CurrentUser)
+          const request = yield* HttpServerRequest.HttpServerRequest
+          const key = Option.isSome(user)
+            ? `sub:${user.value.subject}`
+            : `ip:${clientAddress(Option.getOrUndefined(request.remoteAddress), request.headers["x-forwarded-for"], trustedProxies)}`
+          const decision = yield* rateLimit.consume(key)
+          switch (decision._tag) {
+            case "Exceeded": {
+              const seconds = Math.max(1, Math.ceil(decision.retryAfterMs / 1000))
+              return errorResponse(429, `too many requests; retry in ${seconds}s`, {
+                "retry-after": String(seconds),
+                "ratelimit-limit": String(decision.limit),
+                "ratelimit-remaining": "0",
+                "ratelimit-reset": String(seconds)
+              })
+            }
+            case "StoreUnavailable":
+              return errorResponse(503, "rate limiting is unavailable; try again", {
+                "retry-after": String(Math.ceil(decision.retryAfterMs / 1000))
+              })
+            case "Allowed":
+              return HttpServerResponse.setHeaders(yield* httpEffect, limitHeaders(decision))
+          }
+        })
     })
   )
 }

@@ -4,16 +4,34 @@
  */
 import { Layer } from "effect"
 import { HttpRouter } from "effect/http"
+import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
+import { Authentication } from "./Auth.ts"
 import { Cache } from "./Cache.ts"
 import * as Debug from "./Debug.ts"
 import { Health } from "./Health.ts"
 import { HttpServer } from "./HttpServer.ts"
+import { Api } from "./items/Api.ts"
+import { ItemsHttp } from "./items/Http.ts"
 import * as Lifecycle from "./Lifecycle.ts"
+import * as Middleware from "./Middleware.ts"
 import { Postgres } from "./Postgres.ts"
-import { RateLimit } from "./RateLimit.ts"
+import { RateLimit, RateLimited } from "./RateLimit.ts"
 import { Redis } from "./Redis.ts"
+import { Validation } from "./Validation.ts"
 
-const Routes = Layer.mergeAll(Health.routes, Debug.routes)
+const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
+  Layer.provide(ItemsHttp),
+  Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
+)
+
+const Routes = Layer.mergeAll(
+  Health.routes,
+  ApiRoutes,
+  HttpApiScalar.layer(Api, { path: "/docs" }),
+  Debug.routes,
+  Middleware.layer,
+  Middleware.methodNotAllowed(Api)
+)
 
 // Each step is built after the one it is provided with, so it is released before it.
 const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(

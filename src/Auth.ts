@@ -1,0 +1,97 @@
+/**
+ * Bearer JWT authentication with jose: HS256 with JWT_SECRET, or keys from JWKS_URL. Missing,
+ * malformed, expired or forged tokens get 401 with WWW-Authenticate; the API reads CurrentUser.
+ */
+import { Context, Effect, Layer, Option, Redacted, Result } from "effect"
+import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import * as Jose from "jose"
+import * as Settings from "./Config.ts"
+import { errorResponse } from "./HttpServer.ts"
+
+export class CurrentUser extends Context.Service<CurrentUser, {
+  /** The token's `sub`: who is calling, and the key they are rate limited by. */
+  readonly subject: string
+}>()("scoped-server/CurrentUser") {}
+
+type Verify = (token: string) => Promise<Jose.JWTPayload>
+
+/** The development secret: created once (0600) so `npm run token` and the server agree. */
+export const devSecret = (file: string): Uint8Array => {
+  if (!Fs.existsSync(file)) {
+    Fs.mkdirSync(Path.dirname(file), { recursive: true })
+    try {
+      Fs.writeFileSync(file, Crypto.randomBytes(32).toString("base64url"), { mode: 0o600, flag: "wx" })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+    }
+  }
+  return new TextEncoder().encode(Fs.readFileSync(file, "utf8").trim())
+}
+
+const unauthorized = (code: "invalid_request" | "invalid_token", description: string) =>
+  errorResponse(401, description, {
+    "www-authenticate": code === "invalid_request"
+      ? `Bearer realm="api"`
+      : `Bearer realm="api", error="invalid_token", error_description="${description}"`
+  })
+
+const describeJoseError = (error: unknown): string =>
+  error instanceof Jose.errors.JWTExpired
+    ? "the token has expired"
+    : error instanceof Jose.errors.JWSSignatureVerificationFailed
+    ? "the token's signature is not valid"
+    : error instanceof Jose.errors.JWTClaimValidationFailed
+    ? `the token's ${error.claim} claim is not accepted`
+    : error instanceof Jose.errors.JOSEAlgNotAllowed
+    ? "the token's algorithm is not accepted"
+    : "the token is malformed"
+
+/** Every endpoint under it needs `Authorization: Bearer <jwt>`; handlers get CurrentUser. */
+export class Authentication extends HttpApiMiddleware.Service<Authentication, {
+  provides: CurrentUser
+}>()("scoped-server/Authentication", {
+  security: { bearer: HttpApiSecurity.bearer }
+}) {
+  static readonly layer = Layer.effect(
+    Authentication,
+    Effect.gen(function*() {
+      const settings = yield* Settings.auth
+      const options: Jose.JWTVerifyOptions = {
+        ...(Option.isSome(settings.issuer) ? { issuer: settings.issuer.value } : {}),
+        ...(Option.isSome(settings.audience) ? { audience: settings.audience.value } : {})
+      }
+      let verify: Verify
+      if (Option.isSome(settings.jwksUrl)) {
+        const keys = Jose.createRemoteJWKSet(settings.jwksUrl.value)
+        verify = async (token) => (await Jose.jwtVerify(token, keys, options)).payload
+      } else {
+        const secret = Option.isSome(settings.secret)
+          ? new TextEncoder().encode(Redacted.value(settings.secret.value))
+          : devSecret(settings.devSecretFile)
+        if (Option.isNone(settings.secret)) {
+          yield* Effect.logWarning("JWT_SECRET is not set: using the development secret").pipe(
+            Effect.annotateLogs({ file: settings.devSecretFile })
+          )
+        }
+        verify = async (token) => (await Jose.jwtVerify(token, secret, { ...options, algorithms: ["HS256"] })).payload
+      }
+      return {
+        bearer: (httpEffect, { credential }) =>
+          Effect.gen(function*() {
+            const token = Redacted.value(credential)
+            if (token.length === 0) return unauthorized("invalid_request", "a bearer token is required")
+            const verified = yield* Effect.result(Effect.tryPromise({ try: () => verify(token), catch: (cause) => cause }))
+            if (Result.isFailure(verified)) return unauthorized("invalid_token", describeJoseError(verified.failure))
+            const subject = verified.success.sub
+            if (subject === undefined || subject.length === 0) {
+              return unauthorized("invalid_token", "the token has no subject")
+            }
+            return yield* Effect.provideService(httpEffect, CurrentUser, { subject })
+          })
+      }
+    })
+  )
+}
