@@ -28,15 +28,14 @@ const docsPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; style
  * path come from the HttpApi contract itself.
  */
 export const methodNotAllowed = <Id extends string, Groups extends HttpApiGroup.Constraint>(api: HttpApi.HttpApi<Id, Groups>) => {
-  const routes: Array<{ readonly pattern: RegExp; readonly methods: Set<string> }> = []
+  const byPattern = new Map<string, Set<string>>()
   for (const group of Object.values(api.groups) as ReadonlyArray<HttpApiGroup.Top>) {
     for (const endpoint of Object.values(group.endpoints)) {
       const source = "^" + endpoint.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+") + "/?$"
-      const existing = routes.find((route) => route.pattern.source === source)
-      if (existing === undefined) routes.push({ pattern: new RegExp(source), methods: new Set([endpoint.method]) })
-      else existing.methods.add(endpoint.method)
+      byPattern.set(source, (byPattern.get(source) ?? new Set()).add(endpoint.method))
     }
   }
+  const routes = [...byPattern].map(([source, methods]) => ({ pattern: new RegExp(source), methods }))
   return HttpRouter.middleware((app) =>
     Effect.catch(app, (error) =>
       Effect.gen(function*() {
