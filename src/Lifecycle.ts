@@ -264,7 +264,7 @@ const makeController = Effect.fnUntraced(function*(settings: Settings.LifecycleS
  * Builds `main`, serves until a signal, then releases everything in reverse.
  * Returns the process exit code. Time comes from the Clock, so TestClock drives it in tests.
  */
-export const runEffect = <E>(main: Layer.Layer<never, E, Lifecycle>): Effect.Effect<number, never, Os> =>
+export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effect<number, never, Os> =>
   Effect.gen(function*() {
     const os = yield* Os
     const startedAt = yield* Clock.currentTimeMillis
@@ -342,7 +342,7 @@ export const layerLogger: Layer.Layer<never, Settings.ConfigError> = Layer.unwra
 )
 
 /** The process entry point: run `main` on the real OS and exit with the code it earned. */
-export const run = <E>(main: Layer.Layer<never, E, Lifecycle>): void => {
+export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle>): void => {
   const program = runEffect(main).pipe(Effect.provide(Os.layer))
   const withLogger = program.pipe(
     Effect.provide(layerLogger),

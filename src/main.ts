@@ -1,48 +1,8 @@
 /**
- * The composition root: Main = Routes ← HttpServer ← (Cache, RateLimit ← Redis) ← Postgres ← Health,
- * run by the lifecycle. Built bottom-up, released top-down: server, Redis, pool, embedded Postgres.
+ * The process entry point: run the application graph under the lifecycle kernel
+ * (signals, drain, deadline, exit code). The graph itself is in App.ts.
  */
-import { Layer } from "effect"
-import { HttpRouter } from "effect/http"
-import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
-import { Authentication } from "./Auth.ts"
-import { Cache } from "./Cache.ts"
-import * as Debug from "./Debug.ts"
-import { Health } from "./Health.ts"
-import { HttpServer } from "./HttpServer.ts"
-import { Api } from "./items/Api.ts"
-import { ItemsHttp } from "./items/Http.ts"
+import { Main } from "./App.ts"
 import * as Lifecycle from "./Lifecycle.ts"
-import * as Middleware from "./Middleware.ts"
-import { Postgres } from "./Postgres.ts"
-import { RateLimit, RateLimited } from "./RateLimit.ts"
-import { Redis } from "./Redis.ts"
-import { Validation } from "./Validation.ts"
-
-const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
-  Layer.provide(ItemsHttp),
-  Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
-)
-
-const Routes = Layer.mergeAll(
-  Health.routes,
-  ApiRoutes,
-  HttpApiScalar.layer(Api, { path: "/docs" }),
-  Debug.routes,
-  Middleware.layer,
-  Middleware.methodNotAllowed(Api)
-)
-
-// Each step is built after the one it is provided with, so it is released before it.
-const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
-  Layer.provideMerge(Redis.layer),
-  Layer.provideMerge(Postgres.layer)
-)
-
-const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
-  Layer.provide(HttpServer.layer),
-  Layer.provide(Resources),
-  Layer.provideMerge(Health.layer)
-)
 
 Lifecycle.run(Main)

@@ -35,7 +35,7 @@ export const makeHarness = Effect.gen(function*() {
     logs,
     send: (signal: Lifecycle.Signal) => Queue.offer(signals, signal),
     /** Runs `main` as the process would; fork it, then drive it with `send` and TestClock. */
-    run: <E>(main: Layer.Layer<never, E, Lifecycle.Lifecycle>, env: Record<string, string> = {}) =>
+    run: <A, E>(main: Layer.Layer<A, E, Lifecycle.Lifecycle>, env: Record<string, string> = {}) =>
       Lifecycle.runEffect(main).pipe(
         Effect.provideService(Lifecycle.Os, os),
         Effect.provide(Logger.layer([logger])),

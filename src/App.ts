@@ -1,0 +1,46 @@
+/**
+ * The application graph: Routes ← HttpServer ← (Cache, RateLimit ← Redis) ← Postgres ← Health.
+ * Built bottom-up, released top-down: server drained, Redis, pool, embedded Postgres.
+ */
+import { Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
+import { Authentication } from "./Auth.ts"
+import { Cache } from "./Cache.ts"
+import * as Debug from "./Debug.ts"
+import { Health } from "./Health.ts"
+import { HttpServer } from "./HttpServer.ts"
+import { Api } from "./items/Api.ts"
+import { ItemsHttp } from "./items/Http.ts"
+import * as Middleware from "./Middleware.ts"
+import { Postgres } from "./Postgres.ts"
+import { RateLimit, RateLimited } from "./RateLimit.ts"
+import { Redis } from "./Redis.ts"
+import { Validation } from "./Validation.ts"
+
+export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
+  Layer.provide(ItemsHttp),
+  Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
+)
+
+export const Routes = Layer.mergeAll(
+  Health.routes,
+  ApiRoutes,
+  HttpApiScalar.layer(Api, { path: "/docs" }),
+  Debug.routes,
+  Middleware.layer,
+  Middleware.methodNotAllowed(Api)
+)
+
+// Each step is built after the one it is provided with, so it is released before it.
+export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
+  Layer.provideMerge(Redis.layer),
+  Layer.provideMerge(Postgres.layer)
+)
+
+/** Everything, with the server's addresses (HttpServer) left visible for tests. */
+export const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
+  Layer.provideMerge(HttpServer.layer),
+  Layer.provide(Resources),
+  Layer.provideMerge(Health.layer)
+)
