@@ -1,6 +1,6 @@
 /**
- * Diagnostic routes, mounted only with DEBUG_ROUTES=true: lifecycle tests need a handler
- * whose duration they choose. Production never has them.
+ * Diagnostic routes, mounted only with DEBUG_ROUTES=true: lifecycle tests need handlers whose
+ * duration, transaction or failure they choose. Production never has them.
  */
 import { Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
@@ -60,7 +60,9 @@ export const routes = Layer.unwrap(
       ? HttpRouter.addAll([
         HttpRouter.route("GET", "/debug/sleep", sleep),
         HttpRouter.route("POST", "/debug/echo", echo),
-        HttpRouter.route("POST", "/debug/transaction", transaction)
+        HttpRouter.route("POST", "/debug/transaction", transaction),
+        // A bug on purpose: the recoverer's answer is what tests look at.
+        HttpRouter.route("GET", "/debug/defect", Effect.die(new Error("deliberate defect for the recoverer")))
       ])
       : Layer.empty
   })
