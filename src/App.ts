@@ -26,7 +26,8 @@ export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json
 export const Routes = Layer.mergeAll(
   Health.routes,
   ApiRoutes,
-  HttpApiScalar.layer(Api, { path: "/docs" }),
+  // Served from this process: no CDN, no web fonts, nothing fetched from elsewhere.
+  HttpApiScalar.layer(Api, { path: "/docs", scalar: { withDefaultFonts: false, defaultOpenAllTags: true, favicon: "data:," } }),
   Debug.routes,
   Middleware.layer,
   Middleware.methodNotAllowed(Api)
