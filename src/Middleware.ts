@@ -81,11 +81,15 @@ export const layer = Layer.unwrap(
                 durationMs
               }))
             }
-            return HttpServerResponse.setHeaders(response, {
+            const headers = HttpServerResponse.setHeaders(response, {
               ...securityHeaders,
               "content-security-policy": path === "/docs" ? docsPolicy : apiPolicy,
               "x-request-id": requestId
             })
+            // Every 503 here is temporary: tell clients when to come back.
+            return response.status === 503 && response.headers["retry-after"] === undefined
+              ? HttpServerResponse.setHeader(headers, "retry-after", "1")
+              : headers
           })
         )
         return yield* app.pipe(
