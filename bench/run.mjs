@@ -1,31 +1,62 @@
-// npm run bench: scoped-server against its peers in one run, alternating, server on core 0 and
-// the load generator on core 1; prints medians of several rounds and the ratios to Fastify.
+// npm run bench: scoped-server against its peers in one run, alternating, the server on core 0
+// and the load generator on core 1; medians of several rounds and ratios taken within each round.
+//   livez: the fast route, vs a bare node:http server and Fastify
+//   items: GET /api/v1/items?perPage=20 (cache off) on Postgres, vs Fastify + pg running the same query
+// Env: BENCH_ROUNDS (5), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_SCENARIO (livez,items),
+//      BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/scoped_server_bench).
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { SignJWT } from "jose"
+import pg from "pg"
 
 const root = Path.resolve(import.meta.dirname, "..")
 const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
-const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const seconds = Number(process.env.BENCH_SECONDS ?? 4)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // A rate every target sustains: CPU time per request at this rate is far steadier than peak req/s.
-const fixedRate = Number(process.env.BENCH_FIXED_RATE ?? 20_000)
-const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100)
-const cpuSeconds = (pid) => {
-  const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks
-}
+const fixedRate = Number(process.env.BENCH_FIXED_RATE ?? 5_000)
 const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0
 const pin = (core, command, args) => (hasTaskset ? ["taskset", ["-c", String(core), command, ...args]] : [command, args])
+const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100)
 
-const allTargets = [
-  { name: "scoped-server", script: Path.join(root, "dist/main.js") },
-  { name: "node:http", script: Path.join(root, "bench/peers/node-http.mjs") },
-  { name: "fastify", script: Path.join(root, "bench/peers/fastify.mjs") }
-]
-const targets = process.env.BENCH_ONLY ? allTargets.filter((t) => process.env.BENCH_ONLY.split(",").includes(t.name)) : allTargets
+const benchSecret = "bench-secret-0123456789abcdef0123456789"
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/scoped_server_bench"
+const serverEnv = {
+  LOG_LEVEL: "Warn",
+  ACCESS_LOG: "false",
+  DATABASE_URL: databaseUrl,
+  JWT_SECRET: benchSecret,
+  CACHE_TTL: "0",
+  RATE_LIMIT: "1000000000"
+}
+const token = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("bench").setExpirationTime("1d")
+  .sign(new TextEncoder().encode(benchSecret))
+
+const scenarios = {
+  livez: {
+    path: "/livez",
+    headers: {},
+    fixedRate: 20_000,
+    targets: [
+      { name: "scoped-server", script: "dist/main.js" },
+      { name: "node:http", script: "bench/peers/node-http.mjs" },
+      { name: "fastify", script: "bench/peers/fastify.mjs" }
+    ]
+  },
+  items: {
+    path: "/api/v1/items?perPage=20",
+    headers: { authorization: `Bearer ${token}` },
+    fixedRate,
+    targets: [
+      { name: "scoped-server", script: "dist/main.js" },
+      { name: "fastify+pg", script: "bench/peers/fastify-pg.mjs" }
+    ],
+    prepare: prepareDatabase
+  }
+}
 
 let nextPort = 40_000 + Math.floor(Math.random() * 10_000)
 const median = (values) => {
@@ -35,31 +66,32 @@ const median = (values) => {
 }
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-const get = (port, path) =>
+const get = (port, path, headers = {}) =>
   new Promise((resolve) => {
-    const request = Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
+    const request = Http.get({ host: "127.0.0.1", port, path, headers, agent: false }, (response) => {
       response.resume()
       response.on("end", () => resolve(response.statusCode))
     })
     request.on("error", () => resolve(0))
   })
 
-const rssKiB = (pid) => {
-  const status = Fs.readFileSync(`/proc/${pid}/status`, "utf8")
-  return Number(/VmRSS:\s+(\d+)/.exec(status)[1])
+const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024
+const cpuSeconds = (pid) => {
+  const fields = Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ")
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks
 }
 
-const startServer = async (target) => {
+const startServer = async (target, scenario) => {
   const port = nextPort++
-  const [command, args] = pin(0, process.execPath, [target.script])
+  const [command, args] = pin(0, process.execPath, [Path.join(root, target.script)])
   const started = performance.now()
   const child = spawn(command, args, {
-    env: { ...process.env, PORT: String(port), HOST: "127.0.0.1", LOG_LEVEL: "Warn" },
+    env: { ...process.env, ...serverEnv, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "ignore", "inherit"]
   })
   for (;;) {
-    if ((await get(port, "/livez")) === 200) break
-    if (performance.now() - started > 10_000) throw new Error(`${target.name} did not start`)
+    if ((await get(port, scenario.path, scenario.headers)) === 200) break
+    if (performance.now() - started > 20_000) throw new Error(`${target.name} did not start`)
     await sleep(2)
   }
   return { child, port, startupMs: performance.now() - started }
@@ -72,12 +104,13 @@ const stopServer = (child) =>
     setTimeout(() => child.kill("SIGKILL"), 5_000).unref()
   })
 
-const autocannon = (port, duration, rate) => {
+const autocannon = (port, scenario, duration, rate) => {
+  const headerArgs = Object.entries(scenario.headers).flatMap(([name, value]) => ["-H", `${name}=${value}`])
   const [command, args] = pin(1, process.execPath, [
     Path.join(root, "node_modules/autocannon/autocannon.js"),
-    "-c", String(connections), "-d", String(duration), "-j", "--latency",
+    "-c", String(connections), "-d", String(duration), "-j", "--latency", ...headerArgs,
     ...(rate === undefined ? [] : ["-R", String(rate)]),
-    `http://127.0.0.1:${port}/livez`
+    `http://127.0.0.1:${port}${scenario.path}`
   ])
   const result = spawnSync(command, args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
   if (result.status !== 0) throw new Error(result.stderr)
@@ -85,45 +118,65 @@ const autocannon = (port, duration, rate) => {
   return { rps: json.requests.average, total: json.requests.total, p99: json.latency.p99, errors: json.errors + json.non2xx }
 }
 
-const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], cpu: [], errors: 0 }]))
-for (let round = 1; round <= rounds; round++) {
-  // Alternate the order each round so no target always runs on a warmer machine.
-  const order = round % 2 ? targets : [...targets].reverse()
-  for (const target of order) {
-    const { child, port, startupMs } = await startServer(target)
-    autocannon(port, 1) // warm-up: JIT and connection pools
-    const run = autocannon(port, seconds)
-    const rss = rssKiB(child.pid)
-    const cpuBefore = cpuSeconds(child.pid)
-    const fixed = autocannon(port, Math.max(2, Math.floor(seconds / 2)), fixedRate)
-    const cpuMicros = ((cpuSeconds(child.pid) - cpuBefore) * 1e6) / fixed.total
-    await stopServer(child)
-    const s = samples[target.name]
-    s.rps.push(run.rps)
-    s.p99.push(run.p99)
-    s.rss.push(rss / 1024)
-    s.startup.push(startupMs)
-    s.cpu.push(cpuMicros)
-    s.errors += run.errors + fixed.errors
-    console.error(`round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${(rss / 1024).toFixed(1)} MiB, startup ${startupMs.toFixed(0)} ms, ${cpuMicros.toFixed(1)} µs CPU/request at ${fixedRate} req/s`)
+/** The bench database: created if missing, migrated by one start of the server, 1000 items. */
+async function prepareDatabase(scenario) {
+  const admin = new pg.Client({ connectionString: databaseUrl.replace(/\/[^/]*$/, "/postgres") })
+  await admin.connect()
+  const name = new URL(databaseUrl).pathname.slice(1)
+  const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [name])
+  if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const { child } = await startServer(scenario.targets[0], scenario)
+  await stopServer(child)
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  const { rows } = await client.query("SELECT count(*)::int AS n FROM items")
+  if (rows[0].n < 1000) {
+    await client.query("INSERT INTO items (name, description) SELECT 'item ' || g, 'seeded for the benchmark' FROM generate_series(1, $1) g", [1000 - rows[0].n])
+  }
+  await client.end()
+}
+
+const runScenario = async (name, scenario) => {
+  if (scenario.prepare) await scenario.prepare(scenario)
+  const targets = scenario.targets
+  const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], cpu: [], errors: 0 }]))
+  for (let round = 1; round <= rounds; round++) {
+    // Alternate the order each round so no target always runs on a warmer machine.
+    const order = round % 2 ? targets : [...targets].reverse()
+    for (const target of order) {
+      const { child, port, startupMs } = await startServer(target, scenario)
+      autocannon(port, scenario, 1) // warm-up: JIT and connection pools
+      const run = autocannon(port, scenario, seconds)
+      const rss = rssMiB(child.pid)
+      const cpuBefore = cpuSeconds(child.pid)
+      const fixed = autocannon(port, scenario, Math.max(2, Math.floor(seconds / 2)), scenario.fixedRate)
+      const cpuMicros = ((cpuSeconds(child.pid) - cpuBefore) * 1e6) / fixed.total
+      await stopServer(child)
+      const s = samples[target.name]
+      s.rps.push(run.rps)
+      s.p99.push(run.p99)
+      s.rss.push(rss)
+      s.startup.push(startupMs)
+      s.cpu.push(cpuMicros)
+      s.errors += run.errors + fixed.errors
+      console.error(`${name} round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${rss.toFixed(1)} MiB, startup ${startupMs.toFixed(0)} ms, ${cpuMicros.toFixed(1)} µs CPU/request at ${scenario.fixedRate} req/s`)
+    }
+  }
+  // Ratios are taken within each round (same minutes, same machine state), then the median:
+  // this machine's throughput drifts by ±20% between minutes, the ratio much less.
+  const reference = targets[targets.length - 1].name
+  const ratio = (target, key) => median(samples[target][key].map((value, round) => value / samples[reference][key][round]))
+  console.log(`\n${name}: GET ${scenario.path}, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
+  console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${scenario.fixedRate / 1000}k   req/s vs ${reference}   p99    RSS   CPU/req   errors`)
+  for (const t of targets) {
+    const s = samples[t.name]
+    console.log(
+      `${t.name.padEnd(14)} ${Math.round(median(s.rps)).toString().padStart(7)} ${median(s.p99).toFixed(1).padStart(10)} ${median(s.rss).toFixed(1).padStart(9)} ${median(s.startup).toFixed(0).padStart(12)} ${median(s.cpu).toFixed(1).padStart(16)} ${ratio(t.name, "rps").toFixed(2).padStart(17)} ${ratio(t.name, "p99").toFixed(2).padStart(6)} ${ratio(t.name, "rss").toFixed(2).padStart(6)} ${ratio(t.name, "cpu").toFixed(2).padStart(9)} ${String(s.errors).padStart(8)}`
+    )
   }
 }
 
-// Ratios are taken within each round (same minutes, same machine state), then the median of
-// those: this machine's throughput drifts by ±20% between minutes, the ratio much less.
-const reference = samples.fastify ? "fastify" : targets[0].name
-const pairedRatio = (name, key) => median(samples[name][key].map((value, round) => value / samples[reference][key][round]))
-const rows = targets.map((t) => {
-  const s = samples[t.name]
-  return {
-    name: t.name, rps: median(s.rps), p99: median(s.p99), rss: median(s.rss), startup: median(s.startup), cpu: median(s.cpu), errors: s.errors,
-    rpsRatio: pairedRatio(t.name, "rps"), rssRatio: pairedRatio(t.name, "rss"), cpuRatio: pairedRatio(t.name, "cpu")
-  }
-})
-console.log(`\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
-console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${fixedRate / 1000}k   vs ${reference} req/s   RSS   CPU/req   errors`)
-for (const r of rows) {
-  console.log(
-    `${r.name.padEnd(14)} ${Math.round(r.rps).toString().padStart(7)} ${r.p99.toFixed(1).padStart(10)} ${r.rss.toFixed(1).padStart(9)} ${r.startup.toFixed(0).padStart(12)} ${r.cpu.toFixed(1).padStart(17)} ${r.rpsRatio.toFixed(2).padStart(18)} ${r.rssRatio.toFixed(2).padStart(5)} ${r.cpuRatio.toFixed(2).padStart(9)} ${String(r.errors).padStart(8)}`
-  )
+for (const name of process.env.BENCH_SCENARIO?.split(",") ?? Object.keys(scenarios)) {
+  await runScenario(name, scenarios[name])
 }
