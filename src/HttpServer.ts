@@ -8,6 +8,7 @@ import * as ByteSize from "effect/ByteSize"
 import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as NetAddress from "effect/net/NetAddress"
+import * as Crypto from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Settings from "./Config.ts"
@@ -166,24 +167,78 @@ class DrainableServer {
   }
 }
 
-/**
- * Effect sets `strictContentLength`, which turns off Node's single-write path for `end(body)`:
- * the head, the body and an empty finishing chunk then go out as a three-buffer writev.
- * When the body's length is exactly the declared one, the strict check has nothing left to
- * catch, so it is lifted for that call and Node sends one write (~5% of throughput).
- */
-class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage> extends Http.ServerResponse<Request> {
-  override end(chunk?: any, encoding?: any, callback?: any): this {
-    const self = this as unknown as { _contentLength: number | null; _headerSent: boolean }
-    if (
-      this.strictContentLength && typeof chunk === "string" && encoding === undefined && callback === undefined &&
-      !self._headerSent && self._contentLength !== null && Buffer.byteLength(chunk) === self._contentLength
-    ) {
-      this.strictContentLength = false
-    }
-    return super.end(chunk, encoding, callback)
-  }
+/** A client-supplied request id is kept only if it is short and plain, so it is safe in logs and headers. */
+const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
+
+const securityHeaders: ReadonlyArray<readonly [string, string]> = [
+  ["x-content-type-options", "nosniff"],
+  ["x-frame-options", "DENY"],
+  ["referrer-policy", "no-referrer"],
+  ["cross-origin-opener-policy", "same-origin"],
+  ["cross-origin-resource-policy", "same-origin"]
+]
+// The docs page runs Scalar's inline script and styles; everything else is data only.
+const apiPolicy = "default-src 'none'; frame-ancestors 'none'"
+const docsPolicy =
+  "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'"
+
+export interface AccessLogLine {
+  readonly requestId: string
+  readonly method: string
+  readonly path: string
+  readonly status: number
+  readonly durationMs: number
 }
+
+/**
+ * The response every request gets, set up where Node creates it (cheaper than any Effect
+ * middleware on the hot path): the request id (the client's if plain, else generated, also
+ * written back into the request's headers for handlers and logs), security headers, and,
+ * when enabled, one access-log line when the response finishes.
+ *
+ * `end(body)`: Effect sets `strictContentLength`, which turns off Node's single-write path, so
+ * the head, the body and an empty finishing chunk go out as a writev. When the body's length is
+ * exactly the declared one, the strict check has nothing left to catch and is lifted for the
+ * call: one write.
+ */
+const makeServerResponse = (accessLog: ((line: AccessLogLine) => void) | undefined) =>
+  class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage> extends Http.ServerResponse<Request> {
+    constructor(request: Request) {
+      super(request)
+      let requestId = request.headers["x-request-id"]
+      if (typeof requestId !== "string" || !validRequestId.test(requestId)) {
+        requestId = Crypto.randomUUID()
+        request.headers["x-request-id"] = requestId
+      }
+      this.setHeader("x-request-id", requestId)
+      for (const [name, value] of securityHeaders) this.setHeader(name, value)
+      const path = (request.url ?? "/").split("?")[0]!
+      this.setHeader("content-security-policy", path === "/docs" ? docsPolicy : apiPolicy)
+      if (accessLog !== undefined) {
+        const startedAt = performance.now()
+        const id = requestId
+        this.once("finish", () =>
+          accessLog({
+            requestId: id,
+            method: request.method ?? "",
+            path,
+            status: this.statusCode,
+            durationMs: Math.round((performance.now() - startedAt) * 10) / 10
+          }))
+      }
+    }
+
+    override end(chunk?: any, encoding?: any, callback?: any): this {
+      const self = this as unknown as { _contentLength: number | null; _headerSent: boolean }
+      if (
+        this.strictContentLength && typeof chunk === "string" && encoding === undefined && callback === undefined &&
+        !self._headerSent && self._contentLength !== null && Buffer.byteLength(chunk) === self._contentLength
+      ) {
+        this.strictContentLength = false
+      }
+      return super.end(chunk, encoding, callback)
+    }
+  }
 
 const clientErrorStatus = (code: string | undefined): number =>
   code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400
@@ -234,7 +289,10 @@ const addressOf = (server: Http.Server): NetAddress.SocketAddress => {
   )
 }
 
-const nodeServerOptions = (settings: Settings.HttpSettings): Http.ServerOptions => {
+const nodeServerOptions = (
+  settings: Settings.HttpSettings,
+  ServerResponse: typeof Http.ServerResponse
+): Http.ServerOptions => {
   const headersTimeout = Duration.toMillis(settings.headersTimeout)
   return {
     headersTimeout,
@@ -269,7 +327,15 @@ const isJson = (response: HttpServerResponse.HttpServerResponse) =>
  * one (some library paths answer `text/plain`) has its text carried over as the message.
  */
 const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
-  if (response.status < 400 || isJson(response)) return Effect.succeed(response)
+  if (response.status < 400) return Effect.succeed(response)
+  if (isJson(response)) {
+    // Every 503 here is temporary: tell clients when to come back.
+    return Effect.succeed(
+      response.status === 503 && response.headers["retry-after"] === undefined
+        ? HttpServerResponse.setHeader(response, "retry-after", "1")
+        : response
+    )
+  }
   const status = response.status
   const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
     ? new TextDecoder().decode(response.body.body)
@@ -286,14 +352,15 @@ const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => 
     ? "the server is shutting down"
     : undefined
   const { "content-type": _, "content-length": __, ...headers } = response.headers
-  return Effect.succeed(errorResponse(status, message, headers))
+  return Effect.succeed(errorResponse(status, message, status === 503 && headers["retry-after"] === undefined ? { ...headers, "retry-after": "1" } : headers))
 }
 
 const makeServer = Effect.fnUntraced(function*(
   name: string,
   listener: Listener,
   settings: Settings.HttpSettings,
-  lifecycle: Lifecycle["Service"]
+  lifecycle: Lifecycle["Service"],
+  ServerResponse: typeof Http.ServerResponse
 ) {
   if (Duration.toMillis(settings.headersTimeout) > Duration.toMillis(settings.requestTimeout)) {
     return yield* new HttpServerError({
@@ -301,7 +368,7 @@ const makeServer = Effect.fnUntraced(function*(
       message: "HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT"
     })
   }
-  const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings)), lifecycle)
+  const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings, ServerResponse)), lifecycle)
   // Whatever the drain did, nothing of this server outlives its scope.
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
@@ -347,9 +414,15 @@ export class HttpServer extends Context.Service<HttpServer, {
       const requestScope = yield* Scope.fork(scope, "parallel")
       const sources = listeners(settings, process.pid)
 
-      const main = yield* makeServer("main", sources.main, settings, lifecycle)
+      const { accessLog } = yield* Settings.web
+      const logContext = yield* Effect.context<never>()
+      const log = Effect.runSyncWith(logContext)
+      const ServerResponse = makeServerResponse(
+        accessLog ? (line) => log(Effect.logInfo("request").pipe(Effect.annotateLogs({ ...line }))) : undefined
+      )
+      const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
       const admin = Option.isSome(sources.admin)
-        ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle))
+        ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))
         : Option.none<DrainableServer>()
       const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
 
