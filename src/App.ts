@@ -2,7 +2,7 @@
  * The application graph: Routes ← HttpServer ← (Cache, RateLimit ← Redis) ← Postgres ← Health.
  * Built bottom-up, released top-down: server drained, Redis, pool, embedded Postgres.
  */
-import { Layer } from "effect"
+import { Effect, Layer, Scope } from "effect"
 import { HttpRouter } from "effect/http"
 import { HttpApiBuilder, HttpApiScalar } from "effect/http-api"
 import { Authentication } from "./Auth.ts"
@@ -23,11 +23,25 @@ export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json
   Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
 )
 
+/**
+ * `/docs`: Scalar, served from this process (no CDN, no web fonts, nothing fetched elsewhere).
+ * Its 3 MB script is loaded on the first visit, not at startup.
+ */
+export const Docs = Layer.effectDiscard(Effect.gen(function*() {
+  const scope = yield* Effect.scope
+  const page = yield* Effect.cached(
+    HttpRouter.toHttpEffect(
+      HttpApiScalar.layer(Api, { path: "/docs", scalar: { withDefaultFonts: false, defaultOpenAllTags: true, favicon: "data:," } })
+    ).pipe(Scope.provide(scope))
+  )
+  const router = yield* HttpRouter.HttpRouter
+  yield* router.add("GET", "/docs", Effect.flatten(page))
+}))
+
 export const Routes = Layer.mergeAll(
   Health.routes,
   ApiRoutes,
-  // Served from this process: no CDN, no web fonts, nothing fetched from elsewhere.
-  HttpApiScalar.layer(Api, { path: "/docs", scalar: { withDefaultFonts: false, defaultOpenAllTags: true, favicon: "data:," } }),
+  Docs,
   Debug.routes,
   Middleware.layer,
   Middleware.methodNotAllowed(Api)

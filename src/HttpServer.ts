@@ -2,7 +2,7 @@
  * The Node http.Server, owned here so shutdown drains keep-alive connections with no resets;
  * Effect's NodeHttpServer.makeHandler runs every request. Listens on a port, an fd or LISTEN_FDS.
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Result, Schema, Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, HttpServerResponse } from "effect/http"

@@ -2,7 +2,7 @@
  * The Postgres pool as a scoped Layer: proven at startup, migrated, health-checked, and with the
  * checkout timeout @effect/sql-pg lacks. DATABASE_URL, or the embedded server when it is unset.
  */
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import { Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"

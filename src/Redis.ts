@@ -2,7 +2,6 @@
  * The Redis client as a scoped Layer (NodeRedis) when REDIS_URL is set: proven at startup,
  * health-checked, every command bounded. Unset, it is reported `disabled` and stores use memory.
  */
-import { NodeRedis } from "@effect/platform-node"
 import { Clock, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
 import * as EffectRedis from "effect/persistence/Redis"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
@@ -68,6 +67,8 @@ export class Redis extends Context.Service<Redis, {
         const target = describeUrl(url)
         const connectTimeoutMs = Duration.toMillis(settings.connectTimeout)
 
+        // The client library is loaded only when Redis is configured (it is a fifth of the bundle).
+        const NodeRedis = yield* Effect.promise(() => import("@effect/platform-node/NodeRedis"))
         const context = yield* Lifecycle.resource(
           "redis",
           Layer.build(NodeRedis.layer({
