@@ -58,7 +58,8 @@ const scenarios = {
   }
 }
 
-let nextPort = 40_000 + Math.floor(Math.random() * 10_000)
+// Below Linux's ephemeral range (32768+), where client sockets could already hold a port.
+let nextPort = 20_000 + Math.floor(Math.random() * 10_000)
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)

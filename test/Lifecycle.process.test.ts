@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from "vitest"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { request } from "./support/http.ts"
 import { keepAliveLoad } from "./support/load.ts"
 import { phases, type ServerProcess, spawnServer } from "./support/process.ts"
 
@@ -63,14 +64,7 @@ describe("shutdown under keep-alive load", () => {
   })
 })
 
-const get = (port: number, path: string, agent: Http.Agent | false = false) =>
-  new Promise<{ status: number; body: string; headers: Http.IncomingHttpHeaders }>((resolve, reject) => {
-    Http.get({ host: "127.0.0.1", port, path, agent }, (response) => {
-      let body = ""
-      response.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
-      response.on("end", () => resolve({ status: response.statusCode!, body, headers: response.headers }))
-    }).on("error", reject)
-  })
+const get = (port: number, path: string, agent: Http.Agent | false = false) => request(port, path, { agent })
 
 describe("deadline and second signal", () => {
   it("exits 1 at SHUTDOWN_TIMEOUT when a handler outlives it, naming the phase that overran", async () => {
@@ -215,16 +209,10 @@ describe("drain delay and readiness", () => {
 describe("limits", () => {
   it("answers a body over MAX_BODY_SIZE with 413 and a JSON error", async () => {
     const server = await start({ MAX_BODY_SIZE: "1KiB" })
-    const post = (bytes: number) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const request = Http.request({ host: "127.0.0.1", port: server.port, path: "/debug/echo", method: "POST", agent: false }, (response) => {
-          let body = ""
-          response.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
-          response.on("end", () => resolve({ status: response.statusCode!, body }))
-        })
-        request.on("error", reject)
-        request.end(Buffer.alloc(bytes, 97))
-      })
+    const post = async (bytes: number) => {
+      const { body, status } = await request(server.port, "/debug/echo", { method: "POST", body: Buffer.alloc(bytes, 97) })
+      return { status, body }
+    }
     expect(await post(1000)).toEqual({ status: 200, body: JSON.stringify({ bytes: 1000 }) })
     const tooLarge = await post(4096)
     expect(tooLarge.status).toBe(413)
@@ -233,13 +221,7 @@ describe("limits", () => {
 
   it("answers oversized headers with 431 and a JSON error", async () => {
     const server = await start()
-    const response = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      Http.get({ host: "127.0.0.1", port: server.port, path: "/livez", agent: false, headers: { "x-big": "a".repeat(20_000) } }, (res) => {
-        let body = ""
-        res.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
-        res.on("end", () => resolve({ status: res.statusCode!, body }))
-      }).on("error", reject)
-    })
+    const response = await request(server.port, "/livez", { headers: { "x-big": "a".repeat(20_000) } })
     expect(response.status).toBe(431)
     expect(JSON.parse(response.body)).toEqual({ error: "Request Header Fields Too Large", status: 431 })
   })
@@ -270,10 +252,11 @@ describe("several servers and listener sources", () => {
     return { listener, port, fd }
   }
 
-  it("listens on an inherited fd (LISTEN_FD)", async () => {
+  /** Spawns the server with our listening socket as its fd 3 and checks it serves there. */
+  const servesInheritedSocket = async (options: { readonly env: Record<string, string>; readonly shell?: string }) => {
     const { listener, port, fd } = await inheritedListener()
     try {
-      const server = await spawnServer({ env: { LISTEN_FD: "3" }, extraStdio: [fd] })
+      const server = await spawnServer({ ...options, extraStdio: [fd] })
       running.add(server)
       // The child has its own copy now; ours would otherwise accept (and stall) half the connections.
       listener.close()
@@ -284,23 +267,12 @@ describe("several servers and listener sources", () => {
     } finally {
       listener.close()
     }
-  })
+  }
 
-  it("listens on systemd's socket when LISTEN_PID is this process", async () => {
-    const { listener, port, fd } = await inheritedListener()
-    try {
-      const server = await spawnServer({ env: { LISTEN_FDS: "1" }, extraStdio: [fd], shell: "LISTEN_PID=$$ exec $NODE $MAIN" })
-      running.add(server)
-      // The child has its own copy now; ours would otherwise accept (and stall) half the connections.
-      listener.close()
-      expect(server.port).toBe(port)
-      expect((await get(port, "/livez")).status).toBe(200)
-      server.signal("SIGTERM")
-      expect((await server.exited).code).toBe(0)
-    } finally {
-      listener.close()
-    }
-  })
+  it("listens on an inherited fd (LISTEN_FD)", () => servesInheritedSocket({ env: { LISTEN_FD: "3" } }))
+
+  it("listens on systemd's socket when LISTEN_PID is this process", () =>
+    servesInheritedSocket({ env: { LISTEN_FDS: "1" }, shell: "LISTEN_PID=$$ exec $NODE $MAIN" }))
 
   it("ignores LISTEN_FDS meant for another process", async () => {
     const server = await start({ LISTEN_FDS: "1", LISTEN_PID: "1" })
