@@ -7,6 +7,7 @@ import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import * as Crypto from "node:crypto"
 import { Cache } from "../Cache.ts"
 import * as Settings from "../Config.ts"
+import * as Lifecycle from "../Lifecycle.ts"
 import { Api, type Item, ItemNotFound, Unavailable } from "./Api.ts"
 import { ItemsRepo } from "./Repo.ts"
 
@@ -26,7 +27,9 @@ const linkHeader = (page: number, perPage: number, total: number): string | unde
 /** Whatever the store said, the client hears "unavailable, retry"; the details go to the log. */
 const unavailable = <A, R>(effect: Effect.Effect<A, unknown, R>) =>
   effect.pipe(
-    Effect.tapError((error) => Effect.logWarning("items: backing store failed").pipe(Effect.annotateLogs({ error: String((error as { message?: unknown }).message ?? error) }))),
+    Effect.tapError((error) =>
+      Effect.logWarning("items: backing store failed").pipe(Effect.annotateLogs({ error: Lifecycle.describeError(error) }))
+    ),
     Effect.mapError(() => Unavailable.of("the database is unavailable; try again"))
   )
 
