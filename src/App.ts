@@ -43,8 +43,8 @@ export const Routes = Layer.mergeAll(
   ApiRoutes,
   Docs,
   Debug.routes,
-  Middleware.layer,
-  Middleware.methodNotAllowed(Api)
+  Middleware.recoverer(Api),
+  Middleware.cors
 )
 
 // Each step is built after the one it is provided with, so it is released before it.

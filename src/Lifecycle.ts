@@ -2,7 +2,9 @@
  * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
  * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References, Scope } from "effect"
+import { Cause, Clock, Config, Console, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Logger, Queue, References, Scope } from "effect"
+import * as Formatter from "effect/Formatter"
+import { HttpServerRequest } from "effect/http"
 import * as Settings from "./Config.ts"
 
 export type Signal = "SIGTERM" | "SIGINT"
@@ -330,12 +332,26 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
     return code
   })
 
+/**
+ * JSON lines on stdout. A line logged while handling a request carries its `requestId`, read
+ * from the request when the line is written, so requests pay nothing for it otherwise.
+ */
+export const jsonLogger: Logger.Logger<unknown, void> = Logger.make((options) => {
+  const { cause, ...line } = Logger.formatStructured.log(options)
+  const request = Context.getOrUndefined(options.fiber.context, HttpServerRequest.HttpServerRequest)
+  const requestId = request?.headers["x-request-id"]
+  const annotated = requestId === undefined || "requestId" in line.annotations
+    ? line
+    : { ...line, annotations: { ...line.annotations, requestId } }
+  options.fiber.getRef(Console.Console).log(Formatter.formatJson(cause === undefined ? annotated : { ...annotated, cause }))
+})
+
 /** JSON lines on stdout at `LOG_LEVEL`. */
 export const layerLogger: Layer.Layer<never, Settings.ConfigError> = Layer.unwrap(
   Effect.gen(function*() {
     const level = yield* Settings.logLevel
     return Layer.mergeAll(
-      Logger.layer([Logger.consoleJson]),
+      Logger.layer([jsonLogger]),
       Layer.succeed(References.MinimumLogLevel, level)
     )
   })

@@ -1,19 +1,38 @@
 /**
- * Router middleware every routed request gets: its request id on every log line, a recoverer
- * that answers a defect with a 500 carrying the request id and no stack, CORS, and 405 for a
- * path the API serves with other methods. (Request ids, security headers and the access log
- * are set on the Node response itself, in HttpServer.ts.)
+ * Router middleware: the recoverer (405 for a path served with other methods, 500 with the
+ * request id for a defect) and CORS. Request ids, security headers and the access log are set
+ * on the Node response itself (HttpServer.ts); the request id reaches log lines via the logger.
  */
-import { Cause, Context, Effect, Layer } from "effect"
+import { Cause, Effect, Layer, Option } from "effect"
 import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerRespondable, HttpServerResponse } from "effect/http"
 import type { HttpApi, HttpApiGroup } from "effect/http-api"
 import * as Settings from "./Config.ts"
 
+/** CORS for the origins in CORS_ORIGINS; none configured, no cross-origin access. */
+export const cors = Layer.unwrap(
+  Effect.gen(function*() {
+    const { corsOrigins } = yield* Settings.web
+    return corsOrigins.length === 0 ? Layer.empty : HttpRouter.cors({
+      allowedOrigins: corsOrigins,
+      allowedHeaders: ["authorization", "content-type", "x-request-id"],
+      exposedHeaders: ["x-request-id", "link", "location", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+      maxAge: 600
+    })
+  })
+)
+
+const isAnswered = (cause: Cause.Cause<unknown>) =>
+  cause.reasons.some((reason) =>
+    reason._tag === "Die" &&
+    (HttpServerResponse.isHttpServerResponse(reason.defect) || HttpServerRespondable.isRespondable(reason.defect))
+  )
+
 /**
- * A path the API serves with another method answers 405 with `Allow`, not 404. The methods per
- * path come from the HttpApi contract itself.
+ * The failures a router answers on the way out, in one frame per request: a path the API
+ * serves with other methods is 405 with `Allow` (the methods come from the HttpApi contract),
+ * and a defect is a 500 with the request id and no stack (the stack goes to the log).
  */
-export const methodNotAllowed = <Id extends string, Groups extends HttpApiGroup.Constraint>(api: HttpApi.HttpApi<Id, Groups>) => {
+export const recoverer = <Id extends string, Groups extends HttpApiGroup.Constraint>(api: HttpApi.HttpApi<Id, Groups>) => {
   const byPattern = new Map<string, Set<string>>()
   for (const group of Object.values(api.groups) as ReadonlyArray<HttpApiGroup.Top>) {
     for (const endpoint of Object.values(group.endpoints)) {
@@ -22,59 +41,41 @@ export const methodNotAllowed = <Id extends string, Groups extends HttpApiGroup.
     }
   }
   const routes = [...byPattern].map(([source, methods]) => ({ pattern: new RegExp(source), methods }))
+
+  const methodNotAllowed = (request: HttpServerRequest.HttpServerRequest) => {
+    const path = request.url.split("?")[0]!
+    const route = routes.find((candidate) => candidate.pattern.test(path))
+    if (route === undefined || route.methods.has(request.method)) return undefined
+    const allow = [...route.methods].join(", ")
+    return HttpServerResponse.jsonUnsafe(
+      { error: "Method Not Allowed", status: 405, message: `${request.method} is not allowed on ${path}; use ${allow}` },
+      { status: 405, headers: { allow } }
+    )
+  }
+
   return HttpRouter.middleware((app) =>
-    Effect.catch(app, (error) =>
+    Effect.catchCause(app, (cause) =>
       Effect.gen(function*() {
-        if (!HttpServerError.isHttpServerError(error) || error.reason._tag !== "RouteNotFound") return yield* Effect.fail(error)
         const request = yield* HttpServerRequest.HttpServerRequest
-        const path = request.url.split("?")[0]!
-        const route = routes.find((candidate) => candidate.pattern.test(path))
-        if (route === undefined || route.methods.has(request.method)) return yield* Effect.fail(error)
-        const allow = [...route.methods].join(", ")
+        const failure = Cause.findErrorOption(cause)
+        if (
+          Option.isSome(failure) && HttpServerError.isHttpServerError(failure.value) &&
+          failure.value.reason._tag === "RouteNotFound"
+        ) {
+          const answer = methodNotAllowed(request)
+          if (answer !== undefined) return answer
+        }
+        if (!Cause.hasDies(cause) || isAnswered(cause)) return yield* Effect.failCause(cause)
+        yield* Effect.logError("unhandled defect").pipe(Effect.annotateLogs({ cause: Cause.pretty(cause) }))
         return HttpServerResponse.jsonUnsafe(
-          { error: "Method Not Allowed", status: 405, message: `${request.method} is not allowed on ${path}; use ${allow}` },
-          { status: 405, headers: { allow } }
+          {
+            error: "Internal Server Error",
+            status: 500,
+            message: "an unexpected error occurred",
+            requestId: request.headers["x-request-id"] ?? "unknown"
+          },
+          { status: 500 }
         )
       })
     ), { global: true })
 }
-
-export const layer = Layer.unwrap(
-  Effect.gen(function*() {
-    const { corsOrigins } = yield* Settings.web
-    const cors = corsOrigins.length === 0 ? Layer.empty : HttpRouter.cors({
-      allowedOrigins: corsOrigins,
-      allowedHeaders: ["authorization", "content-type", "x-request-id"],
-      exposedHeaders: ["x-request-id", "link", "location", "retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
-      maxAge: 600
-    })
-    // The request id, security headers and access log are set where Node creates the response
-    // (HttpServer.ts); here every log line of the request gets the id, and a defect its answer.
-    const requests = HttpRouter.middleware((app) =>
-      Effect.withFiber((fiber) => {
-        const request = Context.getUnsafe(fiber.context, HttpServerRequest.HttpServerRequest)
-        const requestId = request.headers["x-request-id"] ?? "unknown"
-        return app.pipe(
-          Effect.catchCause((cause) => {
-            // Defects that carry their own answer (a response, a Respondable error) keep it.
-            const answered = cause.reasons.some((reason) =>
-              reason._tag === "Die" &&
-              (HttpServerResponse.isHttpServerResponse(reason.defect) || HttpServerRespondable.isRespondable(reason.defect))
-            )
-            if (!Cause.hasDies(cause) || answered) return Effect.failCause(cause)
-            // A bug: logged whole for us, answered without the stack.
-            return Effect.logError("unhandled defect").pipe(
-              Effect.annotateLogs({ cause: Cause.pretty(cause) }),
-              Effect.as(HttpServerResponse.jsonUnsafe(
-                { error: "Internal Server Error", status: 500, message: "an unexpected error occurred", requestId },
-                { status: 500 }
-              ))
-            )
-          }),
-          Effect.annotateLogs("requestId", requestId)
-        )
-      }), { global: true })
-    return Layer.mergeAll(requests, cors)
-  })
-)
-
