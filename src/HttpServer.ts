@@ -5,7 +5,14 @@
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Result, Schema, Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
-import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, HttpServerResponse } from "effect/http"
+import {
+  HttpEffect,
+  HttpIncomingMessage,
+  type HttpMiddleware,
+  HttpRouter,
+  type HttpServerRequest,
+  HttpServerResponse
+} from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as NetAddress from "effect/net/NetAddress"
 import * as Crypto from "node:crypto"
@@ -343,14 +350,20 @@ const isJson = (response: HttpServerResponse.HttpServerResponse) =>
  */
 const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
   if (response.status < 400) return Effect.succeed(response)
-  if (isJson(response)) {
-    // Every 503 here is temporary: tell clients when to come back.
-    return Effect.succeed(
-      response.status === 503 && response.headers["retry-after"] === undefined
-        ? HttpServerResponse.setHeader(response, "retry-after", "1")
-        : response
-    )
-  }
+  const answer = isJson(response) ? response : jsonBody(request, response, maxBodySize)
+  // Every 503 here is temporary: tell clients when to come back.
+  return Effect.succeed(
+    answer.status === 503 && answer.headers["retry-after"] === undefined
+      ? HttpServerResponse.setHeader(answer, "retry-after", "1")
+      : answer
+  )
+}
+
+const jsonBody = (
+  request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse,
+  maxBodySize: number
+) => {
   const status = response.status
   const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
     ? new TextDecoder().decode(response.body.body)
@@ -367,7 +380,7 @@ const jsonErrorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => 
     ? "the server is shutting down"
     : undefined
   const { "content-type": _, "content-length": __, ...headers } = response.headers
-  return Effect.succeed(errorResponse(status, message, status === 503 && headers["retry-after"] === undefined ? { ...headers, "retry-after": "1" } : headers))
+  return errorResponse(status, message, headers)
 }
 
 const makeServer = Effect.fnUntraced(function*(
