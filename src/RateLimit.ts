@@ -91,7 +91,6 @@ export const makeMemoryStore = Effect.fnUntraced(function*(maxKeys: number) {
 })
 
 export class RateLimit extends Context.Service<RateLimit, {
-  readonly limit: number
   /** Counts one request for `key` and says whether it may proceed. Never fails. */
   readonly consume: (key: string) => Effect.Effect<Decision>
 }>()("scoped-server/RateLimit") {
@@ -140,13 +139,16 @@ export class RateLimit extends Context.Service<RateLimit, {
             )
           })
         )
-      return { limit: settings.limit, consume }
+      return { consume }
     })
   )
 }
 
 /** `::ffff:10.0.0.1` is 10.0.0.1. */
 const normalizeAddress = (address: string) => address.startsWith("::ffff:") ? address.slice(7) : address
+
+/** TRUSTED_PROXIES as a set, built once, in the form clientAddress compares. */
+export const trustedSet = (proxies: ReadonlyArray<string>): ReadonlySet<string> => new Set(proxies.map(normalizeAddress))
 
 /**
  * The client's address: the peer, unless the peer is a trusted proxy, then the right-most
@@ -155,9 +157,8 @@ const normalizeAddress = (address: string) => address.startsWith("::ffff:") ? ad
 export const clientAddress = (
   peer: string | undefined,
   forwardedFor: string | undefined,
-  trustedProxies: ReadonlyArray<string>
+  trusted: ReadonlySet<string>
 ): string => {
-  const trusted = new Set(trustedProxies.map(normalizeAddress))
   let address = peer === undefined ? "unknown" : normalizeAddress(peer)
   if (!trusted.has(address) || forwardedFor === undefined) return address
   const hops = forwardedFor.split(",").map((hop) => normalizeAddress(hop.trim())).filter((hop) => hop.length > 0)
@@ -183,14 +184,14 @@ export class RateLimited extends HttpApiMiddleware.Service<RateLimited>()("scope
     RateLimited,
     Effect.gen(function*() {
       const rateLimit = yield* RateLimit
-      const { trustedProxies } = yield* Settings.web
+      const trusted = trustedSet((yield* Settings.web).trustedProxies)
       return (httpEffect) =>
         Effect.gen(function*() {
           const user = yield* Effect.serviceOption(CurrentUser)
           const request = yield* HttpServerRequest.HttpServerRequest
           const key = Option.isSome(user)
             ? `sub:${user.value.subject}`
-            : `ip:${clientAddress(Option.getOrUndefined(request.remoteAddress), request.headers["x-forwarded-for"], trustedProxies)}`
+            : `ip:${clientAddress(Option.getOrUndefined(request.remoteAddress), request.headers["x-forwarded-for"], trusted)}`
           const decision = yield* rateLimit.consume(key)
           switch (decision._tag) {
             case "Exceeded": {
