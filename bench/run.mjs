@@ -52,6 +52,8 @@ const scenarios = {
     fixedRate,
     targets: [
       { name: "scoped-server", script: "dist/main.js" },
+      // The same server verifying the token on every request, as the peer does.
+      { name: "(no JWT cache)", script: "dist/main.js", env: { JWT_CACHE_SIZE: "0" } },
       { name: "fastify+pg", script: "bench/peers/fastify-pg.mjs" }
     ],
     prepare: prepareDatabase
@@ -87,7 +89,7 @@ const startServer = async (target, scenario) => {
   const [command, args] = pin(0, process.execPath, [Path.join(root, target.script)])
   const started = performance.now()
   const child = spawn(command, args, {
-    env: { ...process.env, ...serverEnv, PORT: String(port), HOST: "127.0.0.1" },
+    env: { ...process.env, ...serverEnv, ...target.env, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "ignore", "inherit"]
   })
   for (;;) {

@@ -111,11 +111,17 @@ export const embeddedPostgres = Config.all({
 /** Bearer JWTs for the API: HS256 with a shared secret, or a JWKS URL. */
 export const auth = Config.all({
   /** Unset (and no JWKS_URL): a development secret kept in `.data/jwt-secret`, which `npm run token` also reads. */
-  secret: Config.option(Config.Redacted("JWT_SECRET")),
+  secret: Config.option(Config.schema(Schema.Redacted(Schema.NonEmptyString), "JWT_SECRET")),
   jwksUrl: Config.option(Config.URL("JWKS_URL")),
   issuer: Config.option(Config.NonEmptyString("JWT_ISSUER")),
   audience: Config.option(Config.NonEmptyString("JWT_AUDIENCE")),
-  devSecretFile: Config.NonEmptyString("JWT_DEV_SECRET_FILE").pipe(Config.withDefault(".data/jwt-secret"))
+  devSecretFile: Config.NonEmptyString("JWT_DEV_SECRET_FILE").pipe(Config.withDefault(".data/jwt-secret")),
+  /** Verified tokens remembered (0: verify every request); failures are never remembered. */
+  cacheSize: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "JWT_CACHE_SIZE").pipe(
+    Config.withDefault(10_000)
+  ),
+  /** The longest a verified token is remembered: a key dropped from the JWKS stops working within it. */
+  cacheTtl: duration("JWT_CACHE_TTL", "1 minute")
 })
 
 /** What every response carries and who may call from a browser. */

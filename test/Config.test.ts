@@ -47,7 +47,8 @@ describe("Config", () => {
       const cases = [
         [Effect.exit(load(Settings.http, { PORT: "70000" })), "PORT"],
         [Effect.exit(load(Settings.lifecycle, { DRAIN_DELAY: "later" })), "DRAIN_DELAY"],
-        [Effect.exit(load(Settings.http, { MAX_BODY_SIZE: "big" })), "MAX_BODY_SIZE"]
+        [Effect.exit(load(Settings.http, { MAX_BODY_SIZE: "big" })), "MAX_BODY_SIZE"],
+        [Effect.exit(load(Settings.auth, { JWT_CACHE_SIZE: "-1" })), "JWT_CACHE_SIZE"]
       ] as const
       for (const [loading, name] of cases) {
         const exit = yield* loading

@@ -1,11 +1,13 @@
 // Peer for the items benchmark: Fastify + pg (Pool of 10) answering GET /api/v1/items with the
-// same single query scoped-server runs, behind the same HS256 JWT check (jose).
+// same single query scoped-server runs, behind the same HS256 JWT check (jose, key imported once).
 import Fastify from "fastify"
 import { jwtVerify } from "jose"
 import pg from "pg"
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 })
-const secret = new TextEncoder().encode(process.env.JWT_SECRET)
+const secret = await crypto.subtle.importKey(
+  "raw", new TextEncoder().encode(process.env.JWT_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]
+)
 const app = Fastify({ logger: false })
 
 app.get("/livez", async () => ({ status: "ok" }))
