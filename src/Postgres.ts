@@ -107,11 +107,22 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     reason: "AcquireTimeout",
     message: `no database connection free within ${acquireTimeoutMs}ms`
   })
-  // Only the wait is interruptible (so the timeout can cut it); a permit once taken is always given back.
+  // A free permit is taken at once, with no timer; otherwise the request queues behind earlier
+  // waiters (first come, first served) for at most DB_ACQUIRE_TIMEOUT. Only that wait is
+  // interruptible (so the timeout can cut it); a permit once taken is always given back.
+  let waiting = 0
+  const takeFree = Effect.suspend(() => waiting === 0 ? admission.takeIfAvailable(1) : Effect.succeed(false))
+  const wait = (restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      waiting++
+      return restore(admission.take(1)).pipe(
+        Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
+        Effect.ensuring(Effect.sync(() => waiting--))
+      )
+    })
   const use = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | PostgresError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      restore(admission.take(1)).pipe(
-        Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
+      Effect.flatMap(takeFree, (taken) => taken ? Effect.void : wait(restore)).pipe(
         Effect.andThen(Effect.ensuring(restore(effect), admission.release(1))),
         // A lost connection is the database being unavailable (503), not a bug in the request (500).
         Effect.mapError((error) =>

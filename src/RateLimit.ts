@@ -113,9 +113,13 @@ export class RateLimit extends Context.Service<RateLimit, {
       const windowMs = Duration.toMillis(settings.window)
       const warn = throttledWarning(`rate limit store unavailable; failing ${settings.onStoreError}`)
 
+      // The memory store answers synchronously; only a remote one needs a bound.
+      const bounded = Option.isSome(connection)
+        ? Effect.timeoutOrElse({ duration: commandTimeout, orElse: () => Effect.fail(storeTimeout) })
+        : <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
       const consume = (key: string): Effect.Effect<Decision> =>
         limiter.consume({ key, limit: settings.limit, window: settings.window, algorithm: "fixed-window" }).pipe(
-          Effect.timeoutOrElse({ duration: commandTimeout, orElse: () => Effect.fail(storeTimeout) }),
+          bounded,
           Effect.map((result): Decision => ({
             _tag: "Allowed",
             limit: result.limit,
