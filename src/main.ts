@@ -1,8 +1,14 @@
 /**
  * The process entry point: run the application graph under the lifecycle kernel
  * (signals, drain, deadline, exit code). The graph itself is in App.ts.
+ *
+ * Node's compile cache is turned on before the server's code is loaded, so from the second
+ * start on V8 reads its compiled code from disk instead of parsing ~2 MB of JavaScript
+ * (NODE_COMPILE_CACHE names the directory, default `<tmpdir>/node-compile-cache`;
+ * NODE_DISABLE_COMPILE_CACHE=1 turns it off). Hence the dynamic imports.
  */
-import { Main } from "./App.ts"
-import * as Lifecycle from "./Lifecycle.ts"
+import * as Module from "node:module"
 
+Module.enableCompileCache()
+const [{ Main }, Lifecycle] = await Promise.all([import("./App.ts"), import("./Lifecycle.ts")])
 Lifecycle.run(Main)
