@@ -82,9 +82,14 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted) {
     )
   )
 
+  // Every start but the first finds the schema current: one read, no transaction, no lock.
+  const applied = yield* sql<{ readonly id: number }>`SELECT COALESCE(max(migration_id), 0)::int AS id FROM effect_sql_migrations`.pipe(
+    Effect.map(([row]) => row?.id ?? 0),
+    Effect.orElseSucceed(() => 0)
+  )
   // Replicas starting together queue on one advisory lock; the migrator's own table lock
   // does not cover creating that table.
-  yield* sql.withTransaction(
+  if (applied < latestMigration) yield* sql.withTransaction(
     Effect.andThen(
       sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
       PgMigrator.run({ loader: PgMigrator.fromRecord(migrations) })
@@ -168,3 +173,5 @@ export class Postgres extends Context.Service<Postgres, Service>()("scoped-serve
 }
 
 const migrationLockKey = 0x5ca0ed5e
+/** The migrator's ids are the keys' numeric prefixes. */
+const latestMigration = Math.max(...Object.keys(migrations).map((key) => Number.parseInt(key, 10)))

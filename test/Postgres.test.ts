@@ -61,6 +61,23 @@ describe("Postgres", () => {
         assert.deepStrictEqual(applied.map((row) => row.migration_id), [1])
       }))
 
+    it.effect("a database already migrated is not locked again: a start does not wait on another's migration lock", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        yield* createDatabase(server, "current")
+        yield* build(server.env("current"), () => Effect.void)
+        yield* build(server.env("current"), ({ postgres }) =>
+          Effect.gen(function*() {
+            // Another replica holds the migration lock (as while it migrates)...
+            yield* postgres.sql`SELECT pg_advisory_lock(${0x5ca0ed5e})`
+            // ...and this one still starts, at once.
+            const started = Date.now()
+            yield* build(server.env("current"), () => Effect.void).pipe(Effect.timeout("5 seconds"))
+            assert.isBelow(Date.now() - started, 2_000)
+            yield* postgres.sql`SELECT pg_advisory_unlock(${0x5ca0ed5e})`
+          }))
+      }))
+
     it.effect("a request waiting past DB_ACQUIRE_TIMEOUT for a connection fails fast with a 503 error", () =>
       Effect.gen(function*() {
         const server = yield* Server
