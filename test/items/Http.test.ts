@@ -171,15 +171,20 @@ describe("bad input: a JSON error that says what was wrong, nothing stored", () 
         assert.strictEqual((yield* call("/api/v1/items", { token: other })).status, 200)
       }))
 
-    it.effect("every response carries a request id (echoed when valid) and security headers", () =>
+    it.effect("every response carries a request id (echoed when valid) and the security headers for what it is", () =>
       Effect.gen(function*() {
         const echoed = yield* call("/livez", { headers: { "x-request-id": "req-42" } })
         assert.strictEqual(echoed.headers.get("x-request-id"), "req-42")
         const generated = yield* call("/livez", { headers: { "x-request-id": "bad id with spaces" } })
         assert.match(generated.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/)
         assert.strictEqual(generated.headers.get("x-content-type-options"), "nosniff")
-        assert.strictEqual(generated.headers.get("x-frame-options"), "DENY")
-        assert.match(generated.headers.get("content-security-policy") ?? "", /default-src 'none'/)
+        assert.strictEqual(generated.headers.get("content-security-policy"), "default-src 'none'; frame-ancestors 'none'")
+        assert.strictEqual(generated.headers.get("cross-origin-resource-policy"), "same-origin")
+        const docs = yield* call("/docs")
+        assert.strictEqual(docs.headers.get("x-frame-options"), "DENY")
+        assert.strictEqual(docs.headers.get("referrer-policy"), "no-referrer")
+        assert.strictEqual(docs.headers.get("cross-origin-opener-policy"), "same-origin")
+        assert.match(docs.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/)
         const notFound = yield* call("/nope")
         assert.match(notFound.headers.get("x-request-id") ?? "", /^[0-9a-f-]{36}$/)
       }))
