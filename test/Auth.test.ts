@@ -29,12 +29,18 @@ const countingVerify = () => {
   return { verify, calls: () => calls }
 }
 
+/** The cache over a counting check, with TestClock at `start`. */
+const cacheAtStart = (options: { readonly size: number; readonly ttl: Duration.Duration }) =>
+  Effect.gen(function*() {
+    yield* TestClock.setTime(start)
+    const { calls, verify } = countingVerify()
+    return { calls, check: cachedVerify(verify, options) }
+  })
+
 describe("verified-token cache", () => {
   it.effect("verifies a token once, then accepts it until the TTL, then checks it again", () =>
     Effect.gen(function*() {
-      yield* TestClock.setTime(start)
-      const { calls, verify } = countingVerify()
-      const check = cachedVerify(verify, { size: 100, ttl: Duration.minutes(1) })
+      const { calls, check } = yield* cacheAtStart({ size: 100, ttl: Duration.minutes(1) })
       const token = yield* mint("alice", start + 10 * 60_000)
       assert.strictEqual((yield* check(token)).sub, "alice")
       assert.strictEqual((yield* check(token)).sub, "alice")
@@ -48,9 +54,7 @@ describe("verified-token cache", () => {
 
   it.effect("a remembered token is refused once its exp passes, however recently it was checked", () =>
     Effect.gen(function*() {
-      yield* TestClock.setTime(start)
-      const { calls, verify } = countingVerify()
-      const check = cachedVerify(verify, { size: 100, ttl: Duration.hours(1) })
+      const { calls, check } = yield* cacheAtStart({ size: 100, ttl: Duration.hours(1) })
       const token = yield* mint("bob", start + 30_000)
       yield* check(token)
       yield* TestClock.adjust("29 seconds")
@@ -63,9 +67,7 @@ describe("verified-token cache", () => {
 
   it.effect("rejected tokens are never remembered", () =>
     Effect.gen(function*() {
-      yield* TestClock.setTime(start)
-      const { calls, verify } = countingVerify()
-      const check = cachedVerify(verify, { size: 100, ttl: Duration.minutes(1) })
+      const { calls, check } = yield* cacheAtStart({ size: 100, ttl: Duration.minutes(1) })
       const forged = yield* mint("mallory", start + 60_000, new TextEncoder().encode("some-other-secret-0123456789abcdef0123"))
       for (let i = 0; i < 3; i++) {
         assert.instanceOf(yield* Effect.flip(check(forged)), Jose.errors.JWSSignatureVerificationFailed)
@@ -76,9 +78,7 @@ describe("verified-token cache", () => {
 
   it.effect("holds at most `size` tokens, forgetting the oldest first; size 0 remembers nothing", () =>
     Effect.gen(function*() {
-      yield* TestClock.setTime(start)
-      const { calls, verify } = countingVerify()
-      const check = cachedVerify(verify, { size: 2, ttl: Duration.minutes(1) })
+      const { calls, check } = yield* cacheAtStart({ size: 2, ttl: Duration.minutes(1) })
       const [a, b, c] = yield* Effect.forEach(["a", "b", "c"], (subject) => mint(subject, start + 60_000))
       yield* Effect.forEach([a!, b!, c!], check)
       assert.strictEqual(check.size(), 2)
