@@ -78,6 +78,27 @@ describe("Postgres", () => {
           }))
       }))
 
+    it.effect("a freed connection goes to the request already waiting, not to one arriving as it frees", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        const order = yield* build({ ...server.env(), DB_POOL_SIZE: "1" }, ({ postgres }) =>
+          Effect.gen(function*() {
+            const order: Array<string> = []
+            const holder = yield* Effect.forkChild(
+              // The holder asks again the moment it gives its permit back.
+              postgres.use(Effect.sleep("150 millis")).pipe(
+                Effect.andThen(postgres.use(Effect.sync(() => order.push("arriving"))))
+              )
+            )
+            yield* Effect.sleep("30 millis")
+            const waiter = yield* Effect.forkChild(postgres.use(Effect.sync(() => order.push("waiting"))))
+            yield* Fiber.join(holder)
+            yield* Fiber.join(waiter)
+            return order
+          }))
+        assert.deepStrictEqual(order, ["waiting", "arriving"])
+      }))
+
     it.effect("a request waiting past DB_ACQUIRE_TIMEOUT for a connection fails fast with a 503 error", () =>
       Effect.gen(function*() {
         const server = yield* Server
