@@ -172,6 +172,7 @@ export class Postgres extends Context.Service<Postgres, Service>()("scoped-serve
   )
 }
 
-const migrationLockKey = 0x5ca0ed5e
+/** The advisory lock replicas queue on while one migrates. */
+export const migrationLockKey = 0x5ca0ed5e
 /** The migrator's ids are the keys' numeric prefixes. */
 const latestMigration = Math.max(...Object.keys(migrations).map((key) => Number.parseInt(key, 10)))

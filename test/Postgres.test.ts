@@ -6,7 +6,7 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Exit, Fiber, Layer, Redacted } from "effect"
 import { Health } from "../src/Health.ts"
 import * as Lifecycle from "../src/Lifecycle.ts"
-import { Postgres } from "../src/Postgres.ts"
+import { migrationLockKey, Postgres } from "../src/Postgres.ts"
 import { privatePostgres } from "./support/postgres.ts"
 
 class Server extends Context.Service<Server, Effect.Success<typeof privatePostgres>>()("test/PostgresServer") {
@@ -67,15 +67,15 @@ describe("Postgres", () => {
         yield* createDatabase(server, "current")
         yield* build(server.env("current"), () => Effect.void)
         yield* build(server.env("current"), ({ postgres }) =>
-          Effect.gen(function*() {
-            // Another replica holds the migration lock (as while it migrates)...
-            yield* postgres.sql`SELECT pg_advisory_lock(${0x5ca0ed5e})`
+          // Another replica holds the migration lock (as while it migrates), on one connection
+          // until this transaction ends...
+          postgres.sql.withTransaction(Effect.gen(function*() {
+            yield* postgres.sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`
             // ...and this one still starts, at once.
             const started = Date.now()
             yield* build(server.env("current"), () => Effect.void).pipe(Effect.timeout("5 seconds"))
             assert.isBelow(Date.now() - started, 2_000)
-            yield* postgres.sql`SELECT pg_advisory_unlock(${0x5ca0ed5e})`
-          }))
+          })))
       }))
 
     it.effect("a freed connection goes to the request already waiting, not to one arriving as it frees", () =>
