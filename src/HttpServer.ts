@@ -15,12 +15,12 @@ import {
 } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as NetAddress from "effect/net/NetAddress"
-import * as Crypto from "node:crypto"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Settings from "./Config.ts"
 import { Health } from "./Health.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import * as RequestId from "./RequestId.ts"
 
 export class HttpServerError extends Schema.TaggedError<HttpServerError>()("HttpServerError", {
   reason: Schema.Literals(["ListenFailed", "InvalidSettings"]),
@@ -174,9 +174,6 @@ class DrainableServer {
   }
 }
 
-/** A client-supplied request id is kept only if it is short and plain, so it is safe in logs and headers. */
-const validRequestId = /^[A-Za-z0-9._:-]{1,128}$/
-
 /**
  * What protects a response that is not a page (every JSON answer): no MIME sniffing, never run
  * or framed as a document (CSP, whose frame-ancestors supersedes X-Frame-Options), not loadable
@@ -208,9 +205,8 @@ export interface AccessLogLine {
 
 /**
  * The response every request gets, set up where Node creates it (cheaper than any Effect
- * middleware on the hot path): the request id (the client's if plain, else generated, also
- * written back into the request's headers for handlers and logs), security headers, and,
- * when enabled, one access-log line when the response finishes.
+ * middleware on the hot path): the request id (RequestId.ts), security headers, and, when
+ * enabled, one access-log line when the response finishes.
  *
  * `end(body)`: Effect sets `strictContentLength`, which turns off Node's single-write path, so
  * the head, the body and an empty finishing chunk go out as a writev. When the body's length is
@@ -219,23 +215,22 @@ export interface AccessLogLine {
  */
 const makeServerResponse = (accessLog: ((line: AccessLogLine) => void) | undefined) =>
   class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage> extends Http.ServerResponse<Request> {
+    private readonly requestId: string
+    private readonly securityHeaders: Record<string, string>
+
     constructor(request: Request) {
       super(request)
-      let requestId = request.headers["x-request-id"]
-      if (typeof requestId !== "string" || !validRequestId.test(requestId)) {
-        requestId = Crypto.randomUUID()
-        request.headers["x-request-id"] = requestId
-      }
-      const path = (request.url ?? "/").split("?")[0]!
-      this.defaultHeaders = { ...(path === "/docs" ? docsHeaders : dataHeaders), "x-request-id": requestId }
+      const requestId = RequestId.assign(request)
+      const url = request.url ?? "/"
+      this.requestId = requestId
+      this.securityHeaders = url === "/docs" || url.startsWith("/docs?") ? docsHeaders : dataHeaders
       if (accessLog !== undefined) {
         const startedAt = performance.now()
-        const id = requestId
         this.once("finish", () =>
           accessLog({
-            requestId: id,
+            requestId,
             method: request.method ?? "",
-            path,
+            path: url.split("?")[0]!,
             status: this.statusCode,
             durationMs: Math.round((performance.now() - startedAt) * 10) / 10
           }))
@@ -243,16 +238,14 @@ const makeServerResponse = (accessLog: ((line: AccessLogLine) => void) | undefin
     }
 
     /** Merged into the head in one pass (setHeader per header would take Node's slow path). */
-    private defaultHeaders: Record<string, string>
-
     override writeHead(statusCode: number, statusMessage?: any, headers?: any): this {
       if (typeof statusMessage === "object" && statusMessage !== null) {
         headers = statusMessage
         statusMessage = undefined
       }
-      const merged = headers === undefined || Array.isArray(headers)
-        ? headers ?? this.defaultHeaders
-        : { ...this.defaultHeaders, ...headers }
+      const merged = Array.isArray(headers)
+        ? [...Object.entries(this.securityHeaders).flat(), "x-request-id", this.requestId, ...headers.flat()]
+        : { ...this.securityHeaders, "x-request-id": this.requestId, ...headers }
       return statusMessage === undefined ? super.writeHead(statusCode, merged) : super.writeHead(statusCode, statusMessage, merged)
     }
 

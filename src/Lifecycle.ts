@@ -6,6 +6,7 @@ import { Cause, Clock, Config, Console, Context, Deferred, Duration, Effect, Exi
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
 import * as Settings from "./Config.ts"
+import * as RequestId from "./RequestId.ts"
 
 export type Signal = "SIGTERM" | "SIGINT"
 
@@ -339,7 +340,7 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
 export const jsonLogger: Logger.Logger<unknown, void> = Logger.make((options) => {
   const { cause, ...line } = Logger.formatStructured.log(options)
   const request = Context.getOrUndefined(options.fiber.context, HttpServerRequest.HttpServerRequest)
-  const requestId = request?.headers["x-request-id"]
+  const requestId = request === undefined ? undefined : RequestId.of(request)
   const annotated = requestId === undefined || "requestId" in line.annotations
     ? line
     : { ...line, annotations: { ...line.annotations, requestId } }

@@ -7,6 +7,7 @@ import { Cause, Effect, Layer, Option } from "effect"
 import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerRespondable, HttpServerResponse } from "effect/http"
 import type { HttpApi, HttpApiGroup } from "effect/http-api"
 import * as Settings from "./Config.ts"
+import * as RequestId from "./RequestId.ts"
 
 /** CORS for the origins in CORS_ORIGINS; none configured, no cross-origin access. */
 export const cors = Layer.unwrap(
@@ -72,7 +73,7 @@ export const recoverer = <Id extends string, Groups extends HttpApiGroup.Constra
             error: "Internal Server Error",
             status: 500,
             message: "an unexpected error occurred",
-            requestId: request.headers["x-request-id"] ?? "unknown"
+            requestId: RequestId.of(request) ?? "unknown"
           },
           { status: 500 }
         )
