@@ -1,8 +1,11 @@
 // npm run bench: scoped-server against its peers in one run, alternating, the server on core 0
 // and the load generator on core 1; medians of several rounds and ratios taken within each round.
-//   livez: the fast route, vs a bare node:http server and Fastify
-//   items: GET /api/v1/items?perPage=20 (cache off) on Postgres, vs Fastify + pg running the same query
-// Env: BENCH_ROUNDS (5), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_SCENARIO (livez,items),
+//   livez: the fast route, vs Effect's own default server, a bare node:http server and Fastify
+//   items: GET /api/v1/items?perPage=20 (cache off) on Postgres, vs Effect's HttpApi + sql-pg and
+//          Fastify + pg, each running the same query
+// The Effect peers are the floor of the stack scoped-server is built on: the same request path
+// with nothing of ours on it.
+// Env: BENCH_ROUNDS (7), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_SCENARIO (livez,items),
 //      BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/scoped_server_bench).
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
@@ -13,7 +16,7 @@ import { SignJWT } from "jose"
 import pg from "pg"
 
 const root = Path.resolve(import.meta.dirname, "..")
-const rounds = Number(process.env.BENCH_ROUNDS ?? 5)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 7)
 const seconds = Number(process.env.BENCH_SECONDS ?? 4)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // A rate every target sustains: CPU time per request at this rate is far steadier than peak req/s.
@@ -42,6 +45,7 @@ const scenarios = {
     fixedRate: 20_000,
     targets: [
       { name: "scoped-server", script: "dist/main.js" },
+      { name: "effect", script: "bench/peers/effect.mjs" },
       { name: "node:http", script: "bench/peers/node-http.mjs" },
       { name: "fastify", script: "bench/peers/fastify.mjs" }
     ]
@@ -54,6 +58,7 @@ const scenarios = {
       { name: "scoped-server", script: "dist/main.js" },
       // The same server verifying the token on every request, as the peer does.
       { name: "(no JWT cache)", script: "dist/main.js", env: { JWT_CACHE_SIZE: "0" } },
+      { name: "effect+sql-pg", script: "bench/peers/effect-pg.mjs" },
       { name: "fastify+pg", script: "bench/peers/fastify-pg.mjs" }
     ],
     prepare: prepareDatabase
