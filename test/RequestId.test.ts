@@ -1,6 +1,6 @@
 /**
  * Request ids: the client's when plain, read from the raw header list; otherwise one made here,
- * unique within the process and distinct across processes.
+ * never the same twice in a process.
  */
 import { assert, describe, it } from "@effect/vitest"
 import type * as Http from "node:http"
