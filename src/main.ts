@@ -1,6 +1,6 @@
 /**
- * The process entry point: run the application graph under the lifecycle kernel
- * (signals, drain, deadline, exit code). The graph itself is in App.ts.
+ * The process entry point: run the application graph (src/app/App.ts) under the kit's
+ * lifecycle kernel (signals, drain, deadline, exit code).
  *
  * Node's compile cache is turned on before the server's code is loaded, so from the second
  * start on V8 reads its compiled code from disk instead of parsing ~2 MB of JavaScript
@@ -10,5 +10,5 @@
 import * as Module from "node:module"
 
 Module.enableCompileCache()
-const [{ Main }, Lifecycle] = await Promise.all([import("./App.ts"), import("./Lifecycle.ts")])
+const [{ Main }, Lifecycle] = await Promise.all([import("./app/App.ts"), import("./kit/Lifecycle.ts")])
 Lifecycle.run(Main)

@@ -1,16 +1,15 @@
 /**
- * The whole application in-process, on a free port, against a fresh database of its own on the
- * suite's private PostgreSQL, with a known JWT secret so tests can mint any token.
+ * The reference application in-process, on a free port, against a fresh database of its own on
+ * the suite's private PostgreSQL, with a known JWT secret so tests can mint any token.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { ConfigProvider, Context, Effect, Layer, Redacted } from "effect"
+import { Context, Effect, Layer, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Jose from "jose"
 import * as Crypto from "node:crypto"
 import { inject } from "vitest"
-import { Main } from "../../src/App.ts"
-import { HttpServer } from "../../src/HttpServer.ts"
-import * as Lifecycle from "../../src/Lifecycle.ts"
+import { Main } from "../../src/app/App.ts"
+import * as Testing from "../../src/kit/testing.ts"
 
 export const jwtSecret = "test-secret-with-enough-entropy-0123456789"
 
@@ -36,42 +35,16 @@ export const freshDatabase = Effect.gen(function*() {
   return base.replace(/\/[^/]*$/, `/${name}`)
 })
 
-export class App extends Context.Service<App, {
-  readonly port: number
+export class App extends Context.Service<App, Testing.TestServer["Service"] & {
   readonly databaseUrl: string
-  readonly fetch: (path: string, init?: RequestInit & { readonly token?: string | undefined }) => Promise<Response>
 }>()("test/App") {
   static readonly layer = (env: Record<string, string> = {}) =>
     Layer.unwrap(Effect.gen(function*() {
       const databaseUrl = env.DATABASE_URL ?? (yield* freshDatabase)
-      const config = ConfigProvider.fromUnknown({
-        PORT: "0",
-        HOST: "127.0.0.1",
-        JWT_SECRET: jwtSecret,
-        ACCESS_LOG: "false",
-        LOG_LEVEL: "Warn",
-        ...env,
-        DATABASE_URL: databaseUrl
-      })
-      return Layer.effect(
-        App,
-        Effect.gen(function*() {
-          const { address } = yield* HttpServer
-          const port = (address as { readonly port: number }).port
-          return {
-            port,
-            databaseUrl,
-            fetch: (path, init = {}) => {
-              const headers = new Headers(init.headers)
-              if (init.token !== undefined) headers.set("authorization", `Bearer ${init.token}`)
-              return fetch(`http://127.0.0.1:${port}${path}`, { ...init, headers })
-            }
-          }
-        })
-      ).pipe(
-        Layer.provide(Main),
-        Layer.provide(Lifecycle.Lifecycle.layerTest),
-        Layer.provide(ConfigProvider.layer(config))
+      return Layer.effect(App, Effect.gen(function*() {
+        return { ...(yield* Testing.TestServer), databaseUrl }
+      })).pipe(
+        Layer.provide(Testing.layer(Main, { JWT_SECRET: jwtSecret, ...env, DATABASE_URL: databaseUrl }))
       )
     }))
 }

@@ -7,7 +7,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import type { TestProject } from "vitest/node"
-import * as EmbeddedPostgres from "../../src/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
 import { optionsFor } from "./postgres.ts"
 
 declare module "vitest" {

@@ -1,0 +1,42 @@
+/**
+ * The reference service's graph: Routes ← HttpServer ← (Cache, RateLimit ← Redis) ← Postgres ← Health.
+ * Built bottom-up, released top-down: server drained, Redis, pool, embedded Postgres.
+ */
+import { Layer } from "effect"
+import { HttpRouter } from "effect/http"
+import { HttpApiBuilder } from "effect/http-api"
+import { Cache, Cors, Health, HttpServer, Postgres, RateLimit, Recoverer, Redis, Validation } from "../kit/index.ts"
+import { Authentication } from "./Auth.ts"
+import * as Debug from "./Debug.ts"
+import * as Docs from "./Docs.ts"
+import { Api } from "./items/Api.ts"
+import { ItemsHttp } from "./items/Http.ts"
+import { migrations } from "./migrations.ts"
+import { RateLimited } from "./RateLimited.ts"
+
+export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
+  Layer.provide(ItemsHttp),
+  Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
+)
+
+export const Routes = Layer.mergeAll(
+  Health.routes,
+  ApiRoutes,
+  Docs.routes,
+  Debug.routes,
+  Recoverer.layer(Api),
+  Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] })
+)
+
+// Each step is built after the one it is provided with, so it is released before it.
+export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
+  Layer.provideMerge(Redis.layer),
+  Layer.provideMerge(Postgres.layerConfig({ migrations }))
+)
+
+/** Everything, with the server's addresses (HttpServer) left visible for tests. */
+export const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
+  Layer.provideMerge(HttpServer.layerConfig({ documentPaths: Docs.documentPaths })),
+  Layer.provide(Resources),
+  Layer.provideMerge(Health.layer)
+)

@@ -1,0 +1,102 @@
+/**
+ * The items API contract: endpoints, their inputs and outputs, and their errors, from which the
+ * server decodes requests and `/openapi.json` and `/docs` are generated.
+ */
+import { Schema } from "effect"
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
+import { Authentication } from "../Auth.ts"
+import { RateLimited } from "../RateLimited.ts"
+import { Validation } from "../../kit/index.ts"
+
+export const ItemId = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })).annotate({
+  description: "The item's id, a positive integer"
+})
+
+export const Item = Schema.Struct({
+  id: ItemId,
+  name: Schema.String,
+  description: Schema.String,
+  createdAt: Schema.String.annotate({ description: "When the item was created (ISO 8601, UTC)" })
+}).annotate({ identifier: "Item" })
+export type Item = typeof Item.Type
+
+export const NewItem = Schema.Struct({
+  name: Schema.String.check(Schema.isTrimmed(), Schema.isMinLength(1), Schema.isMaxLength(200)).annotate({
+    description: "1 to 200 characters, no leading or trailing spaces"
+  }),
+  description: Schema.optionalKey(
+    Schema.String.check(Schema.isMaxLength(2000)).annotate({ description: "Up to 2000 characters" })
+  )
+})
+
+export const Page = Schema.Struct({
+  page: Schema.Int,
+  perPage: Schema.Int,
+  total: Schema.Int
+})
+
+export const ItemPage = Schema.Struct({
+  items: Schema.Array(Item),
+  pagination: Page
+})
+
+/** Errors have one shape across the API: `{error, status, message}`. */
+export class ItemNotFound extends Schema.Error<ItemNotFound>("ItemNotFound")({
+  error: Schema.Literal("Not Found"),
+  status: Schema.Literal(404),
+  message: Schema.String
+}, { httpApiStatus: 404 }) {
+  static readonly of = (id: number) => new ItemNotFound({ error: "Not Found", status: 404, message: `no item with id ${id}` })
+}
+
+/** The database (or another backing store) cannot answer now; the client should retry. */
+export class Unavailable extends Schema.Error<Unavailable>("Unavailable")({
+  error: Schema.Literal("Service Unavailable"),
+  status: Schema.Literal(503),
+  message: Schema.String
+}, { httpApiStatus: 503 }) {
+  static readonly of = (message: string) => new Unavailable({ error: "Service Unavailable", status: 503, message })
+}
+
+const PageQuery = Schema.Struct({
+  page: Schema.optionalKey(
+    Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 1_000_000 })).annotate({
+      description: "1-based page number (default 1)"
+    })
+  ),
+  perPage: Schema.optionalKey(
+    Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 100 })).annotate({
+      description: "Items per page, 1 to 100 (default 20)"
+    })
+  )
+})
+
+const IdParams = Schema.Struct({ id: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })) })
+
+export class ItemsGroup extends HttpApiGroup.make("items")
+  .add(
+    HttpApiEndpoint.get("list", "/items", {
+      query: PageQuery,
+      success: HttpApiSchema.WithHeaders(ItemPage, { link: Schema.optionalKey(Schema.String) }),
+      error: Unavailable
+    }),
+    HttpApiEndpoint.get("get", "/items/:id", { params: IdParams, success: Item, error: [ItemNotFound, Unavailable] }),
+    HttpApiEndpoint.post("create", "/items", {
+      payload: NewItem,
+      success: HttpApiSchema.WithHeaders(Item, { location: Schema.String }).pipe(HttpApiSchema.status(201)),
+      error: Unavailable
+    }),
+    HttpApiEndpoint.delete("remove", "/items/:id", { params: IdParams, error: [ItemNotFound, Unavailable] })
+  )
+  .middleware(Validation)
+  .middleware(RateLimited)
+  .middleware(Authentication)
+  .prefix("/api/v1")
+{}
+
+export class Api extends HttpApi.make("scoped-server")
+  .add(ItemsGroup)
+  .annotate(OpenApi.Title, "scoped-server reference API")
+  .annotate(OpenApi.Version, "1.0.0")
+  .annotate(OpenApi.Description, "Items with pagination, Bearer JWT auth, rate limiting and caching.")
+{}

@@ -1,0 +1,21 @@
+/**
+ * The schema, as PgMigrator migrations run at startup (in id order, each once).
+ * Add a migration by adding an entry; never edit one that has shipped.
+ */
+import { Effect } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
+import type { Migrations } from "../kit/index.ts"
+
+export const migrations: Migrations = {
+  "0001_create_items": Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql`
+      CREATE TABLE items (
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 200),
+        description text NOT NULL DEFAULT '' CHECK (char_length(description) <= 2000),
+        created_at timestamptz NOT NULL DEFAULT now()
+      )
+    `
+  })
+}

@@ -1,0 +1,194 @@
+/**
+ * The HTTP server as a scoped Layer: settings → Node servers (main, optional admin) → Effect's
+ * HttpServer, with the drain phases run as its finalizer. The parts live in `http/`.
+ */
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import { Config, Context, Deferred, Duration, Effect, Exit, Layer, Option, Schema, Scope } from "effect"
+import * as ByteSize from "effect/ByteSize"
+import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, type HttpServerResponse } from "effect/http"
+import * as EffectHttpServer from "effect/http/HttpServer"
+import type * as NetAddress from "effect/net/NetAddress"
+import * as Http from "node:http"
+import { Health } from "./Health.ts"
+import { DrainableServer, drainSockets } from "./http/Drain.ts"
+import * as Listener from "./http/Listener.ts"
+import { errorBodies } from "./http/Problem.ts"
+import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
+import { Lifecycle } from "./Lifecycle.ts"
+import { bytes, duration, optionalInt, port } from "./Settings.ts"
+
+/** Where the HTTP servers listen, and the limits on what clients may send. */
+export const HttpServerConfig = Config.all({
+  port: port("PORT").pipe(Config.withDefault(3000)),
+  host: Config.option(Config.NonEmptyString("HOST")),
+  /** A listening socket inherited from the parent process (e.g. during an upgrade). */
+  listenFd: optionalInt("LISTEN_FD"),
+  /** systemd socket activation: fds from 3, only when LISTEN_PID is this process. */
+  systemdFds: optionalInt("LISTEN_FDS"),
+  systemdPid: optionalInt("LISTEN_PID"),
+  adminPort: Config.option(port("ADMIN_PORT")),
+  adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
+  headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds"),
+  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds"),
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds"),
+  maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024),
+  maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024),
+  accessLog: Config.Boolean("ACCESS_LOG").pipe(Config.withDefault(true))
+})
+export type HttpServerSettings = Config.Success<typeof HttpServerConfig>
+
+/** What the app tells the server that settings do not: which paths are HTML documents. */
+export interface HttpServerOptions {
+  /** Served with the document set of security headers (`/docs`, say); everything else is data. */
+  readonly documentPaths?: ReadonlyArray<string>
+}
+
+export class InvalidServerSettings extends Schema.TaggedError<InvalidServerSettings>()("InvalidServerSettings", {
+  message: Schema.String
+}) {}
+
+const nodeServerOptions = (
+  settings: HttpServerSettings,
+  ServerResponse: typeof Http.ServerResponse
+): Http.ServerOptions => {
+  const headersTimeout = Duration.toMillis(settings.headersTimeout)
+  return {
+    headersTimeout,
+    requestTimeout: Duration.toMillis(settings.requestTimeout),
+    keepAliveTimeout: Duration.toMillis(settings.keepAliveTimeout),
+    maxHeaderSize: settings.maxHeaderSize,
+    ServerResponse,
+    // Node checks the header and request timeouts on this tick (default 30 s, far too coarse).
+    connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(headersTimeout / 4))),
+    noDelay: true
+  }
+}
+
+const makeServer = Effect.fnUntraced(function*(
+  name: string,
+  listener: Listener.Listener,
+  settings: HttpServerSettings,
+  lifecycle: Lifecycle["Service"],
+  ServerResponse: typeof Http.ServerResponse
+) {
+  const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings, ServerResponse)), lifecycle)
+  // Whatever the drain did, nothing of this server outlives its scope.
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      drainable.destroyAll()
+      drainable.dispose()
+    })
+  )
+  yield* Listener.listen(drainable.server, listener)
+  return drainable
+})
+
+const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: HttpServerOptions) {
+  if (Duration.toMillis(settings.headersTimeout) > Duration.toMillis(settings.requestTimeout)) {
+    return yield* new InvalidServerSettings({ message: "HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT" })
+  }
+  const lifecycle = yield* Lifecycle
+  const health = yield* Health
+  const scope = yield* Effect.scope
+  // Request fibers belong to the server, not to the routes' layer: they live through the drain.
+  const requestScope = yield* Scope.fork(scope, "parallel")
+  const sources = Listener.listeners(settings, process.pid)
+
+  const logContext = yield* Effect.context<never>()
+  const log = Effect.runSyncWith(logContext)
+  const ServerResponse = makeServerResponse({
+    documentPaths: options.documentPaths ?? [],
+    accessLog: settings.accessLog
+      ? (line: AccessLogLine) => log(Effect.logInfo("request").pipe(Effect.annotateLogs({ ...line })))
+      : undefined
+  })
+  const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
+  const admin = Option.isSome(sources.admin)
+    ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))
+    : Option.none<DrainableServer>()
+  const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
+
+  const preResponse = errorBodies(settings.maxBodySize)
+  const handlerFor = <E, R>(
+    app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
+    middleware?: HttpMiddleware.HttpMiddleware
+  ) =>
+    NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), {
+      scope: requestScope,
+      middleware: middleware as any
+    }).pipe(
+      Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
+    )
+
+  if (Option.isSome(admin)) {
+    const adminApp = yield* HttpRouter.toHttpEffect(Health.routes)
+    admin.value.setHandler(yield* handlerFor(adminApp).pipe(
+      Effect.provideService(Health, health),
+      Effect.provideService(Lifecycle, lifecycle)
+    ))
+  }
+
+  // The first finalizer to run (the routes' or this layer's) drains; the other finds it done.
+  const drain = yield* Effect.cached(
+    lifecycle.phase(
+      "draining",
+      Effect.andThen(
+        Effect.sync(() => servers.forEach((server) => server.startDraining())),
+        Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+      )
+    ).pipe(
+      Effect.andThen(lifecycle.phase(
+        "closing",
+        Effect.forEach(servers, (server) => drainSockets(server, lifecycle), {
+          concurrency: "unbounded",
+          discard: true
+        }),
+        { servers: servers.map((server) => server.name) }
+      )),
+      // Handlers still running at the deadline are interrupted; their sockets are already gone.
+      Effect.andThen(Scope.close(requestScope, Exit.void))
+    )
+  )
+  yield* Effect.addFinalizer(() => drain)
+
+  yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({
+    servers: servers.map((server) => ({
+      name: server.name,
+      address: EffectHttpServer.formatAddress(Listener.addressOf(server.server))
+    }))
+  }))
+
+  const effectServer = EffectHttpServer.make({
+    address: Listener.addressOf(main.server),
+    serve: (app, middleware) =>
+      Effect.gen(function*() {
+        main.setHandler(yield* handlerFor(app, middleware))
+        yield* Effect.addFinalizer(() => drain)
+      })
+  })
+  return Context.make(HttpServer, {
+    address: Listener.addressOf(main.server),
+    port: Listener.portOf(main.server),
+    adminAddress: Option.map(admin, (admin) => Listener.addressOf(admin.server)),
+    adminPort: Option.map(admin, (admin) => Listener.portOf(admin.server))
+  }).pipe(Context.add(EffectHttpServer.HttpServer, effectServer))
+})
+
+export class HttpServer extends Context.Service<HttpServer, {
+  readonly address: NetAddress.SocketAddress
+  /** The main server's TCP port (the one picked when `PORT=0`). */
+  readonly port: number
+  readonly adminAddress: Option.Option<NetAddress.SocketAddress>
+  readonly adminPort: Option.Option<number>
+}>()("scoped-server/HttpServer") {
+  /**
+   * The main server (provided as Effect's `HttpServer`, so `HttpRouter.serve` works) and,
+   * with an admin port, an admin server for the probes. Both drain together on shutdown.
+   */
+  static readonly layer = (settings: HttpServerSettings, options: HttpServerOptions = {}) =>
+    Layer.effectContext(make(settings, options)).pipe(Layer.provideMerge(NodeHttpServer.layerHttpServices))
+
+  /** `layer` with the settings read from the environment (`HttpServerConfig`). */
+  static readonly layerConfig = (options: HttpServerOptions = {}) =>
+    Layer.unwrap(Effect.map(HttpServerConfig, (settings) => HttpServer.layer(settings, options)))
+}

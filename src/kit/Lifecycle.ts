@@ -1,0 +1,349 @@
+/**
+ * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
+ * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
+ */
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, References, Scope } from "effect"
+import * as Log from "./Log.ts"
+import { duration } from "./Settings.ts"
+
+/** How the process starts, drains and stops. */
+export const LifecycleConfig = Config.all({
+  /** Serve normally after the signal (readiness already 503) so load balancers notice. */
+  drainDelay: duration("DRAIN_DELAY", 0),
+  /** The whole shutdown budget, signal to exit. */
+  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", "25 seconds"),
+  /** An idle keep-alive socket is closed only after this long with no request on it. */
+  quietWindow: duration("DRAIN_QUIET_WINDOW", 300),
+  /** Default bound on each resource's release. */
+  releaseTimeout: duration("RELEASE_TIMEOUT", "5 seconds")
+})
+export type LifecycleSettings = Config.Success<typeof LifecycleConfig>
+
+/**
+ * The phases of a run, in order; `releasing` is logged once per resource. The summary line
+ * is `stopped`.
+ */
+export type Phase = "starting" | "ready" | "draining" | "closing" | "releasing" | "stopped"
+
+export type Signal = "SIGTERM" | "SIGINT"
+
+/**
+ * The operating system as the lifecycle sees it: signals in, a hard exit out.
+ * Tests provide their own to send signals and observe exits deterministically.
+ */
+export class Os extends Context.Service<Os, {
+  /** Waits for the next termination signal. */
+  readonly signal: Effect.Effect<Signal>
+  /** Ends the process now; used only when a finalizer ignores its own bound. */
+  readonly exit: (code: number) => Effect.Effect<void>
+}>()("scoped-server/Os") {
+  static readonly layer: Layer.Layer<Os> = Layer.effect(
+    Os,
+    Effect.gen(function*() {
+      const signals = yield* Queue.unbounded<Signal>()
+      const listeners = (["SIGTERM", "SIGINT"] as const).map((signal) =>
+        [signal, () => {
+          Queue.offerUnsafe(signals, signal)
+        }] as const
+      )
+      yield* Effect.acquireRelease(
+        Effect.sync(() => listeners.forEach(([signal, listener]) => process.on(signal, listener))),
+        () => Effect.sync(() => listeners.forEach(([signal, listener]) => process.off(signal, listener)))
+      )
+      return {
+        signal: Queue.take(signals),
+        exit: (code) => Effect.sync(() => process.exit(code))
+      }
+    })
+  )
+}
+
+/** What the summary line reports; the HTTP servers count, the lifecycle prints. */
+export interface Totals {
+  requestsDuringDrain: number
+  socketsClosedIdle: number
+  socketsDestroyed: number
+}
+
+export type Outcome = "ok" | "failed" | "timeout" | "forced"
+
+export class Lifecycle extends Context.Service<Lifecycle, {
+  readonly settings: LifecycleSettings
+  /** True from the first signal on; readiness reads it on every probe. */
+  readonly isStopping: () => boolean
+  /** Completes when the deadline fires or a second signal arrives: stop waiting, force. */
+  readonly forced: Deferred.Deferred<void>
+  readonly isForced: () => boolean
+  /** Runs one phase of the timeline and logs one line with its duration and outcome. */
+  readonly phase: <A, E, R>(
+    name: Phase,
+    self: Effect.Effect<A, E, R>,
+    annotations?: Record<string, unknown>
+  ) => Effect.Effect<A, E, R>
+  /**
+   * Releases one resource within its own bound (`RELEASE_TIMEOUT` unless given). A failure
+   * or overrun is logged with the resource's name and makes the exit code 1; it never stops
+   * the releases after it.
+   */
+  readonly release: <E, R>(
+    resource: string,
+    self: Effect.Effect<void, E, R>,
+    timeout?: Duration.Input
+  ) => Effect.Effect<void, never, R>
+  /** Marks the run as failed (exit 1) with a reason for the log. */
+  readonly fail: (reason: string, annotations?: Record<string, unknown>) => Effect.Effect<void>
+  readonly totals: Totals
+}>()("scoped-server/Lifecycle") {
+  /**
+   * For tests of a service's own Layers: a Lifecycle with no signals and no exit, settings from
+   * the ConfigProvider. Resources release through it exactly as they do under `run`.
+   */
+  static readonly layerTest: Layer.Layer<Lifecycle, Config.ConfigError> = Layer.suspend(() =>
+    Layer.effect(
+      Lifecycle,
+      Effect.gen(function*() {
+        const settings = yield* LifecycleConfig
+        return (yield* makeController(settings)).service
+      })
+    )
+  )
+}
+
+/**
+ * A resource as one scoped acquisition: acquire (bounded by `acquireTimeout` when given),
+ * release bounded and logged as `releasing <name>` by the lifecycle.
+ */
+export const acquireRelease = <A, E, R, E2, R2>(
+  name: string,
+  acquire: Effect.Effect<A, E, R>,
+  release: (resource: A) => Effect.Effect<void, E2, R2>,
+  options?: { readonly releaseTimeout?: Duration.Input }
+) =>
+  Effect.gen(function*() {
+    const lifecycle = yield* Lifecycle
+    return yield* Effect.acquireRelease(
+      acquire,
+      (resource) => lifecycle.release(name, release(resource), options?.releaseTimeout)
+    )
+  })
+
+/**
+ * A resource built in a scope of its own (a pool, a client, a child process, with whatever
+ * finalizers they register), released as one bounded, logged step: `releasing <name>`.
+ * If acquiring fails, what was acquired so far is released at once.
+ */
+export const resource = <A, E, R>(
+  name: string,
+  acquire: Effect.Effect<A, E, R>,
+  options?: { readonly releaseTimeout?: Duration.Input }
+): Effect.Effect<A, E, Lifecycle | Scope.Scope | Exclude<R, Scope.Scope>> =>
+  Effect.map(
+    acquireRelease(
+      name,
+      Effect.gen(function*() {
+        const scope = yield* Scope.make()
+        const value = yield* acquire.pipe(
+          Scope.provide(scope),
+          Effect.onExit((exit) => Exit.isFailure(exit) ? Scope.close(scope, exit) : Effect.void)
+        )
+        return [value, scope] as const
+      }),
+      ([, scope]) => Scope.close(scope, Exit.void),
+      options
+    ),
+    ([value]) => value
+  )
+
+interface Controller {
+  readonly service: Lifecycle["Service"]
+  readonly ready: Effect.Effect<void>
+  readonly beginStop: (signal: Signal) => Effect.Effect<void>
+  readonly force: (reason: string) => Effect.Effect<void>
+  readonly hasFailed: () => boolean
+  readonly stoppedAt: () => number | undefined
+}
+
+const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) {
+  const forced = yield* Deferred.make<void>()
+  const totals: Totals = { requestsDuringDrain: 0, socketsClosedIdle: 0, socketsDestroyed: 0 }
+  let current = "starting"
+  let stopping = false
+  let failed = false
+  let stoppedAt: number | undefined
+  let readyAt: number | undefined
+
+  const fail = (reason: string, annotations: Record<string, unknown> = {}) =>
+    Effect.suspend(() => {
+      failed = true
+      return Effect.logError(reason).pipe(Effect.annotateLogs(annotations))
+    })
+
+  const logPhase = (name: Phase, durationMs: number, outcome: Outcome, annotations: Record<string, unknown>) =>
+    Effect.logInfo("phase").pipe(Effect.annotateLogs({ phase: name, durationMs, outcome, ...annotations }))
+
+  const phase = <A, E, R>(name: Phase, self: Effect.Effect<A, E, R>, annotations: Record<string, unknown> = {}) =>
+    Effect.gen(function*() {
+      current = typeof annotations.resource === "string" ? `${name} ${annotations.resource}` : name
+      const wasForced = Deferred.isDoneUnsafe(forced)
+      const start = yield* Clock.currentTimeMillis
+      const exit = yield* Effect.exit(self)
+      const durationMs = (yield* Clock.currentTimeMillis) - start
+      const outcome: Outcome = Exit.isFailure(exit)
+        ? "failed"
+        : !wasForced && Deferred.isDoneUnsafe(forced)
+        ? "forced"
+        : "ok"
+      yield* logPhase(name, durationMs, outcome, annotations)
+      return yield* exit
+    })
+
+  const release = <E, R>(resource: string, self: Effect.Effect<void, E, R>, timeout?: Duration.Input) => {
+    return Effect.gen(function*() {
+      const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
+      current = `releasing ${resource}`
+      const start = yield* Clock.currentTimeMillis
+      // Finalizers run uninterruptibly, so a timeout around one would wait for it anyway. The
+      // release runs in a fiber of its own and we stop waiting at the bound; it may finish later.
+      const fiber = yield* Effect.forkDetach(self, { startImmediately: true })
+      const exit = yield* Fiber.await(fiber).pipe(
+        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) })
+      )
+      const durationMs = (yield* Clock.currentTimeMillis) - start
+      if (exit === undefined) {
+        yield* fail("release overran its timeout", { resource, timeoutMs: Duration.toMillis(bound) })
+        yield* logPhase("releasing", durationMs, "timeout", { resource })
+      } else if (Exit.isFailure(exit)) {
+        yield* fail("release failed", { resource, error: Log.describeCause(exit.cause) })
+        yield* logPhase("releasing", durationMs, "failed", { resource })
+      } else {
+        yield* logPhase("releasing", durationMs, "ok", { resource })
+      }
+    })
+  }
+
+  const service: Lifecycle["Service"] = {
+    settings,
+    isStopping: () => stopping,
+    forced,
+    isForced: () => Deferred.isDoneUnsafe(forced),
+    phase,
+    release,
+    fail,
+    totals
+  }
+
+  const controller: Controller = {
+    service,
+    ready: Effect.gen(function*() {
+      current = "ready"
+      readyAt = yield* Clock.currentTimeMillis
+    }),
+    beginStop: (signal) =>
+      Effect.gen(function*() {
+        stopping = true
+        stoppedAt = yield* Clock.currentTimeMillis
+        yield* Effect.logInfo("signal").pipe(Effect.annotateLogs({ signal, phase: current }))
+        if (readyAt !== undefined) yield* logPhase("ready", stoppedAt - readyAt, "ok", {})
+      }),
+    force: (reason) =>
+      Effect.suspend(() => {
+        if (Deferred.isDoneUnsafe(forced)) return Effect.void
+        return fail(reason === "deadline" ? "shutdown deadline exceeded" : "shutdown forced", {
+          reason,
+          phase: current,
+          shutdownTimeoutMs: Duration.toMillis(settings.shutdownTimeout)
+        }).pipe(Effect.andThen(Deferred.succeed(forced, undefined)))
+      }),
+    hasFailed: () => failed,
+    stoppedAt: () => stoppedAt
+  }
+  return controller
+})
+
+/**
+ * Builds `main`, serves until a signal, then releases everything in reverse.
+ * Returns the process exit code. Time comes from the Clock, so TestClock drives it in tests.
+ */
+export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effect<number, never, Os> =>
+  Effect.gen(function*() {
+    const os = yield* Os
+    const startedAt = yield* Clock.currentTimeMillis
+    const settings = yield* Effect.exit(Effect.gen(function*() {
+      return yield* LifecycleConfig
+    }))
+    if (Exit.isFailure(settings)) {
+      yield* Effect.logError("startup failed").pipe(
+        Effect.annotateLogs({ error: Log.describeCause(settings.cause) })
+      )
+      return 1
+    }
+    const controller = yield* makeController(settings.value)
+    const lifecycle = controller.service
+
+    const serve = Effect.scoped(Effect.gen(function*() {
+      yield* lifecycle.phase("starting", Layer.build(main))
+      yield* controller.ready
+      const readyAt = yield* Clock.currentTimeMillis
+      yield* Effect.logInfo("ready").pipe(Effect.annotateLogs({ startupMs: readyAt - startedAt }))
+      return yield* Effect.never
+    })).pipe(Effect.provideService(Lifecycle, lifecycle))
+    const mainFiber = yield* Effect.forkChild(serve, { startImmediately: true })
+
+    const watcher = yield* Effect.forkChild(
+      Effect.gen(function*() {
+        const signal = yield* os.signal
+        yield* controller.beginStop(signal)
+        const budget = settings.value.shutdownTimeout
+        yield* Effect.forkChild(Effect.sleep(budget).pipe(Effect.andThen(controller.force("deadline"))))
+        // A finalizer that ignores its own bound must not keep the process alive forever.
+        yield* Effect.forkChild(
+          Effect.sleep(Duration.sum(budget, settings.value.releaseTimeout)).pipe(
+            Effect.andThen(Effect.logError("finalizers still running past the hard limit; exiting")),
+            Effect.andThen(os.exit(1))
+          )
+        )
+        yield* Effect.forkChild(os.signal.pipe(Effect.andThen(controller.force("second signal"))))
+        yield* Fiber.interrupt(mainFiber)
+      })
+    )
+
+    const exit = yield* Fiber.await(mainFiber)
+    yield* Fiber.interrupt(watcher)
+
+    let code = controller.hasFailed() ? 1 : 0
+    if (Exit.isFailure(exit) && !Cause.hasInterruptsOnly(exit.cause)) {
+      code = 1
+      const level = yield* References.MinimumLogLevel
+      yield* Effect.logError(lifecycle.isStopping() ? "failed while stopping" : "startup failed").pipe(
+        Effect.annotateLogs({ error: Log.describeCause(exit.cause) }),
+        Effect.annotateLogs(level === "Debug" || level === "Trace" || level === "All" ? { cause: Cause.pretty(exit.cause) } : {})
+      )
+    }
+    const now = yield* Clock.currentTimeMillis
+    const stoppedAt = controller.stoppedAt()
+    yield* Effect.logInfo("phase").pipe(Effect.annotateLogs({
+      phase: "stopped",
+      durationMs: stoppedAt === undefined ? 0 : now - stoppedAt,
+      exitCode: code,
+      ...lifecycle.totals
+    }))
+    return code
+  })
+
+/** The process entry point: run `main` on the real OS and exit with the code it earned. */
+export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle>): void => {
+  const program = runEffect(main).pipe(Effect.provide(Os.layer))
+  const withLogger = program.pipe(
+    Effect.provide(Log.layerConfig),
+    Effect.catchCause((cause) =>
+      Effect.sync(() => {
+        // The logger itself could not be configured: say so in the same JSON shape.
+        console.log(Log.startupFailedLine(Log.describeCause(cause)))
+        return 1
+      })
+    )
+  )
+  Effect.runFork(withLogger).addObserver((exit) => {
+    process.exit(Exit.isSuccess(exit) ? exit.value : 1)
+  })
+}

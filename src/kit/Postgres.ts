@@ -1,0 +1,194 @@
+/**
+ * The Postgres pool as a scoped Layer: proven at startup, migrated, health-checked, and with the
+ * checkout timeout @effect/sql-pg lacks. DATABASE_URL, or the embedded server when it is unset.
+ */
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as PgMigrator from "@effect/sql-pg/PgMigrator"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"
+import * as Reactivity from "effect/reactivity/Reactivity"
+import { SqlClient } from "effect/sql/SqlClient"
+import { SqlError } from "effect/sql/SqlError"
+import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
+import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
+import { Health } from "./Health.ts"
+import { errorResponse } from "./http/Problem.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import { describeError } from "./Log.ts"
+import { duration } from "./Settings.ts"
+
+/** The Postgres pool. */
+export const PostgresConfig = Config.all({
+  /** Unset: the embedded server (EmbeddedPostgres.ts). */
+  url: Config.option(Config.Redacted("DATABASE_URL")),
+  poolSize: Config.Int("DB_POOL_SIZE").pipe(Config.withDefault(10)),
+  connectTimeout: duration("DB_CONNECT_TIMEOUT", "10 seconds"),
+  statementTimeout: duration("DB_STATEMENT_TIMEOUT", "30 seconds"),
+  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", "5 seconds"),
+  checkTimeout: duration("DB_HEALTH_TIMEOUT", "1 second"),
+  applicationName: Config.String("DB_APPLICATION_NAME").pipe(Config.withDefault("scoped-server"))
+})
+export type PostgresSettings = Config.Success<typeof PostgresConfig>
+
+/**
+ * The schema as PgMigrator migrations, keyed `<id>_<name>` (`0001_create_items`): run at startup
+ * in id order, each once. Add one by adding an entry; never edit one that has shipped.
+ */
+export type Migrations = Record<string, Effect.Effect<void, unknown, SqlClient>>
+
+export interface PostgresOptions {
+  readonly migrations?: Migrations
+}
+
+export class PostgresError extends Schema.TaggedError<PostgresError>()("PostgresError", {
+  reason: Schema.Literals(["Unreachable", "AcquireTimeout", "MigrationFailed"]),
+  message: Schema.String
+}, { httpApiStatus: 503 }) {
+  /** What a client is told: unavailable, try again shortly; the details stay in the server's log. */
+  [HttpServerRespondable.symbol]() {
+    return Effect.succeed(errorResponse(
+      503,
+      this.reason === "AcquireTimeout" ? "the database is busy; try again" : "the database is unavailable; try again",
+      { "retry-after": "1" }
+    ))
+  }
+}
+
+/** `postgres://user@host:port/db`, never the password. */
+export const describeUrl = (url: Redacted.Redacted): string => {
+  try {
+    const parsed = new URL(Redacted.value(url))
+    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`
+  } catch {
+    return "(unparseable DATABASE_URL)"
+  }
+}
+
+interface Service {
+  readonly sql: PgClient.PgClient
+  /**
+   * Runs `effect` holding one of the pool's connections' worth of admission: waiting longer than
+   * DB_ACQUIRE_TIMEOUT fails with PostgresError (503) instead of hanging the request.
+   */
+  readonly use: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | PostgresError, R>
+}
+
+const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: PostgresSettings, options: PostgresOptions) {
+  const target = describeUrl(url)
+  const migrations = options.migrations ?? {}
+  const latestMigration = Math.max(0, ...Object.keys(migrations).map((key) => Number.parseInt(key, 10)))
+
+  const sql = yield* Lifecycle.resource(
+    "postgres",
+    PgClient.make({
+      url,
+      maxConnections: settings.poolSize,
+      connectTimeout: settings.connectTimeout,
+      applicationName: settings.applicationName,
+      startupParameters: { statement_timeout: String(Duration.toMillis(settings.statementTimeout)) }
+    }).pipe(
+      Effect.provide(Reactivity.layer),
+      Effect.mapError((cause) =>
+        new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${describeError(cause)}` })
+      )
+    )
+  )
+
+  // PgClient connects lazily: prove the database answers before we call ourselves ready.
+  yield* sql`SELECT 1`.pipe(
+    Effect.retry(Schedule.spaced("250 millis")),
+    Effect.timeoutOrElse({
+      duration: settings.connectTimeout,
+      orElse: () => Effect.fail(new Error(`no answer within ${Duration.toMillis(settings.connectTimeout)}ms`))
+    }),
+    Effect.mapError((cause) =>
+      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${describeError(cause)}` })
+    )
+  )
+
+  // Every start but the first finds the schema current: one read, no transaction, no lock.
+  const applied = yield* sql<{ readonly id: number }>`SELECT COALESCE(max(migration_id), 0)::int AS id FROM effect_sql_migrations`.pipe(
+    Effect.map(([row]) => row?.id ?? 0),
+    Effect.orElseSucceed(() => 0)
+  )
+  // Replicas starting together queue on one advisory lock; the migrator's own table lock
+  // does not cover creating that table.
+  if (applied < latestMigration) yield* sql.withTransaction(
+    Effect.andThen(
+      sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
+      PgMigrator.run({ loader: PgMigrator.fromRecord(migrations) })
+    )
+  ).pipe(
+    Effect.provide(NodeServices.layer),
+    Effect.provideService(PgClient.PgClient, sql),
+    Effect.provideService(SqlClient, sql),
+    Effect.mapError((cause) =>
+      new PostgresError({ reason: "MigrationFailed", message: `migrations failed on ${target}: ${describeError(cause)}` })
+    )
+  )
+
+  const health = yield* Health
+  yield* health.register("database", sql`SELECT 1`, { timeout: settings.checkTimeout })
+
+  const admission = yield* Semaphore.make(settings.poolSize)
+  const acquireTimeoutMs = Duration.toMillis(settings.acquireTimeout)
+  const timedOut = new PostgresError({
+    reason: "AcquireTimeout",
+    message: `no database connection free within ${acquireTimeoutMs}ms`
+  })
+  // A free permit is taken at once, with no timer; otherwise the request queues behind earlier
+  // waiters (first come, first served) for at most DB_ACQUIRE_TIMEOUT. Only that wait is
+  // interruptible (so the timeout can cut it); a permit once taken is always given back.
+  let waiting = 0
+  const takeFree = Effect.suspend(() => waiting === 0 ? admission.takeIfAvailable(1) : Effect.succeed(false))
+  const wait = (restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
+    Effect.suspend(() => {
+      waiting++
+      return restore(admission.take(1)).pipe(
+        Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
+        Effect.ensuring(Effect.sync(() => waiting--))
+      )
+    })
+  const use = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | PostgresError, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(takeFree, (taken) => taken ? Effect.void : wait(restore)).pipe(
+        Effect.andThen(Effect.ensuring(restore(effect), admission.release(1))),
+        // A lost connection is the database being unavailable (503), not a bug in the request (500).
+        Effect.mapError((error) =>
+          error instanceof SqlError && error.reason._tag === "ConnectionError"
+            ? new PostgresError({ reason: "Unreachable", message: `lost the connection to ${target}: ${describeError(error)}` })
+            : error
+        )
+      )
+    )
+  yield* Effect.logInfo("postgres ready").pipe(Effect.annotateLogs({ database: target, poolSize: settings.poolSize }))
+  const service: Service = { sql, use }
+  return service
+})
+
+export class Postgres extends Context.Service<Postgres, Service>()("scoped-server/Postgres") {
+  /**
+   * The pool on `settings.url` when set; otherwise the embedded server, which comes up before
+   * the pool and goes down after it.
+   */
+  static readonly layer = (
+    settings: PostgresSettings,
+    options: PostgresOptions = {}
+  ): Layer.Layer<Postgres, PostgresError | EmbeddedPostgresError | Config.ConfigError, Lifecycle.Lifecycle | Health> =>
+    Option.isSome(settings.url)
+      ? Layer.effect(Postgres, make(settings.url.value, settings, options))
+      : Layer.effect(
+        Postgres,
+        Effect.gen(function*() {
+          const embedded = yield* EmbeddedPostgres
+          return yield* make(embedded.url, settings, options)
+        })
+      ).pipe(Layer.provide(EmbeddedPostgres.layerConfig))
+
+  /** `layer` with the settings read from the environment (`PostgresConfig`). */
+  static readonly layerConfig = (options: PostgresOptions = {}) =>
+    Layer.unwrap(Effect.map(PostgresConfig, (settings) => Postgres.layer(settings, options)))
+}
+
+/** The advisory lock replicas queue on while one migrates. */
+export const migrationLockKey = 0x5ca0ed5e

@@ -1,0 +1,48 @@
+/**
+ * scoped-server's kit: what an application imports to run, extend and test itself. Everything
+ * not exported here is internal and may change.
+ */
+export {
+  acquireRelease,
+  Lifecycle,
+  LifecycleConfig,
+  type LifecycleSettings,
+  Os,
+  type Outcome,
+  type Phase,
+  resource,
+  run,
+  runEffect,
+  type Signal,
+  type Totals
+} from "./Lifecycle.ts"
+export * as Log from "./Log.ts"
+export * as Settings from "./Settings.ts"
+export { type CheckResult, type CheckStatus, Health, HealthConfig, type Report } from "./Health.ts"
+export {
+  HttpServer,
+  HttpServerConfig,
+  type HttpServerOptions,
+  type HttpServerSettings,
+  InvalidServerSettings
+} from "./HttpServer.ts"
+export { ListenError } from "./http/Listener.ts"
+export * as ClientAddress from "./http/ClientAddress.ts"
+export * as Cors from "./http/Cors.ts"
+export * as Problem from "./http/Problem.ts"
+export * as Recoverer from "./http/Recoverer.ts"
+export * as RequestId from "./http/RequestId.ts"
+export { Validation } from "./http/Validation.ts"
+export {
+  describeUrl as describeDatabaseUrl,
+  type Migrations,
+  Postgres,
+  PostgresConfig,
+  PostgresError,
+  type PostgresOptions,
+  type PostgresSettings
+} from "./Postgres.ts"
+export { EmbeddedPostgres, EmbeddedPostgresConfig, EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
+export { Redis, RedisConfig, RedisError, throttledWarning } from "./Redis.ts"
+export { Cache, CacheConfig, type Store as CacheStore } from "./Cache.ts"
+export { type Decision as RateLimitDecision, RateLimit, RateLimitConfig } from "./RateLimit.ts"

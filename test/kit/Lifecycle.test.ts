@@ -1,0 +1,189 @@
+/**
+ * The lifecycle kernel in-process, on TestClock: reverse release order, the deadline race,
+ * bounded releases and the exit code each outcome earns.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, type Duration, Effect, Fiber, Layer } from "effect"
+import { TestClock } from "effect/testing"
+import * as Lifecycle from "../../src/kit/Lifecycle.ts"
+import { makeHarness } from "../../src/kit/testing.ts"
+
+/** A resource that records its acquisition and release. */
+const resource = (
+  name: string,
+  journal: Array<string>,
+  release: Effect.Effect<void, unknown> = Effect.void,
+  options?: { readonly releaseTimeout?: Duration.Input }
+) =>
+  Layer.effectDiscard(Lifecycle.acquireRelease(
+    name,
+    Effect.sync(() => journal.push(`acquire ${name}`)),
+    () => Effect.andThen(Effect.sync(() => journal.push(`release ${name}`)), release),
+    options
+  ))
+
+/** A stage that waits for its work like a server drain: until done or forced. */
+const drainUntilForced = Layer.effectDiscard(Effect.gen(function*() {
+  const lifecycle = yield* Lifecycle.Lifecycle
+  yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.never, Deferred.await(lifecycle.forced))))
+}))
+
+const chain = (...layers: ReadonlyArray<Layer.Layer<never, any, Lifecycle.Lifecycle>>) =>
+  layers.reduce((below, above) => Layer.provide(above, below))
+
+describe("Lifecycle", () => {
+  it.effect("releases resources in reverse order of acquisition and exits 0", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const main = chain(resource("postgres", journal), resource("redis", journal), resource("server", journal))
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* Effect.yieldNow
+      assert.deepStrictEqual(journal, ["acquire postgres", "acquire redis", "acquire server"])
+      yield* harness.send("SIGTERM")
+      const code = yield* Fiber.join(fiber)
+      assert.strictEqual(code, 0)
+      assert.deepStrictEqual(journal.slice(3), ["release server", "release redis", "release postgres"])
+      const phases = harness.phases()
+      assert.deepStrictEqual(phases.map((p) => p.resource ?? p.phase), ["starting", "ready", "server", "redis", "postgres", "stopped"])
+      assert.isTrue(phases.every((p) => p.outcome === undefined || p.outcome === "ok"))
+    }))
+
+  it.effect("forces the drain at SHUTDOWN_TIMEOUT, still runs the remaining releases, and exits 1 naming the phase", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const main = chain(resource("postgres", journal), drainUntilForced)
+      const fiber = yield* Effect.forkChild(harness.run(main, { SHUTDOWN_TIMEOUT: "10s" }))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("9999 millis")
+      assert.isUndefined(fiber.pollUnsafe())
+      assert.notInclude(journal, "release postgres")
+      yield* TestClock.adjust("1 millis")
+      const code = yield* Fiber.join(fiber)
+      assert.strictEqual(code, 1)
+      assert.include(journal, "release postgres")
+      const overran = harness.logs.find((entry) => entry.message === "shutdown deadline exceeded")
+      assert.strictEqual(overran?.annotations.phase, "closing")
+      assert.strictEqual(harness.phases().find((p) => p.phase === "closing")?.outcome, "forced")
+      assert.deepStrictEqual(harness.phases().find((p) => p.phase === "closing")?.durationMs, 10_000)
+    }))
+
+  it.effect("a second signal forces the close at once and exits 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal), drainUntilForced)))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("1 second")
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* harness.send("SIGINT")
+      const code = yield* Fiber.join(fiber)
+      assert.strictEqual(code, 1)
+      assert.include(journal, "release postgres")
+      assert.strictEqual(harness.logs.find((entry) => entry.message === "shutdown forced")?.annotations.reason, "second signal")
+    }))
+
+  it.effect("a release that overruns its own timeout is cut and named; the releases after it still run; exit 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const main = chain(resource("postgres", journal), resource("redis", journal, Effect.never, { releaseTimeout: "2 seconds" }))
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("1999 millis")
+      assert.notInclude(journal, "release postgres")
+      yield* TestClock.adjust("1 millis")
+      const code = yield* Fiber.join(fiber)
+      assert.strictEqual(code, 1)
+      assert.include(journal, "release postgres")
+      const overran = harness.logs.find((entry) => entry.message === "release overran its timeout")
+      assert.deepStrictEqual(overran?.annotations, { resource: "redis", timeoutMs: 2000 })
+      assert.deepStrictEqual(
+        harness.phases().filter((p) => p.phase === "releasing").map((p) => [p.resource, p.outcome]),
+        [["redis", "timeout"], ["postgres", "ok"]]
+      )
+    }))
+
+  it.effect("a release that cannot be interrupted (finalizers never can) is still cut at its bound", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const stuck = Effect.uninterruptible(Effect.never)
+      const main = chain(resource("postgres", journal), resource("redis", journal, stuck, { releaseTimeout: "2 seconds" }))
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.include(journal, "release postgres")
+      assert.strictEqual(harness.logs.find((entry) => entry.message === "release overran its timeout")?.annotations.resource, "redis")
+    }))
+
+  it.effect("a failing release is logged with its error, the rest still run, exit 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const main = chain(resource("postgres", journal), resource("redis", journal, Effect.fail(new Error("QUIT refused"))))
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.include(journal, "release postgres")
+      assert.deepStrictEqual(
+        harness.logs.find((entry) => entry.message === "release failed")?.annotations,
+        { resource: "redis", error: "QUIT refused" }
+      )
+    }))
+
+  it.effect("a startup failure releases what was acquired, logs one line naming the cause, and exits 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const failing = Layer.effectDiscard(Effect.fail(new Error("connect ECONNREFUSED 127.0.0.1:6379")))
+      const code = yield* harness.run(chain(resource("postgres", journal), failing))
+      assert.strictEqual(code, 1)
+      assert.deepStrictEqual(journal, ["acquire postgres", "release postgres"])
+      const failures = harness.logs.filter((entry) => entry.message === "startup failed")
+      assert.deepStrictEqual(failures.map((entry) => entry.annotations.error), ["connect ECONNREFUSED 127.0.0.1:6379"])
+    }))
+
+  it.effect("invalid lifecycle settings fail startup with the variable named", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const code = yield* harness.run(Layer.empty, { SHUTDOWN_TIMEOUT: "whenever" })
+      assert.strictEqual(code, 1)
+      const error = String(harness.logs.find((entry) => entry.message === "startup failed")?.annotations.error)
+      assert.match(error, /^invalid configuration: .*SHUTDOWN_TIMEOUT/)
+    }))
+
+  it.effect("a signal during startup stops cleanly with exit 0", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const slowStart = Layer.effectDiscard(Effect.sleep("1 minute"))
+      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal), slowStart)))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+      assert.deepStrictEqual(journal, ["acquire postgres", "release postgres"])
+    }))
+
+  it.effect("a finalizer that ignores every bound is cut by a hard exit at SHUTDOWN_TIMEOUT + RELEASE_TIMEOUT", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const stubborn = Layer.effectDiscard(Effect.addFinalizer(() => Effect.uninterruptible(Effect.sleep("1 hour"))))
+      const fiber = yield* Effect.forkChild(harness.run(stubborn, { SHUTDOWN_TIMEOUT: "10s", RELEASE_TIMEOUT: "5s" }))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("14999 millis")
+      assert.deepStrictEqual(harness.exits, [])
+      yield* TestClock.adjust("1 millis")
+      assert.deepStrictEqual(harness.exits, [1])
+      yield* TestClock.adjust("1 hour")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+    }))
+})
