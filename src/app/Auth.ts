@@ -19,12 +19,27 @@ export const AuthConfig = Config.all({
   audience: Config.option(Config.NonEmptyString("JWT_AUDIENCE")),
   devSecretFile: Config.NonEmptyString("JWT_DEV_SECRET_FILE").pipe(Config.withDefault(".data/jwt-secret")),
   /** Verified tokens remembered (0: verify every request); failures are never remembered. */
-  cacheSize: Config.schema(Schema.Int.check(Schema.isGreaterThanOrEqualTo(0)), "JWT_CACHE_SIZE").pipe(
-    Config.withDefault(10_000)
-  ),
+  cacheSize: Settings.int("JWT_CACHE_SIZE", { min: 0, max: 10_000_000, default: 10_000 }),
   /** The longest a verified token is remembered: a key dropped from the JWKS stops working within it. */
-  cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute")
-})
+  cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute", { max: "1 day" })
+}).pipe(Settings.check((settings) => {
+  if (Option.isSome(settings.secret) && Option.isSome(settings.jwksUrl)) {
+    return "JWT_SECRET and JWKS_URL are both set: tokens are checked against one or the other; unset one"
+  }
+  // RFC 7518 §3.2: an HS256 key shorter than the hash (32 bytes) weakens it; a guessable one breaks it.
+  const secretBytes = Option.map(settings.secret, (secret) => new TextEncoder().encode(Redacted.value(secret)).length)
+  if (Option.isSome(secretBytes) && secretBytes.value < 32) {
+    return `JWT_SECRET is ${secretBytes.value} bytes; HS256 needs at least 32 (e.g. openssl rand -base64 32)`
+  }
+  // Keys fetched over plain HTTP can be swapped by anyone on the path; loopback has no path.
+  if (
+    Option.isSome(settings.jwksUrl) && settings.jwksUrl.value.protocol !== "https:" &&
+    !(settings.jwksUrl.value.protocol === "http:" && Settings.isLoopbackHost(settings.jwksUrl.value.hostname))
+  ) {
+    return `JWKS_URL must be https (plain http only for a loopback host): ${settings.jwksUrl.value.protocol}//${settings.jwksUrl.value.host}`
+  }
+  return undefined
+}))
 
 export class CurrentUser extends Context.Service<CurrentUser, {
   /** The token's `sub`: who is calling, and the key they are rate limited by. */

@@ -4,11 +4,19 @@
  */
 import { Config, Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { Log, Postgres } from "../kit/index.ts"
+import * as EffectHttpServer from "effect/http/HttpServer"
+import * as NetAddress from "effect/net/NetAddress"
+import { HttpServer, Log, Postgres, Settings } from "../kit/index.ts"
 
 export const DebugConfig = Config.all({
-  routes: Config.Boolean("DEBUG_ROUTES").pipe(Config.withDefault(false))
+  routes: Settings.boolean("DEBUG_ROUTES", false),
+  /** Mounts them on a server other hosts can reach too: they sleep, write and crash on request. */
+  unsafe: Settings.boolean("DEBUG_ROUTES_UNSAFE", false)
 })
+
+/** Only this machine can connect: a loopback address or a unix socket. */
+const isLocalOnly = (address: NetAddress.SocketAddress) =>
+  address._tag === "UnixPathAddress" || NetAddress.isLoopback(address.address)
 
 const SleepParams = Schema.Struct({
   ms: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 600_000 }))
@@ -57,15 +65,24 @@ const echo = Effect.gen(function*() {
 
 export const routes = Layer.unwrap(
   Effect.gen(function*() {
-    const { routes } = yield* DebugConfig
-    return routes
-      ? HttpRouter.addAll([
+    const { routes, unsafe } = yield* DebugConfig
+    if (!routes) return Layer.empty
+    // The address the server really bound (HOST, LISTEN_FD or systemd's socket), not what HOST says.
+    const { address } = yield* HttpServer
+    const where = EffectHttpServer.formatAddress(address)
+    if (!unsafe && !isLocalOnly(address)) {
+      return yield* Effect.fail(Settings.conflict(
+        `DEBUG_ROUTES=true is refused on ${where}, which other hosts can reach: listen on loopback (HOST=127.0.0.1) or also set DEBUG_ROUTES_UNSAFE=true`
+      ))
+    }
+    yield* Effect.logWarning("DEBUG_ROUTES=true: /debug/sleep, /debug/echo, /debug/transaction and /debug/defect are mounted; never run this in production")
+      .pipe(Effect.annotateLogs({ address: where, unsafe }))
+    return HttpRouter.addAll([
         HttpRouter.route("GET", "/debug/sleep", sleep),
         HttpRouter.route("POST", "/debug/echo", echo),
         HttpRouter.route("POST", "/debug/transaction", transaction),
         // A bug on purpose: the recoverer's answer is what tests look at.
         HttpRouter.route("GET", "/debug/defect", Effect.die(new Error("deliberate defect for the recoverer")))
       ])
-      : Layer.empty
   })
 )

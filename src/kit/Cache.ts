@@ -4,14 +4,14 @@
  */
 import { Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import { Redis, throttledWarning } from "./Redis.ts"
-import { duration } from "./Settings.ts"
+import { duration, int } from "./Settings.ts"
 
 /** Response caching (Redis when configured, else a bounded in-memory store). */
 export const CacheConfig = Config.all({
   /** How long an entry lives unless its writer says otherwise; 0 turns caching off. */
-  ttl: duration("CACHE_TTL", "30 seconds"),
+  ttl: duration("CACHE_TTL", "30 seconds", { max: "1 day" }),
   /** The in-memory store's bound; the least recently written entries go first. */
-  maxEntries: Config.Int("CACHE_MAX_ENTRIES").pipe(Config.withDefault(10_000))
+  maxEntries: int("CACHE_MAX_ENTRIES", { min: 1, max: 10_000_000, default: 10_000 })
 })
 
 export interface Store {

@@ -18,8 +18,8 @@ export const EmbeddedPostgresConfig = Config.all({
   port: port("EMBEDDED_POSTGRES_PORT").pipe(Config.withDefault(0)),
   /** PostgreSQL refuses to run as root; when we are root it runs as this user. */
   user: Config.NonEmptyString("EMBEDDED_POSTGRES_USER").pipe(Config.withDefault("nobody")),
-  startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", "60 seconds"),
-  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds")
+  startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", "60 seconds", { min: "1 second", max: "1 hour" }),
+  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds", { min: "100 millis", max: "10 minutes" })
 })
 
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {

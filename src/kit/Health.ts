@@ -10,7 +10,7 @@ import { duration } from "./Settings.ts"
 
 export const HealthConfig = Config.all({
   /** Default timeout of one check; a Layer may give its check its own. */
-  checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds")
+  checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds", { min: "10 millis", max: "1 minute" })
 })
 
 export type CheckStatus = "ok" | "failed" | "disabled"

@@ -3,7 +3,7 @@
  * HttpServer, with the drain phases run as its finalizer. The parts live in `http/`.
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
-import { Config, Context, Deferred, Duration, Effect, Exit, Layer, Option, Schema, Scope } from "effect"
+import { Config, Context, Deferred, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, type HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
@@ -15,26 +15,45 @@ import * as Listener from "./http/Listener.ts"
 import { errorBodies } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
 import { Lifecycle } from "./Lifecycle.ts"
-import { bytes, duration, optionalInt, port } from "./Settings.ts"
+import { boolean, bytes, check, duration, formatDuration, optionalInt, port } from "./Settings.ts"
 
-/** Where the HTTP servers listen, and the limits on what clients may send. */
+/**
+ * Where the HTTP servers listen, and the limits on what clients may send. Settings that
+ * contradict each other are refused here, before anything listens.
+ */
 export const HttpServerConfig = Config.all({
-  port: port("PORT").pipe(Config.withDefault(3000)),
+  /** None when unset, so an explicit PORT beside LISTEN_FD can be told from the default. */
+  port: Config.option(port("PORT")),
   host: Config.option(Config.NonEmptyString("HOST")),
   /** A listening socket inherited from the parent process (e.g. during an upgrade). */
-  listenFd: optionalInt("LISTEN_FD"),
+  listenFd: optionalInt("LISTEN_FD", { min: 0, max: 65535 }),
   /** systemd socket activation: fds from 3, only when LISTEN_PID is this process. */
-  systemdFds: optionalInt("LISTEN_FDS"),
-  systemdPid: optionalInt("LISTEN_PID"),
+  systemdFds: optionalInt("LISTEN_FDS", { min: 0, max: 64 }),
+  systemdPid: optionalInt("LISTEN_PID", { min: 1, max: 4_194_304 }),
   adminPort: Config.option(port("ADMIN_PORT")),
   adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
-  headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds"),
-  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds"),
-  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds"),
-  maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024),
-  maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024),
-  accessLog: Config.Boolean("ACCESS_LOG").pipe(Config.withDefault(true))
-})
+  headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
+  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
+  maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024, { min: 1, max: 1024 ** 3 }),
+  // Below 1 KiB a request line and Host header with a few cookies no longer fit.
+  maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 }),
+  accessLog: boolean("ACCESS_LOG", true)
+}).pipe(
+  check((settings) => {
+    if (Option.isSome(settings.listenFd) && Option.isSome(settings.port)) {
+      return "LISTEN_FD and PORT are both set: the server listens on the inherited socket, so PORT would be ignored; unset one"
+    }
+    // Node refuses this pair when it creates the server; refused here it names both variables.
+    if (Duration.isGreaterThan(settings.headersTimeout, settings.requestTimeout)) {
+      return `HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT (${formatDuration(settings.headersTimeout)} > ${
+        formatDuration(settings.requestTimeout)
+      })`
+    }
+    return undefined
+  }),
+  Config.map((settings) => ({ ...settings, port: Option.getOrElse(settings.port, () => 3000) }))
+)
 export type HttpServerSettings = Config.Success<typeof HttpServerConfig>
 
 /** What the app tells the server that settings do not: which paths are HTML documents. */
@@ -42,10 +61,6 @@ export interface HttpServerOptions {
   /** Served with the document set of security headers (`/docs`, say); everything else is data. */
   readonly documentPaths?: ReadonlyArray<string>
 }
-
-export class InvalidServerSettings extends Schema.TaggedError<InvalidServerSettings>()("InvalidServerSettings", {
-  message: Schema.String
-}) {}
 
 const nodeServerOptions = (
   settings: HttpServerSettings,
@@ -84,9 +99,6 @@ const makeServer = Effect.fnUntraced(function*(
 })
 
 const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: HttpServerOptions) {
-  if (Duration.toMillis(settings.headersTimeout) > Duration.toMillis(settings.requestTimeout)) {
-    return yield* new InvalidServerSettings({ message: "HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT" })
-  }
   const lifecycle = yield* Lifecycle
   const health = yield* Health
   const scope = yield* Effect.scope

@@ -2,21 +2,53 @@
  * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
  * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Queue, References, Scope } from "effect"
+import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, References, Scope } from "effect"
 import * as Log from "./Log.ts"
-import { duration } from "./Settings.ts"
+import { check, duration, formatDuration, optionalDuration } from "./Settings.ts"
 
-/** How the process starts, drains and stops. */
+/** Shorter when the budget left after the drain delay is shorter: a default never conflicts. */
+const defaultReleaseTimeout = Duration.seconds(5)
+
+/**
+ * How the process starts, drains and stops. The drain delay and every release are spent inside
+ * the shutdown budget, so settings that cannot fit it are refused at startup.
+ */
 export const LifecycleConfig = Config.all({
   /** Serve normally after the signal (readiness already 503) so load balancers notice. */
-  drainDelay: duration("DRAIN_DELAY", 0),
+  drainDelay: duration("DRAIN_DELAY", 0, { max: "10 minutes", seconds: true }),
   /** The whole shutdown budget, signal to exit. */
-  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", "25 seconds"),
+  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", "25 seconds", { min: "100 millis", max: "1 hour" }),
   /** An idle keep-alive socket is closed only after this long with no request on it. */
-  quietWindow: duration("DRAIN_QUIET_WINDOW", 300),
+  quietWindow: duration("DRAIN_QUIET_WINDOW", 300, { max: "1 minute" }),
   /** Default bound on each resource's release. */
-  releaseTimeout: duration("RELEASE_TIMEOUT", "5 seconds")
-})
+  releaseTimeout: optionalDuration("RELEASE_TIMEOUT", { min: "10 millis", max: "10 minutes" })
+}).pipe(
+  check(({ drainDelay, releaseTimeout, shutdownTimeout }) => {
+    if (Duration.isGreaterThanOrEqualTo(drainDelay, shutdownTimeout)) {
+      return `DRAIN_DELAY (${formatDuration(drainDelay)}) must be shorter than SHUTDOWN_TIMEOUT (${
+        formatDuration(shutdownTimeout)
+      }): the delay is spent inside the shutdown budget`
+    }
+    const left = Duration.subtract(shutdownTimeout, drainDelay)
+    if (Option.isSome(releaseTimeout) && Duration.isGreaterThan(releaseTimeout.value, left)) {
+      return Duration.isZero(drainDelay)
+        ? `RELEASE_TIMEOUT (${formatDuration(releaseTimeout.value)}) must not exceed SHUTDOWN_TIMEOUT (${
+          formatDuration(shutdownTimeout)
+        })`
+        : `RELEASE_TIMEOUT (${formatDuration(releaseTimeout.value)}) does not fit in SHUTDOWN_TIMEOUT (${
+          formatDuration(shutdownTimeout)
+        }) after DRAIN_DELAY (${formatDuration(drainDelay)})`
+    }
+    return undefined
+  }),
+  Config.map((settings) => ({
+    ...settings,
+    releaseTimeout: Option.getOrElse(
+      settings.releaseTimeout,
+      () => Duration.min(defaultReleaseTimeout, Duration.subtract(settings.shutdownTimeout, settings.drainDelay))
+    )
+  }))
+)
 export type LifecycleSettings = Config.Success<typeof LifecycleConfig>
 
 /**

@@ -2,14 +2,15 @@
  * Log output: one JSON line per entry (the request id added from the fiber), and the describers
  * that turn errors and causes into one readable line without a stack trace.
  */
-import { Cause, Config, Console, Context, Effect, Layer, Logger, References } from "effect"
+import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, References } from "effect"
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
 import * as RequestId from "./http/RequestId.ts"
+import * as Settings from "./Settings.ts"
 
-/** `LOG_LEVEL`: the least severe level written. */
+/** `LOG_LEVEL`: the least severe level written, in any case; `warning` is `Warn`, as syslog spells it. */
 export const LogConfig = Config.all({
-  level: Config.LogLevel("LOG_LEVEL").pipe(Config.withDefault("Info" as const))
+  level: Settings.literal("LOG_LEVEL", LogLevel.values, { default: "Info", aliases: { warning: "Warn" } })
 })
 
 /** An error's message, or its cause's when it has none (library errors often wrap). */
@@ -27,7 +28,7 @@ export const describeError = (error: unknown): string => {
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
   if (error instanceof Config.ConfigError) {
-    return `invalid configuration: ${describeError(error.cause)}`
+    return `invalid configuration: ${Settings.describe(error)}`
   }
   return describeError(error)
 }

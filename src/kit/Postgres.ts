@@ -15,17 +15,17 @@ import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { duration } from "./Settings.ts"
+import { duration, int } from "./Settings.ts"
 
 /** The Postgres pool. */
 export const PostgresConfig = Config.all({
   /** Unset: the embedded server (EmbeddedPostgres.ts). */
   url: Config.option(Config.Redacted("DATABASE_URL")),
-  poolSize: Config.Int("DB_POOL_SIZE").pipe(Config.withDefault(10)),
-  connectTimeout: duration("DB_CONNECT_TIMEOUT", "10 seconds"),
-  statementTimeout: duration("DB_STATEMENT_TIMEOUT", "30 seconds"),
-  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", "5 seconds"),
-  checkTimeout: duration("DB_HEALTH_TIMEOUT", "1 second"),
+  poolSize: int("DB_POOL_SIZE", { min: 1, max: 1000, default: 10 }),
+  connectTimeout: duration("DB_CONNECT_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
+  statementTimeout: duration("DB_STATEMENT_TIMEOUT", "30 seconds", { min: "10 millis", max: "1 day" }),
+  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", "5 seconds", { min: "1 millis", max: "10 minutes" }),
+  checkTimeout: duration("DB_HEALTH_TIMEOUT", "1 second", { min: "10 millis", max: "1 minute" }),
   applicationName: Config.String("DB_APPLICATION_NAME").pipe(Config.withDefault("scoped-server"))
 })
 export type PostgresSettings = Config.Success<typeof PostgresConfig>

@@ -7,15 +7,15 @@ import { Config, Context, Duration, Effect, Layer, Option, Schedule } from "effe
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
-import { duration } from "./Settings.ts"
+import { duration, int, literal } from "./Settings.ts"
 
 /** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
 export const RateLimitConfig = Config.all({
-  limit: Config.Int("RATE_LIMIT").pipe(Config.withDefault(100)),
-  window: duration("RATE_LIMIT_WINDOW", "1 minute"),
+  limit: int("RATE_LIMIT", { min: 1, max: 1_000_000_000, default: 100 }),
+  window: duration("RATE_LIMIT_WINDOW", "1 minute", { min: "100 millis", max: "1 day" }),
   /** When the store cannot answer: `open` lets the request through, `closed` refuses it (503). */
-  onStoreError: Config.Literals(["open", "closed"], "RATE_LIMIT_ON_STORE_ERROR").pipe(Config.withDefault("open" as const)),
-  maxKeys: Config.Int("RATE_LIMIT_MAX_KEYS").pipe(Config.withDefault(100_000))
+  onStoreError: literal("RATE_LIMIT_ON_STORE_ERROR", ["open", "closed"], { default: "open" }),
+  maxKeys: int("RATE_LIMIT_MAX_KEYS", { min: 1, max: 10_000_000, default: 100_000 })
 })
 
 export type Decision =

@@ -14,10 +14,10 @@ import { duration } from "./Settings.ts"
 /** Redis; unset REDIS_URL means in-memory stores. */
 export const RedisConfig = Config.all({
   url: Config.option(Config.Redacted("REDIS_URL")),
-  connectTimeout: duration("REDIS_CONNECT_TIMEOUT", "5 seconds"),
+  connectTimeout: duration("REDIS_CONNECT_TIMEOUT", "5 seconds", { min: "10 millis", max: "10 minutes" }),
   /** A command on a hung server fails after this instead of holding the request. */
-  commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second"),
-  checkTimeout: duration("REDIS_HEALTH_TIMEOUT", "500 millis"),
+  commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second", { min: "1 millis", max: "1 minute" }),
+  checkTimeout: duration("REDIS_HEALTH_TIMEOUT", "500 millis", { min: "1 millis", max: "1 minute" }),
   keyPrefix: Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("scoped-server:"))
 })
 

@@ -23,8 +23,7 @@ export {
   HttpServer,
   HttpServerConfig,
   type HttpServerOptions,
-  type HttpServerSettings,
-  InvalidServerSettings
+  type HttpServerSettings
 } from "./HttpServer.ts"
 export { ListenError } from "./http/Listener.ts"
 export * as ClientAddress from "./http/ClientAddress.ts"

@@ -17,9 +17,9 @@ describe("listeners", () => {
       assert.deepStrictEqual(result.admin, Option.some({ _tag: "Port", port: 9090, host: "127.0.0.1" }))
     }))
 
-  it.effect("uses LISTEN_FD over PORT", () =>
+  it.effect("uses LISTEN_FD over the default port", () =>
     Effect.gen(function*() {
-      const result = listeners(yield* settings({ PORT: "8080", LISTEN_FD: "5" }), 42)
+      const result = listeners(yield* settings({ LISTEN_FD: "5" }), 42)
       assert.deepStrictEqual(result.main, { _tag: "Fd", fd: 5, source: "LISTEN_FD" })
       assert.isTrue(Option.isNone(result.admin))
     }))

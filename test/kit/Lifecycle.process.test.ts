@@ -253,7 +253,7 @@ describe("several servers and listener sources", () => {
   }
 
   /** Spawns the server with our listening socket as its fd 3 and checks it serves there. */
-  const servesInheritedSocket = async (options: { readonly env: Record<string, string>; readonly shell?: string }) => {
+  const servesInheritedSocket = async (options: { readonly env: Record<string, string | undefined>; readonly shell?: string }) => {
     const { listener, port, fd } = await inheritedListener()
     try {
       const server = await spawnServer({ ...options, extraStdio: [fd] })
@@ -269,7 +269,8 @@ describe("several servers and listener sources", () => {
     }
   }
 
-  it("listens on an inherited fd (LISTEN_FD)", () => servesInheritedSocket({ env: { LISTEN_FD: "3" } }))
+  // PORT unset: beside LISTEN_FD it is a conflict.
+  it("listens on an inherited fd (LISTEN_FD)", () => servesInheritedSocket({ env: { LISTEN_FD: "3", PORT: undefined } }))
 
   it("listens on systemd's socket when LISTEN_PID is this process", () =>
     servesInheritedSocket({ env: { LISTEN_FDS: "1" }, shell: "LISTEN_PID=$$ exec $NODE $MAIN" }))
