@@ -125,11 +125,10 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       return yield* worker.exited
     })
 
-  /** A new worker, ready within UPGRADE_TIMEOUT, or stopped and the reason why. */
+  /** A new worker, ready within UPGRADE_TIMEOUT, or stopped (also when interrupted) and the reason why. */
   const startWorker = (gen: number) =>
-    Effect.gen(function*() {
-      const worker = yield* spawn(gen)
-      const ready = yield* worker.ready.pipe(
+    Effect.flatMap(spawn(gen), (worker) =>
+      worker.ready.pipe(
         Effect.timeoutOrElse({
           duration: settings.upgradeTimeout,
           orElse: () =>
@@ -140,14 +139,24 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
               })
             )
         }),
-        Effect.exit
-      )
-      if (Exit.isFailure(ready)) {
         // Not serving yet, so nothing to drain gracefully: a short grace, then SIGKILL.
-        yield* stopWorker(worker, Duration.seconds(1))
-        return yield* Effect.failCause(ready.cause)
-      }
-      return worker
+        Effect.onError(() => stopWorker(worker, Duration.seconds(1))),
+        Effect.as(worker)
+      ))
+
+  /** `count` new workers, all ready, or none: the first failure stops the rest. */
+  const startGeneration = (gen: number, count: number) =>
+    Effect.gen(function*(): Effect.fn.Return<Array<WorkerProcess>, WorkerError> {
+      const fresh: Array<WorkerProcess> = []
+      const started = yield* Effect.exit(
+        Effect.forEach(Array.from({ length: count }), () => Effect.tap(startWorker(gen), (worker) => Effect.sync(() => fresh.push(worker))), {
+          concurrency: "unbounded",
+          discard: true
+        })
+      )
+      if (Exit.isSuccess(started)) return fresh
+      yield* Effect.forEach(fresh, (worker) => stopWorker(worker, Duration.seconds(1)), { concurrency: "unbounded", discard: true })
+      return yield* Effect.failCause(started.cause)
     })
 
   const adopt = (worker: WorkerProcess) =>
@@ -245,19 +254,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         )
 
       if (settings.upgradeStrategy === "all-at-once") {
-        const started = yield* Effect.forEach(Array.from({ length: settings.workers }), () => Effect.exit(startWorker(gen)), {
-          concurrency: "unbounded"
-        })
-        const failure = started.find(Exit.isFailure)
-        if (failure !== undefined) {
-          yield* Effect.forEach(started.filter(Exit.isSuccess), (exit) => stopWorker(exit.value, Duration.seconds(1)), {
-            concurrency: "unbounded",
-            discard: true
-          })
-          yield* failed(describeFailure(failure), 0)
-          return
-        }
-        const fresh = started.filter(Exit.isSuccess).map((exit) => exit.value)
+        const started = yield* Effect.exit(startGeneration(gen, settings.workers))
+        if (Exit.isFailure(started)) return yield* failed(describeFailure(started), 0)
+        const fresh = started.value
         yield* Effect.forEach(fresh, adopt, { discard: true })
         generation = gen
         yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed }))
@@ -340,12 +339,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   )
 
   const startedAt = yield* Clock.currentTimeMillis
-  const first = yield* Effect.forEach(Array.from({ length: settings.workers }), () => Effect.exit(startWorker(generation)), {
-    concurrency: "unbounded"
-  })
-  const failure = first.find(Exit.isFailure)
-  if (failure !== undefined) return yield* Effect.failCause(failure.cause)
-  const workers = first.filter(Exit.isSuccess).map((exit) => exit.value)
+  const workers = yield* startGeneration(generation, settings.workers)
   yield* Effect.forEach(workers, adopt, { discard: true })
   yield* Effect.logInfo("workers ready").pipe(Effect.annotateLogs({
     generation,
