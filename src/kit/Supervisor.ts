@@ -303,6 +303,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
     () =>
       Effect.gen(function*() {
         stopping = true
+        // The workers still hold the sockets and serve through their drain; each closes its copy
+        // when it stops accepting, and the socket closes with the last one, as a single process's would.
+        yield* host.stopListening
         yield* host.notify("STOPPING=1")
         const workers = [...live]
         const startedAt = yield* Clock.currentTimeMillis

@@ -58,6 +58,7 @@ const makeHost = Effect.gen(function*() {
         return worker
       }),
     upgrades: Queue.take(upgrades),
+    stopListening: Effect.sync(() => void notes.push("stop listening")),
     notify: (...assignments) => Effect.sync(() => void notes.push(assignments.filter((a) => !a.startsWith("MONOTONIC_USEC") && !a.startsWith("MAINPID")).join(" ")))
   })
   return {
@@ -127,7 +128,7 @@ describe("Supervisor", () => {
       yield* harness.send("SIGTERM")
       assert.strictEqual(yield* Fiber.join(fiber), 0)
       assert.isTrue(fake.spawned.every((worker) => worker.drains === 1 && !worker.alive()))
-      assert.include(fake.notes, "STOPPING=1")
+      assert.deepStrictEqual(fake.notes.slice(-2), ["stop listening", "STOPPING=1"])
     }))
 
   it.effect("exits 1 when a worker exits non-zero during shutdown, naming it", () =>

@@ -60,6 +60,11 @@ export class Host extends Context.Service<Host, {
   readonly spawn: (generation: number, env: Readonly<Record<string, string>>) => Effect.Effect<WorkerProcess, WorkerError>
   /** Waits for the next upgrade request. */
   readonly upgrades: Effect.Effect<UpgradeRequest>
+  /**
+   * Lets go of the listening sockets: once the workers holding them have closed theirs too, new
+   * connections are refused rather than queued for nobody (and reset when the last copy closes).
+   */
+  readonly stopListening: Effect.Effect<void>
   /** systemd's notify protocol (READY=1, RELOADING=1, STOPPING=1, …); nothing without NOTIFY_SOCKET. */
   readonly notify: (...assignments: ReadonlyArray<string>) => Effect.Effect<void>
 }>()("scoped-server/supervisor/Host") {
@@ -125,7 +130,12 @@ const hold = (name: "main" | "admin", listener: Listener.Listener) =>
       const out: { address?: string; port?: number; family?: string } = {}
       handle.getsockname(out)
       const host = out.family === "IPv6" ? `[${out.address}]` : out.address
-      return { name, fd: handle.fd, address: `http://${host}:${out.port}`, close: () => handle.close() }
+      let open = true
+      const close = () => {
+        if (open) handle.close()
+        open = false
+      }
+      return { name, fd: handle.fd, address: `http://${host}:${out.port}`, close }
     },
     catch: (cause) => new Listener.ListenError({ listener: Listener.describe(listener), cause })
   })
@@ -250,5 +260,13 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
       child.once("exit", () => resume(Effect.void))
     })
 
-  return Host.of({ spawn: spawnWorker, upgrades: Queue.take(upgrades), notify })
+  return Host.of({
+    spawn: spawnWorker,
+    upgrades: Queue.take(upgrades),
+    stopListening: Effect.sync(() => {
+      main.close()
+      admin?.close()
+    }),
+    notify
+  })
 })
