@@ -7,6 +7,7 @@ import { HttpRouter, HttpServerResponse } from "effect/http"
 import { Lifecycle } from "./Lifecycle.ts"
 import { describeCause } from "./Log.ts"
 import { duration } from "./Settings.ts"
+import * as Worker from "./supervisor/Worker.ts"
 
 export const HealthConfig = Config.all({
   /** Default timeout of one check; a Layer may give its check its own. */
@@ -160,7 +161,9 @@ export class Health extends Context.Service<Health, {
         const lifecycle = yield* Lifecycle
         const { checks, healthy } = yield* (yield* Health).report
         const status = !healthy ? "unhealthy" : lifecycle.isStopping() ? "draining" : "ok"
-        return HttpServerResponse.jsonUnsafe({ status, checks }, { status: status === "ok" ? 200 : 503 })
+        // Under a supervisor, which worker answered: an upgrade's progress can be read from outside.
+        const body = Worker.identity === undefined ? { status, checks } : { status, checks, worker: Worker.identity }
+        return HttpServerResponse.jsonUnsafe(body, { status: status === "ok" ? 200 : 503 })
       })
     )
   ])

@@ -12,10 +12,11 @@ import * as Http from "node:http"
 import { Health } from "./Health.ts"
 import { DrainableServer, drainSockets } from "./http/Drain.ts"
 import * as Listener from "./http/Listener.ts"
-import { errorBodies } from "./http/Problem.ts"
+import { errorBodies, notReady } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { boolean, bytes, check, duration, formatDuration, optionalInt, port } from "./Settings.ts"
+import * as Worker from "./supervisor/Worker.ts"
 
 /**
  * Where the HTTP servers listen, and the limits on what clients may send. Settings that
@@ -32,6 +33,8 @@ export const HttpServerConfig = Config.all({
   systemdPid: optionalInt("LISTEN_PID", { min: 1, max: 4_194_304 }),
   adminPort: Config.option(port("ADMIN_PORT")),
   adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
+  /** The admin listening socket inherited from the parent, as LISTEN_FD is the main one. */
+  adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
   keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
@@ -87,15 +90,37 @@ const makeServer = Effect.fnUntraced(function*(
   ServerResponse: typeof Http.ServerResponse
 ) {
   const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings, ServerResponse)), lifecycle)
+  // An inherited socket is shared: its owner (a supervisor, systemd) keeps it open, and its other
+  // holders serve what it queues. A request this process accepts before its routes are installed
+  // waits for them, instead of the 503 a freshly bound port answers then.
+  const parked: Array<readonly [Http.IncomingMessage, Http.ServerResponse]> = []
+  if (name === "main" && listener._tag === "Fd") {
+    drainable.setHandler((request, response) => {
+      parked.push([request, response])
+    })
+  }
   // Whatever the drain did, nothing of this server outlives its scope.
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
+      for (const [request, response] of parked.splice(0)) notReady(request, response)
       drainable.destroyAll()
       drainable.dispose()
     })
   )
+  if (Worker.identity !== undefined) {
+    const tag = `${Worker.identity.generation}.${Worker.identity.pid}`
+    drainable.server.prependListener("request", (_request, response: Http.ServerResponse) => {
+      response.setHeader("x-worker", tag)
+    })
+  }
   yield* Listener.listen(drainable.server, listener)
-  return drainable
+  return Object.assign(drainable, {
+    /** Installs the handler and hands it whatever arrived before it. */
+    install: (handler: (request: Http.IncomingMessage, response: Http.ServerResponse) => void) => {
+      drainable.setHandler(handler)
+      for (const [request, response] of parked.splice(0)) handler(request, response)
+    }
+  })
 })
 
 const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: HttpServerOptions) {
@@ -174,7 +199,7 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     address: Listener.addressOf(main.server),
     serve: (app, middleware) =>
       Effect.gen(function*() {
-        main.setHandler(yield* handlerFor(app, middleware))
+        main.install(yield* handlerFor(app, middleware))
         yield* Effect.addFinalizer(() => drain)
       })
   })

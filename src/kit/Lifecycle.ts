@@ -68,6 +68,8 @@ export class Os extends Context.Service<Os, {
   readonly signal: Effect.Effect<Signal>
   /** Ends the process now; used only when a finalizer ignores its own bound. */
   readonly exit: (code: number) => Effect.Effect<void>
+  /** Tells whoever started us that every resource proved itself (a supervisor, systemd). */
+  readonly ready?: Effect.Effect<void>
 }>()("scoped-server/Os") {
   static readonly layer: Layer.Layer<Os> = Layer.effect(
     Os,
@@ -317,6 +319,7 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
       yield* controller.ready
       const readyAt = yield* Clock.currentTimeMillis
       yield* Effect.logInfo("ready").pipe(Effect.annotateLogs({ startupMs: readyAt - startedAt }))
+      if (os.ready !== undefined) yield* os.ready
       return yield* Effect.never
     })).pipe(Effect.provideService(Lifecycle, lifecycle))
     const mainFiber = yield* Effect.forkChild(serve, { startImmediately: true })
@@ -362,9 +365,12 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
     return code
   })
 
-/** The process entry point: run `main` on the real OS and exit with the code it earned. */
-export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle>): void => {
-  const program = runEffect(main).pipe(Effect.provide(Os.layer))
+/**
+ * The process entry point: run `main` on the real OS and exit with the code it earned.
+ * A supervisor's worker passes its own `os` (signals merged with the supervisor's channel).
+ */
+export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle>, os: Layer.Layer<Os> = Os.layer): void => {
+  const program = runEffect(main).pipe(Effect.provide(os))
   const withLogger = program.pipe(
     Effect.provide(Log.layerConfig),
     Effect.catchCause((cause) =>

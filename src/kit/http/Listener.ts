@@ -19,7 +19,7 @@ export class ListenError extends Schema.TaggedError<ListenError>()("ListenError"
 
 export type Listener =
   | { readonly _tag: "Port"; readonly port: number; readonly host: string | undefined }
-  | { readonly _tag: "Fd"; readonly fd: number; readonly source: "LISTEN_FD" | "LISTEN_FDS" }
+  | { readonly _tag: "Fd"; readonly fd: number; readonly source: "LISTEN_FD" | "LISTEN_FDS" | "ADMIN_LISTEN_FD" }
 
 /** What `listeners` reads; the HttpServer's settings carry these. */
 export interface ListenerSettings {
@@ -30,6 +30,8 @@ export interface ListenerSettings {
   readonly systemdPid: Option.Option<number>
   readonly adminPort: Option.Option<number>
   readonly adminHost: Option.Option<string>
+  /** The admin listening socket inherited from the parent (a supervisor hands both sockets down). */
+  readonly adminListenFd?: Option.Option<number>
 }
 
 /** systemd passes sockets from fd 3 (SD_LISTEN_FDS_START), for this pid only. */
@@ -43,11 +45,14 @@ export const listeners = (
   const systemd = Option.isSome(settings.systemdFds) && Option.getOrUndefined(settings.systemdPid) === pid
     ? settings.systemdFds.value
     : 0
-  const adminPort = Option.map(settings.adminPort, (port): Listener => ({
-    _tag: "Port",
-    port,
-    host: Option.getOrUndefined(Option.orElse(settings.adminHost, () => settings.host))
-  }))
+  const adminFd = Option.map(settings.adminListenFd ?? Option.none(), (fd): Listener => ({ _tag: "Fd", fd, source: "ADMIN_LISTEN_FD" }))
+  const adminPort = Option.orElse(adminFd, () =>
+    Option.map(settings.adminPort, (port): Listener => ({
+      _tag: "Port",
+      port,
+      host: Option.getOrUndefined(Option.orElse(settings.adminHost, () => settings.host))
+    }))
+  )
   if (systemd >= 1) {
     return {
       main: { _tag: "Fd", fd: systemdFirstFd, source: "LISTEN_FDS" },

@@ -1,0 +1,405 @@
+/**
+ * The process model: a supervisor that holds the listening sockets and runs generations of workers
+ * on them, upgrades them on SIGUSR2/SIGHUP with readiness gating, replaces crashed ones, drains all.
+ */
+import {
+  Clock,
+  Config,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Option,
+  Queue,
+  Redacted,
+  Schema,
+  SchemaIssue,
+  SchemaTransformation
+} from "effect"
+import * as Os from "node:os"
+import { EmbeddedPostgres } from "./EmbeddedPostgres.ts"
+import * as Lifecycle from "./Lifecycle.ts"
+import { duration } from "./Settings.ts"
+import { describeExit, Host, type UpgradeRequest, WorkerError, type WorkerExit, type WorkerProcess } from "./supervisor/Host.ts"
+
+const WorkerCount = Schema.String.pipe(
+  Schema.decodeTo(
+    Schema.Int,
+    SchemaTransformation.transformEffect<number, string>({
+      decode: (input, options) => {
+        const text = input.trim().toLowerCase()
+        const count = text === "auto" ? Os.availableParallelism() : /^\d+$/.test(text) ? Number(text) : Number.NaN
+        return count >= 1 && count <= 1024
+          ? Effect.succeed(count)
+          : Effect.fail(new SchemaIssue.InvalidValue({ expected: "auto or a whole number of workers from 1 to 1024" }, input, options))
+      },
+      encode: (count) => Effect.succeed(String(count))
+    })
+  )
+)
+
+/** How many workers, and how they are upgraded and restarted. */
+export const SupervisorConfig = Config.all({
+  /** `auto` is the available parallelism (cores, or the cgroup's CPU quota). */
+  workers: Config.schema(WorkerCount, "WORKERS"),
+  /** A new worker must report ready within this, at start, on upgrade and on restart. */
+  upgradeTimeout: duration("UPGRADE_TIMEOUT", "60 seconds"),
+  /**
+   * `all-at-once`: the whole new generation starts, and only when every worker is ready does the
+   * old one drain (twice the workers for a moment; a failure leaves the old generation untouched).
+   * `one-at-a-time`: one new worker, then one old drains, and so on (one extra worker at most;
+   * a failure after the first replacement leaves the generations mixed).
+   */
+  upgradeStrategy: Config.Literals(["all-at-once", "one-at-a-time"], "UPGRADE_STRATEGY").pipe(
+    Config.withDefault("all-at-once" as const)
+  ),
+  /** The first restart of a crashed worker waits this long; each further crash in the window doubles it. */
+  restartDelay: duration("RESTART_DELAY", "100 millis"),
+  restartDelayMax: duration("RESTART_DELAY_MAX", "10 seconds"),
+  /** This many worker crashes within RESTART_WINDOW stop the supervisor (exit 1). */
+  restartLimit: Config.Int("RESTART_LIMIT").pipe(Config.withDefault(5)),
+  restartWindow: duration("RESTART_WINDOW", "60 seconds")
+})
+export type SupervisorSettings = Config.Success<typeof SupervisorConfig>
+
+/** What the workers are started with beyond our own environment (the embedded database's URL). */
+export class WorkerEnv extends Context.Service<WorkerEnv, Readonly<Record<string, string>>>()("scoped-server/supervisor/WorkerEnv") {
+  static readonly layerConfig = Layer.unwrap(
+    Effect.gen(function*() {
+      const url = yield* Config.option(Config.String("DATABASE_URL"))
+      if (Option.isSome(url)) return Layer.succeed(WorkerEnv, {})
+      // One database for every worker, owned by the supervisor: it outlives upgrades and restarts.
+      const fromEmbedded = Effect.gen(function*() {
+        const db = yield* EmbeddedPostgres
+        return { DATABASE_URL: Redacted.value(db.url) }
+      })
+      return Layer.effect(WorkerEnv, fromEmbedded).pipe(
+        Layer.provide(EmbeddedPostgres.layerConfig)
+      )
+    })
+  )
+}
+
+export interface SupervisorOptions {
+  /** Stops the supervisor as a signal would; called (after `Lifecycle.fail`) when workers crash-loop. */
+  readonly stop: Effect.Effect<void>
+}
+
+const millis = (duration: Duration.Duration) => Duration.toMillis(duration)
+
+const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: SupervisorOptions) {
+  const host = yield* Host
+  const lifecycle = yield* Lifecycle.Lifecycle
+  const env = yield* WorkerEnv
+  const scope = yield* Effect.scope
+
+  /** Every worker process not yet exited, whatever its state. */
+  const live = new Set<WorkerProcess>()
+  /** The workers that serve: their exit is a crash. Retired workers leave this set first. */
+  const serving = new Set<WorkerProcess>()
+  let generation = 1
+  let lastGeneration = 1
+  let upgrading = false
+  let stopping = false
+  const crashes: Array<number> = []
+
+  const pids = (workers: Iterable<WorkerProcess>) => [...workers].map((worker) => worker.pid)
+
+  const spawn = (gen: number) =>
+    Effect.tap(host.spawn(gen, env), (worker) =>
+      Effect.sync(() => {
+        live.add(worker)
+      }).pipe(
+        Effect.andThen(Effect.forkIn(Effect.andThen(worker.exited, Effect.sync(() => live.delete(worker))), scope))
+      ))
+
+  /** Stops a worker that is not serving: drain, then SIGKILL if it has not exited within `grace`. */
+  const stopWorker = (worker: WorkerProcess, grace: Duration.Duration) =>
+    Effect.gen(function*() {
+      yield* worker.drain
+      const exit = yield* worker.exited.pipe(Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.succeed(undefined) }))
+      if (exit !== undefined) return exit
+      yield* worker.kill
+      return yield* worker.exited
+    })
+
+  /** A new worker, ready within UPGRADE_TIMEOUT, or stopped (also when interrupted) and the reason why. */
+  const startWorker = (gen: number) =>
+    Effect.flatMap(spawn(gen), (worker) =>
+      worker.ready.pipe(
+        Effect.timeoutOrElse({
+          duration: settings.upgradeTimeout,
+          orElse: () =>
+            Effect.fail(
+              new WorkerError({
+                reason: "NotReadyInTime",
+                message: `worker ${worker.pid} was not ready within ${millis(settings.upgradeTimeout)}ms (UPGRADE_TIMEOUT)`
+              })
+            )
+        }),
+        // Not serving yet, so nothing to drain gracefully: a short grace, then SIGKILL.
+        Effect.onError(() => stopWorker(worker, Duration.seconds(1))),
+        Effect.as(worker)
+      ))
+
+  /** `count` new workers, all ready, or none: the first failure stops the rest. */
+  const startGeneration = (gen: number, count: number) =>
+    Effect.gen(function*(): Effect.fn.Return<Array<WorkerProcess>, WorkerError> {
+      const fresh: Array<WorkerProcess> = []
+      const started = yield* Effect.exit(
+        Effect.forEach(Array.from({ length: count }), () => Effect.tap(startWorker(gen), (worker) => Effect.sync(() => fresh.push(worker))), {
+          concurrency: "unbounded",
+          discard: true
+        })
+      )
+      if (Exit.isSuccess(started)) return fresh
+      yield* Effect.forEach(fresh, (worker) => stopWorker(worker, Duration.seconds(1)), { concurrency: "unbounded", discard: true })
+      return yield* Effect.failCause(started.cause)
+    })
+
+  const adopt = (worker: WorkerProcess) =>
+    Effect.sync(() => serving.add(worker)).pipe(
+      Effect.andThen(Effect.forkIn(
+        Effect.flatMap(worker.exited, (exit) => serving.has(worker) ? crashed(worker, exit) : Effect.void),
+        scope
+      ))
+    )
+
+  /** A serving worker died: replace it after a backoff, unless they keep dying. */
+  const crashed = (worker: WorkerProcess, exit: WorkerExit): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      serving.delete(worker)
+      if (stopping) return
+      const now = yield* Clock.currentTimeMillis
+      crashes.push(now)
+      while (crashes.length > 0 && crashes[0]! <= now - millis(settings.restartWindow)) crashes.shift()
+      yield* Effect.logError("worker exited unexpectedly").pipe(Effect.annotateLogs({
+        pid: worker.pid,
+        generation: worker.generation,
+        exit: describeExit(exit),
+        crashesInWindow: crashes.length
+      }))
+      yield* replace(worker.generation)
+    })
+
+  const replace = (gen: number): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      if (crashes.length >= settings.restartLimit) {
+        stopping = true
+        yield* lifecycle.fail("workers keep failing; stopping", {
+          failures: crashes.length,
+          windowMs: millis(settings.restartWindow),
+          hint: "RESTART_LIMIT failures within RESTART_WINDOW; the lines before this one say why each failed"
+        })
+        return yield* options.stop
+      }
+      const delay = Math.min(millis(settings.restartDelay) * 2 ** (crashes.length - 1), millis(settings.restartDelayMax))
+      yield* Effect.sleep(delay)
+      if (stopping) return
+      const started = yield* Effect.exit(startWorker(gen))
+      if (Exit.isSuccess(started)) {
+        yield* adopt(started.value)
+        yield* Effect.logInfo("worker replaced").pipe(Effect.annotateLogs({ pid: started.value.pid, generation: gen, delayMs: delay }))
+        return
+      }
+      crashes.push(yield* Clock.currentTimeMillis)
+      yield* Effect.logError("replacement worker failed").pipe(Effect.annotateLogs({
+        generation: gen,
+        error: describeFailure(started),
+        crashesInWindow: crashes.length
+      }))
+      return yield* replace(gen)
+    })
+
+  /** Retires serving workers: out of `serving` first (their exit is no crash), then drained. */
+  const retire = (workers: ReadonlyArray<WorkerProcess>) =>
+    Effect.gen(function*() {
+      workers.forEach((worker) => serving.delete(worker))
+      // A drain ends within the worker's own SHUTDOWN_TIMEOUT; this bound is for one that hangs.
+      const grace = Duration.sum(lifecycle.settings.shutdownTimeout, lifecycle.settings.releaseTimeout)
+      return yield* Effect.forEach(workers, (worker) => Effect.map(stopWorker(worker, grace), (exit) => ({ pid: worker.pid, exit: describeExit(exit), ok: exit.code === 0 })), {
+        concurrency: "unbounded"
+      })
+    })
+
+  const upgrade = (request: UpgradeRequest) =>
+    Effect.gen(function*() {
+      const gen = ++lastGeneration
+      const old = [...serving]
+      const startedAt = yield* Clock.currentTimeMillis
+      const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - startedAt)
+      yield* host.notify("RELOADING=1", `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`)
+      yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
+        step: "starting",
+        generation: gen,
+        from: generation,
+        signal: request.signal,
+        requestedBy: request.from,
+        strategy: settings.upgradeStrategy,
+        oldPids: pids(old)
+      }))
+      const failed = (error: string, started: number) =>
+        Effect.flatMap(elapsed, (durationMs) =>
+          Effect.logError("upgrade").pipe(Effect.annotateLogs({
+            step: "failed",
+            outcome: started === 0 ? "old generation kept" : "generations mixed",
+            generation: gen,
+            serving: generation,
+            replaced: started,
+            error,
+            durationMs
+          }))
+        )
+
+      if (settings.upgradeStrategy === "all-at-once") {
+        const started = yield* Effect.exit(startGeneration(gen, settings.workers))
+        if (Exit.isFailure(started)) return yield* failed(describeFailure(started), 0)
+        const fresh = started.value
+        yield* Effect.forEach(fresh, adopt, { discard: true })
+        generation = gen
+        yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed }))
+        const retired = yield* retire(old)
+        yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
+          step: "completed",
+          outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
+          generation: gen,
+          pids: pids(fresh),
+          retired,
+          durationMs: yield* elapsed
+        }))
+        return
+      }
+
+      const fresh: Array<WorkerProcess> = []
+      const retired: Array<{ pid: number; exit: string; ok: boolean }> = []
+      for (let index = 0; index < settings.workers; index++) {
+        const started = yield* Effect.exit(startWorker(gen))
+        if (Exit.isFailure(started)) return yield* failed(describeFailure(started), fresh.length)
+        fresh.push(started.value)
+        yield* adopt(started.value)
+        if (index === 0) generation = gen
+        const previous = old[index]
+        if (previous !== undefined && serving.has(previous)) retired.push(...(yield* retire([previous])))
+      }
+      // Crash replacements of the old generation started during the upgrade are old too.
+      const leftovers = [...serving].filter((worker) => worker.generation !== gen)
+      if (leftovers.length > 0) retired.push(...(yield* retire(leftovers)))
+      yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
+        step: "completed",
+        outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
+        generation: gen,
+        pids: pids(fresh),
+        retired,
+        durationMs: yield* elapsed
+      }))
+    }).pipe(Effect.ensuring(host.notify("READY=1")))
+
+  // Shutdown: registered before the first worker starts, so a failed start stops what did start.
+  yield* Lifecycle.acquireRelease(
+    "workers",
+    Effect.void,
+    () =>
+      Effect.gen(function*() {
+        stopping = true
+        // The workers still hold the sockets and serve through their drain; each closes its copy
+        // when it stops accepting, and the socket closes with the last one, as a single process's would.
+        yield* host.stopListening
+        yield* host.notify("STOPPING=1")
+        const workers = [...live]
+        const startedAt = yield* Clock.currentTimeMillis
+        const results = yield* Effect.forEach(workers, (worker) =>
+          Effect.gen(function*() {
+            yield* worker.drain
+            const exit = yield* Effect.raceFirst(
+              worker.exited,
+              Effect.gen(function*() {
+                // Deadline or second signal: the worker forces its own close (a second drain is its
+                // second signal), and is killed if even that does not end it.
+                yield* Deferred.await(lifecycle.forced)
+                yield* worker.drain
+                yield* Effect.sleep(Duration.seconds(1))
+                yield* worker.kill
+                return yield* worker.exited
+              })
+            )
+            return { pid: worker.pid, generation: worker.generation, exit }
+          }), { concurrency: "unbounded" })
+        const failures = results.filter((result) => result.exit.code !== 0)
+        yield* Effect.logInfo("workers stopped").pipe(Effect.annotateLogs({
+          workers: results.map((result) => ({ pid: result.pid, generation: result.generation, exit: describeExit(result.exit) })),
+          durationMs: (yield* Clock.currentTimeMillis) - startedAt
+        }))
+        if (failures.length > 0) {
+          yield* lifecycle.fail("workers did not stop cleanly", {
+            workers: failures.map((result) => ({ pid: result.pid, exit: describeExit(result.exit) }))
+          })
+        }
+      }),
+    // The workers' drain has the whole shutdown budget; the deadline itself forces them.
+    { releaseTimeout: Duration.sum(lifecycle.settings.shutdownTimeout, Duration.seconds(2)) }
+  )
+
+  const startedAt = yield* Clock.currentTimeMillis
+  const workers = yield* startGeneration(generation, settings.workers)
+  yield* Effect.forEach(workers, adopt, { discard: true })
+  yield* Effect.logInfo("workers ready").pipe(Effect.annotateLogs({
+    generation,
+    pids: pids(workers),
+    durationMs: (yield* Clock.currentTimeMillis) - startedAt
+  }))
+
+  yield* Effect.forkIn(
+    Effect.forever(Effect.gen(function*() {
+      const request = yield* host.upgrades
+      if (stopping) return
+      if (upgrading) {
+        yield* Effect.logWarning("upgrade already in progress; request ignored").pipe(
+          Effect.annotateLogs({ signal: request.signal, requestedBy: request.from, generation: lastGeneration })
+        )
+        return
+      }
+      upgrading = true
+      yield* Effect.forkIn(upgrade(request).pipe(Effect.ensuring(Effect.sync(() => (upgrading = false)))), scope)
+    })),
+    scope
+  )
+  yield* host.notify("READY=1", `MAINPID=${process.pid}`)
+})
+
+const describeFailure = (exit: Exit.Exit<unknown, WorkerError>) =>
+  Exit.isFailure(exit) ? (Option.getOrUndefined(Exit.findErrorOption(exit)) as WorkerError | undefined)?.message ?? "interrupted" : "ok"
+
+export class Supervisor {
+  /** The worker pool on a Host, with `WorkerEnv` added to each worker's environment. */
+  static readonly layer = (settings: SupervisorSettings, options: SupervisorOptions) =>
+    Layer.effectDiscard(make(settings, options))
+}
+
+/**
+ * Everything the supervisor holds, in the order it is acquired (and released in reverse): the
+ * sockets and pid file, the embedded database, the workers.
+ */
+export const main = (options: SupervisorOptions) =>
+  Layer.unwrap(Effect.map(SupervisorConfig, (settings) => Supervisor.layer(settings, options))).pipe(
+    Layer.provide(WorkerEnv.layerConfig),
+    Layer.provide(Host.layerConfig)
+  )
+
+/**
+ * The supervisor process: `main` under the lifecycle kernel, with a stop it can ask for itself
+ * (a crash loop) beside SIGTERM and SIGINT.
+ */
+export const run = (): void => {
+  const stops = Effect.runSync(Queue.unbounded<Lifecycle.Signal>())
+  const os = Layer.effect(
+    Lifecycle.Os,
+    Effect.gen(function*() {
+      const os = yield* Lifecycle.Os
+      return { ...os, signal: Effect.raceFirst(os.signal, Queue.take(stops)) }
+    })
+  ).pipe(Layer.provide(Lifecycle.Os.layer))
+  Lifecycle.run(main({ stop: Queue.offer(stops, "SIGTERM").pipe(Effect.asVoid) }), os)
+}
+

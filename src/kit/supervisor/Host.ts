@@ -1,0 +1,272 @@
+/**
+ * The operating system as the supervisor sees it: listening sockets it holds but never accepts on,
+ * worker processes, upgrade signals, systemd notifications, the pid file. Tests provide their own.
+ */
+import { Config, Context, Deferred, Effect, Layer, Option, Queue, Schema } from "effect"
+import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import * as Listener from "../http/Listener.ts"
+import * as Lifecycle from "../Lifecycle.ts"
+import { optionalInt, port } from "../Settings.ts"
+import { adminFd, generationEnv, isToSupervisor, mainFd } from "./Protocol.ts"
+
+/** Where the supervisor's sockets come from: the same variables a single process reads. */
+export const ListenerConfig = Config.all({
+  port: port("PORT").pipe(Config.withDefault(3000)),
+  host: Config.option(Config.NonEmptyString("HOST")),
+  listenFd: optionalInt("LISTEN_FD"),
+  systemdFds: optionalInt("LISTEN_FDS"),
+  systemdPid: optionalInt("LISTEN_PID"),
+  adminPort: Config.option(port("ADMIN_PORT")),
+  adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
+  /** Written atomically (temp file, rename) at start; removed at exit if it still names us. */
+  pidFile: Config.option(Config.NonEmptyString("PID_FILE"))
+})
+export type ListenerSettings = Config.Success<typeof ListenerConfig>
+
+export class WorkerError extends Schema.TaggedError<WorkerError>()("WorkerError", {
+  reason: Schema.Literals(["SpawnFailed", "ExitedBeforeReady", "NotReadyInTime"]),
+  message: Schema.String
+}) {}
+
+/** How a worker ended: its exit code, or the signal that killed it. */
+export interface WorkerExit {
+  readonly code: number | null
+  readonly signal: string | null
+}
+
+export const describeExit = (exit: WorkerExit) => exit.signal !== null ? exit.signal : `code ${exit.code}`
+
+export interface WorkerProcess {
+  readonly pid: number
+  readonly generation: number
+  /** Succeeds when the worker reports ready; fails if it exits (or cannot start) first. */
+  readonly ready: Effect.Effect<void, WorkerError>
+  readonly exited: Effect.Effect<WorkerExit>
+  /** Asks it to drain and exit (its SIGTERM); asked again, it forces its close. */
+  readonly drain: Effect.Effect<void>
+  readonly kill: Effect.Effect<void>
+}
+
+/** What asked for an upgrade: a signal to the supervisor, or one forwarded by a worker. */
+export interface UpgradeRequest {
+  readonly signal: string
+  readonly from: number
+}
+
+export class Host extends Context.Service<Host, {
+  /** Starts a worker of `generation` on the held sockets, with `env` added to ours. */
+  readonly spawn: (generation: number, env: Readonly<Record<string, string>>) => Effect.Effect<WorkerProcess, WorkerError>
+  /** Waits for the next upgrade request. */
+  readonly upgrades: Effect.Effect<UpgradeRequest>
+  /**
+   * Lets go of the listening sockets: once the workers holding them have closed theirs too, new
+   * connections are refused rather than queued for nobody (and reset when the last copy closes).
+   */
+  readonly stopListening: Effect.Effect<void>
+  /** systemd's notify protocol (READY=1, RELOADING=1, STOPPING=1, …); nothing without NOTIFY_SOCKET. */
+  readonly notify: (...assignments: ReadonlyArray<string>) => Effect.Effect<void>
+}>()("scoped-server/supervisor/Host") {
+  /** The real OS, settings from the environment. */
+  static readonly layerConfig: Layer.Layer<Host, Config.ConfigError | Listener.ListenError, Lifecycle.Lifecycle> = Layer.effect(
+    Host,
+    Effect.gen(function*() {
+      return yield* make(yield* ListenerConfig)
+    })
+  )
+}
+
+/** Node's TCP handle: bound (or adopted) but never listened on here, so this process accepts nothing. */
+interface TcpHandle {
+  readonly fd: number
+  bind(address: string, port: number): number
+  bind6(address: string, port: number, flags: number): number
+  open(fd: number): number
+  getsockname(out: Record<string, unknown>): number
+  close(): void
+}
+
+const tcpWrap = (): { new(type: number): TcpHandle; readonly constants: { readonly SERVER: number } } => {
+  // There is no public way to hold a socket without polling it: a net.Server that listens also
+  // accepts, which would put the supervisor in the accept path. The workers call listen(2) on it.
+  const binding = (process as unknown as { binding: (name: string) => any }).binding("tcp_wrap")
+  return Object.assign(binding.TCP, { constants: binding.constants })
+}
+
+const errnoError = (code: number, what: string) => {
+  const util = process.getBuiltinModule("node:util")
+  const name = util.getSystemErrorName(code)
+  return Object.assign(new Error(`${what} ${name}`), { code: name })
+}
+
+interface Held {
+  readonly name: "main" | "admin"
+  readonly fd: number
+  readonly address: string
+  readonly close: () => void
+}
+
+/** Binds (or adopts) one listening socket; `listen(2)` is left to the first worker. */
+const hold = (name: "main" | "admin", listener: Listener.Listener) =>
+  Effect.try({
+    try: (): Held => {
+      const TCP = tcpWrap()
+      const handle = new TCP(TCP.constants.SERVER)
+      if (listener._tag === "Fd") {
+        const code = handle.open(listener.fd)
+        if (code !== 0) throw errnoError(code, "open")
+      } else {
+        const host = listener.host
+        let code = host === undefined || host.includes(":")
+          ? handle.bind6(host ?? "::", listener.port, 0)
+          : handle.bind(host, listener.port)
+        // No IPv6 on this host: the unspecified IPv4 address, as Node's listen() falls back to.
+        if (code !== 0 && host === undefined && errnoError(code, "").code === "EAFNOSUPPORT") {
+          code = handle.bind("0.0.0.0", listener.port)
+        }
+        if (code !== 0) throw errnoError(code, listener.port === 0 ? "bind" : `bind ${host ?? "*"}:${listener.port}`)
+      }
+      const out: { address?: string; port?: number; family?: string } = {}
+      handle.getsockname(out)
+      const host = out.family === "IPv6" ? `[${out.address}]` : out.address
+      let open = true
+      const close = () => {
+        if (open) handle.close()
+        open = false
+      }
+      return { name, fd: handle.fd, address: `http://${host}:${out.port}`, close }
+    },
+    catch: (cause) => new Listener.ListenError({ listener: Listener.describe(listener), cause })
+  })
+
+/** Environment a worker must not inherit: it is not the supervisor, systemd's fds are not its, and it listens on the fds it is given (PORT beside LISTEN_FD is refused). */
+const supervisorOnly = ["WORKERS", "PORT", "ADMIN_PORT", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_FD", "ADMIN_LISTEN_FD", "NOTIFY_SOCKET", "PID_FILE"]
+
+const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
+  const sources = Listener.listeners(settings, process.pid)
+  const main = yield* Lifecycle.acquireRelease("listener main", hold("main", sources.main), (held) => Effect.sync(held.close))
+  const admin = Option.isSome(sources.admin)
+    ? yield* Lifecycle.acquireRelease("listener admin", hold("admin", sources.admin.value), (held) => Effect.sync(held.close))
+    : undefined
+  if (Option.isSome(settings.pidFile)) {
+    const file = settings.pidFile.value
+    yield* Lifecycle.acquireRelease(
+      "pid-file",
+      Effect.sync(() => {
+        // A reader sees no file or the whole pid, never half of it.
+        const temporary = Path.join(Path.dirname(file), `.${Path.basename(file)}.${process.pid}.tmp`)
+        Fs.writeFileSync(temporary, `${process.pid}\n`)
+        Fs.renameSync(temporary, file)
+      }),
+      () =>
+        Effect.sync(() => {
+          // Removed only if still ours: a successor may already have written its own.
+          if (Fs.existsSync(file) && Fs.readFileSync(file, "utf8").trim() === String(process.pid)) Fs.rmSync(file)
+        })
+    )
+  }
+  yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({
+    servers: [main, ...(admin === undefined ? [] : [admin])].map((held) => ({ name: held.name, address: held.address }))
+  }))
+
+  const upgrades = yield* Queue.unbounded<UpgradeRequest>()
+  const onSignal = (signal: "SIGUSR2" | "SIGHUP") => () => {
+    Queue.offerUnsafe(upgrades, { signal, from: process.pid })
+  }
+  const handlers = [["SIGUSR2", onSignal("SIGUSR2")], ["SIGHUP", onSignal("SIGHUP")]] as const
+  yield* Effect.acquireRelease(
+    Effect.sync(() => handlers.forEach(([signal, handler]) => process.on(signal, handler))),
+    () => Effect.sync(() => handlers.forEach(([signal, handler]) => process.off(signal, handler)))
+  )
+
+  const baseEnv: Record<string, string> = {}
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value !== undefined && !supervisorOnly.includes(key)) baseEnv[key] = value
+  }
+  const stdio: StdioOptions = admin === undefined
+    ? ["ignore", "inherit", "inherit", main.fd, "ipc"]
+    : ["ignore", "inherit", "inherit", main.fd, admin.fd, "ipc"]
+
+  const spawnWorker = (generation: number, env: Readonly<Record<string, string>>) =>
+    Effect.gen(function*() {
+      const ready = yield* Deferred.make<void, WorkerError>()
+      const exited = yield* Deferred.make<WorkerExit>()
+      let child: ChildProcess
+      try {
+        // The same command as ours, re-read from disk: that is what makes it an upgrade.
+        child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+          env: {
+            ...baseEnv,
+            ...env,
+            [generationEnv]: String(generation),
+            LISTEN_FD: String(mainFd),
+            ...(admin === undefined ? {} : { ADMIN_LISTEN_FD: String(adminFd) })
+          },
+          stdio,
+          // Its own process group: a terminal's Ctrl+C reaches only the supervisor, which drains
+          // the workers itself (a worker signalled directly and by us would take it as a second signal).
+          detached: true
+        })
+      } catch (cause) {
+        return yield* new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${String(cause)}` })
+      }
+      child.on("error", (error) => {
+        Deferred.doneUnsafe(ready, Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` })))
+      })
+      child.on("message", (message) => {
+        if (!isToSupervisor(message)) return
+        if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
+        else Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
+      })
+      child.once("exit", (code, signal) => {
+        const exit: WorkerExit = { code, signal }
+        Deferred.doneUnsafe(
+          ready,
+          Effect.fail(new WorkerError({ reason: "ExitedBeforeReady", message: `worker exited before it was ready (${describeExit(exit)})` }))
+        )
+        Deferred.doneUnsafe(exited, Effect.succeed(exit))
+      })
+      const alive = () => child.exitCode === null && child.signalCode === null
+      const worker: WorkerProcess = {
+        pid: child.pid ?? -1,
+        generation,
+        ready: Deferred.await(ready),
+        exited: Deferred.await(exited),
+        drain: Effect.sync(() => {
+          if (!alive()) return
+          if (child.connected) child.send({ type: "drain" }, undefined, {}, () => {})
+          else child.kill("SIGTERM")
+        }),
+        kill: Effect.sync(() => {
+          if (alive()) child.kill("SIGKILL")
+        })
+      }
+      return worker
+    })
+
+  const notifySocket = process.env.NOTIFY_SOCKET
+  let notifyMissing = false
+  const notify = (...assignments: ReadonlyArray<string>) =>
+    Effect.callback<void>((resume) => {
+      if (notifySocket === undefined || notifySocket === "" || notifyMissing) return resume(Effect.void)
+      // Node has no unix datagram socket; systemd-notify speaks for us. Its messages come from its
+      // own pid, so the unit needs NotifyAccess=all; --pid names us as the main process.
+      const child = spawn("systemd-notify", [`--pid=${process.pid}`, ...assignments], { stdio: "ignore" })
+      child.once("error", () => {
+        notifyMissing = true
+        resume(Effect.logWarning("NOTIFY_SOCKET is set but systemd-notify is not installed; not notifying"))
+      })
+      child.once("exit", () => resume(Effect.void))
+    })
+
+  return Host.of({
+    spawn: spawnWorker,
+    upgrades: Queue.take(upgrades),
+    stopListening: Effect.sync(() => {
+      main.close()
+      admin?.close()
+    }),
+    notify
+  })
+})

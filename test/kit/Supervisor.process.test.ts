@@ -1,0 +1,233 @@
+/**
+ * The supervisor seen from outside: dist/main.js with WORKERS=2 under real keep-alive and
+ * connection-per-request load, real signals, broken builds on disk, killed workers.
+ */
+import { afterEach, describe, expect, it } from "vitest"
+import * as Fs from "node:fs"
+import * as Http from "node:http"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { keepAliveLoad, type LoadResult } from "../support/load.ts"
+import { type LogLine, mainJs, type ServerProcess, spawnServer } from "../support/process.ts"
+
+const running = new Set<ServerProcess>()
+const temporary: Array<string> = []
+afterEach(() => {
+  for (const server of running) server.child.kill("SIGKILL")
+  running.clear()
+  for (const dir of temporary.splice(0)) Fs.rmSync(dir, { recursive: true, force: true })
+})
+
+const start = async (env: Record<string, string> = {}, shell?: string) => {
+  const server = await spawnServer({ env: { WORKERS: "2", ACCESS_LOG: "false", ...env }, ...(shell === undefined ? {} : { shell }) })
+  running.add(server)
+  await server.waitForLine((line) => line.message === "workers ready", 30_000)
+  return server
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** One request on a connection of its own; resolves with the worker that answered ("gen.pid"). */
+const ask = (port: number, path = "/livez") =>
+  new Promise<{ status: number; worker: string }>((resolve, reject) => {
+    Http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
+      res.resume()
+      res.on("end", () => resolve({ status: res.statusCode!, worker: String(res.headers["x-worker"]) }))
+    }).on("error", reject)
+  })
+
+/** A client that opens a new connection for every request, until `stop`. */
+const newConnectionLoad = async (port: number, stop: Promise<unknown>, clients = 4) => {
+  let stopped = false
+  void stop.then(() => (stopped = true))
+  const lost: Array<string> = []
+  const statuses: Record<number, number> = {}
+  let answered = 0
+  await Promise.all(Array.from({ length: clients }, async () => {
+    while (!stopped) {
+      try {
+        const { status } = await ask(port)
+        statuses[status] = (statuses[status] ?? 0) + 1
+        answered++
+      } catch (error) {
+        lost.push((error as NodeJS.ErrnoException).code ?? String(error))
+      }
+    }
+  }))
+  return { answered, statuses, lost }
+}
+
+/** Both kinds of load at once, until `stop` resolves. */
+const load = (port: number, stop: Promise<unknown>) => {
+  let warm!: () => void
+  const warmed = new Promise<void>((resolve) => (warm = resolve))
+  const keepAlive = keepAliveLoad({ port, path: "/livez", clients: 10, stop, onWarm: warm })
+  const fresh = newConnectionLoad(port, stop)
+  return { warmed, done: Promise.all([keepAlive, fresh]) }
+}
+
+const expectNoFailure = ([keepAlive, fresh]: [LoadResult, { answered: number; statuses: Record<number, number>; lost: Array<string> }]) => {
+  expect(keepAlive.lost).toEqual([])
+  expect(keepAlive.refused).toBe(0)
+  expect(Object.keys(keepAlive.statuses)).toEqual(["200"])
+  expect(fresh.lost).toEqual([])
+  expect(Object.keys(fresh.statuses)).toEqual(["200"])
+  expect(keepAlive.answered + fresh.answered).toBeGreaterThan(100)
+}
+
+const upgradeLines = (server: ServerProcess) => server.lines.filter((line) => line.message === "upgrade")
+const upgradeDone = (server: ServerProcess, count: number) =>
+  server.waitForLine(
+    () => upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed").length >= count,
+    30_000
+  ).then(() => upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed")[count - 1]!)
+
+const openFds = (pid: number) => Fs.readdirSync(`/proc/${pid}/fd`).length
+const children = (pid: number) =>
+  Fs.readdirSync(`/proc/${pid}/task`).flatMap((task) => Fs.readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/)).filter((pid) => pid !== "")
+
+describe("supervisor (WORKERS=2)", () => {
+  it("both workers answer; SIGTERM under 20 keep-alive clients loses nothing and exits 0; the pid file comes and goes", async () => {
+    const pidFile = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-pid-")), "server.pid")
+    temporary.push(Path.dirname(pidFile))
+    const server = await start({ PID_FILE: pidFile })
+    expect(Fs.readFileSync(pidFile, "utf8").trim()).toBe(String(server.child.pid))
+    const workers = new Set<string>()
+    for (let i = 0; i < 40 && workers.size < 2; i++) workers.add((await ask(server.port)).worker)
+    expect(workers.size).toBe(2)
+    expect([...workers].every((worker) => worker.startsWith("1."))).toBe(true)
+
+    let warm!: () => void
+    const warmed = new Promise<void>((resolve) => (warm = resolve))
+    const result = keepAliveLoad({ port: server.port, path: "/livez", clients: 20, stop: server.exited, onWarm: warm })
+    await warmed
+    await sleep(200)
+    server.signal("SIGTERM")
+    const [answered, exit] = await Promise.all([result, server.exited])
+    expect(answered.lost).toEqual([])
+    expect(Object.keys(answered.statuses)).toEqual(["200"])
+    expect(exit.code).toBe(0)
+    const stopped = server.lines.find((line) => line.message === "workers stopped")!
+    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+    expect(Fs.existsSync(pidFile)).toBe(false)
+  })
+
+  it("SIGUSR2 under keep-alive and new-connection load: no failed request, then only the new generation answers; same supervisor pid", async () => {
+    const server = await start()
+    const pid = server.child.pid!
+    let stop!: () => void
+    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const traffic = load(server.port, stopped)
+    await traffic.warmed
+    await sleep(200)
+    server.signal("SIGUSR2")
+    const done = await upgradeDone(server, 1)
+    await sleep(300)
+    stop()
+    expectNoFailure(await traffic.done)
+    expect(done.annotations).toMatchObject({ step: "completed", outcome: "ok", generation: 2 })
+    expect((done.annotations.retired as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+    for (let i = 0; i < 10; i++) expect((await ask(server.port)).worker).toMatch(/^2\./)
+    expect(server.child.pid).toBe(pid)
+    expect(server.child.exitCode).toBeNull()
+  })
+
+  it("a broken build on disk (throws at startup, never ready) fails the upgrade; the old generation serves on; a good build then upgrades", async () => {
+    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-"))
+    temporary.push(dir)
+    Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
+    const good = Fs.readFileSync(Path.join(dir, "main.js"))
+    const server = await start({ UPGRADE_TIMEOUT: "5s" }, `exec $NODE ${Path.join(dir, "main.js")}`)
+    let stop!: () => void
+    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const traffic = load(server.port, stopped)
+    await traffic.warmed
+
+    Fs.writeFileSync(Path.join(dir, "main.js"), "throw new Error('broken build')\n")
+    server.signal("SIGUSR2")
+    const throws = await upgradeDone(server, 1)
+    expect(throws.annotations).toMatchObject({ step: "failed", outcome: "old generation kept", serving: 1 })
+    expect(String(throws.annotations.error)).toMatch(/exited before it was ready \(code 1\)/)
+
+    Fs.writeFileSync(Path.join(dir, "main.js"), "setInterval(() => {}, 1000)\n")
+    server.signal("SIGHUP")
+    const hangs = await upgradeDone(server, 2)
+    expect(hangs.annotations).toMatchObject({ step: "failed", outcome: "old generation kept" })
+    expect(String(hangs.annotations.error)).toMatch(/not ready within 5000ms \(UPGRADE_TIMEOUT\)/)
+    for (let i = 0; i < 5; i++) expect((await ask(server.port)).worker).toMatch(/^1\./)
+
+    Fs.writeFileSync(Path.join(dir, "main.js"), good)
+    server.signal("SIGUSR2")
+    const fixed = await upgradeDone(server, 3)
+    stop()
+    expectNoFailure(await traffic.done)
+    expect(fixed.annotations).toMatchObject({ step: "completed", outcome: "ok", generation: 4 })
+    expect((await ask(server.port)).worker).toMatch(/^4\./)
+  })
+
+  it("a worker SIGKILLed under load is replaced; clients of the other worker see no failure", async () => {
+    const server = await start({ RESTART_DELAY: "50ms" })
+    const victim = Number((await ask(server.port)).worker.split(".")[1])
+    let stopped = false
+    const failuresBy = new Map<string, number>()
+    const answeredBy = new Map<string, number>()
+    const client = async () => {
+      const agent = new Http.Agent({ keepAlive: true, maxSockets: 1 })
+      let last = "none"
+      while (!stopped) {
+        await new Promise<void>((resolve) => {
+          Http.get({ host: "127.0.0.1", port: server.port, path: "/livez", agent }, (res) => {
+            res.resume()
+            res.on("end", () => {
+              last = String(res.headers["x-worker"])
+              answeredBy.set(last, (answeredBy.get(last) ?? 0) + 1)
+              resolve()
+            })
+          }).on("error", () => {
+            failuresBy.set(last, (failuresBy.get(last) ?? 0) + 1)
+            resolve()
+          })
+        })
+      }
+      agent.destroy()
+    }
+    const clients = Promise.all(Array.from({ length: 10 }, client))
+    await sleep(300)
+    process.kill(victim, "SIGKILL")
+    const replaced = await server.waitForLine((line) => line.message === "worker replaced", 20_000)
+    await sleep(300)
+    stopped = true
+    await clients
+    const survivor = [...answeredBy.keys()].find((worker) => worker.startsWith("1.") && !worker.endsWith(`.${victim}`))!
+    expect(failuresBy.get(survivor) ?? 0).toBe(0)
+    expect([...failuresBy.keys()].every((worker) => worker.endsWith(`.${victim}`))).toBe(true)
+    const crash = server.lines.find((line) => line.message === "worker exited unexpectedly")!
+    expect(crash.annotations).toMatchObject({ pid: victim, exit: "SIGKILL" })
+    // New connections reach the replacement.
+    const tags = new Set<string>()
+    for (let i = 0; i < 40 && !tags.has(`1.${replaced.annotations.pid}`); i++) tags.add((await ask(server.port)).worker)
+    expect(tags).toContain(`1.${replaced.annotations.pid}`)
+  })
+
+  it("ten upgrades in a row under load: no failed request, no leaked fd or process", async () => {
+    const server = await start()
+    const pid = server.child.pid!
+    const fdsBefore = openFds(pid)
+    expect(children(pid)).toHaveLength(2)
+    let stop!: () => void
+    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const traffic = load(server.port, stopped)
+    await traffic.warmed
+    for (let round = 1; round <= 10; round++) {
+      server.signal("SIGUSR2")
+      const done = await upgradeDone(server, round)
+      expect(done.annotations).toMatchObject({ step: "completed", outcome: "ok", generation: round + 1 })
+    }
+    stop()
+    expectNoFailure(await traffic.done)
+    expect(children(pid)).toHaveLength(2)
+    expect(openFds(pid)).toBe(fdsBefore)
+    const durations = upgradeLines(server).filter((line: LogLine) => line.annotations.step === "completed").map((line) => line.annotations.durationMs)
+    console.log(`upgrade durations (ms): ${durations.join(", ")}`)
+  })
+})

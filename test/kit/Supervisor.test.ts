@@ -1,0 +1,286 @@
+/**
+ * The supervisor's state machine in-process, on TestClock, with a fake Host: readiness gating and
+ * one upgrade at a time, the upgrade timeout and rollback, crash backoff and its limit, shutdown codes.
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"
+import { TestClock } from "effect/testing"
+import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/Supervisor.ts"
+import { Host, type UpgradeRequest, WorkerError, type WorkerExit, type WorkerProcess } from "../../src/kit/supervisor/Host.ts"
+import { makeHarness } from "../../src/kit/testing.ts"
+
+interface FakeWorker extends WorkerProcess {
+  drains: number
+  killed: boolean
+  readonly markReady: Effect.Effect<void>
+  readonly exit: (code: number) => Effect.Effect<void>
+  readonly alive: () => boolean
+}
+
+/** A Host whose workers do what the test says; by default a drained worker exits 0 at once. */
+const makeHost = Effect.gen(function*() {
+  const spawned: Array<FakeWorker> = []
+  const upgrades = yield* Queue.unbounded<UpgradeRequest>()
+  const notes: Array<string> = []
+  const drainExits = new Map<number, number | "never">()
+  let nextPid = 100
+  const host = Host.of({
+    spawn: (generation) =>
+      Effect.gen(function*() {
+        const ready = yield* Deferred.make<void, WorkerError>()
+        const exited = yield* Deferred.make<WorkerExit>()
+        const exit = (code: number | null, signal: string | null = null) =>
+          Effect.andThen(
+            Deferred.fail(ready, new WorkerError({ reason: "ExitedBeforeReady", message: `worker exited before it was ready (code ${code})` })),
+            Deferred.succeed(exited, { code, signal })
+          ).pipe(Effect.asVoid)
+        const worker: FakeWorker = {
+          pid: nextPid++,
+          generation,
+          drains: 0,
+          killed: false,
+          ready: Deferred.await(ready),
+          exited: Deferred.await(exited),
+          drain: Effect.suspend(() => {
+            worker.drains++
+            const code = drainExits.get(worker.pid) ?? 0
+            return code === "never" ? Effect.void : exit(code)
+          }),
+          kill: Effect.suspend(() => {
+            worker.killed = true
+            return exit(null, "SIGKILL")
+          }),
+          markReady: Deferred.succeed(ready, undefined).pipe(Effect.asVoid),
+          exit: (code) => exit(code),
+          alive: () => !Deferred.isDoneUnsafe(exited)
+        }
+        spawned.push(worker)
+        return worker
+      }),
+    upgrades: Queue.take(upgrades),
+    stopListening: Effect.sync(() => void notes.push("stop listening")),
+    notify: (...assignments) => Effect.sync(() => void notes.push(assignments.filter((a) => !a.startsWith("MONOTONIC_USEC") && !a.startsWith("MAINPID")).join(" ")))
+  })
+  return {
+    host,
+    spawned,
+    notes,
+    drainExits,
+    requestUpgrade: Queue.offer(upgrades, { signal: "SIGUSR2", from: 1 }),
+    generation: (gen: number) => spawned.filter((worker) => worker.generation === gen),
+    readyAll: (gen: number) => Effect.forEach(spawned.filter((worker) => worker.generation === gen), (worker) => worker.markReady, { discard: true })
+  }
+})
+
+const settings = (overrides: Partial<SupervisorSettings> = {}): SupervisorSettings => ({
+  workers: 2,
+  upgradeTimeout: Duration.seconds(10),
+  upgradeStrategy: "all-at-once",
+  restartDelay: Duration.millis(100),
+  restartDelayMax: Duration.seconds(10),
+  restartLimit: 5,
+  restartWindow: Duration.seconds(60),
+  ...overrides
+})
+
+/** Lets forked fibers run to their next wait. */
+const settle = Effect.forEach(Array.from({ length: 20 }), () => Effect.yieldNow, { discard: true })
+
+const start = (overrides: Partial<SupervisorSettings> = {}) =>
+  Effect.gen(function*() {
+    const harness = yield* makeHarness
+    const fake = yield* makeHost
+    const main = Supervisor.layer(settings(overrides), { stop: harness.send("SIGTERM").pipe(Effect.asVoid) }).pipe(
+      Layer.provide(Layer.succeed(WorkerEnv, {})),
+      Layer.provide(Layer.succeed(Host, fake.host))
+    )
+    const fiber = yield* Effect.forkChild(harness.run(main, { SHUTDOWN_TIMEOUT: "5s" }))
+    yield* settle
+    yield* fake.readyAll(1)
+    yield* settle
+    return { harness, fake, fiber }
+  })
+
+const upgradeLines = (logs: ReadonlyArray<{ message: string; annotations: Readonly<Record<string, unknown>> }>) =>
+  logs.filter((entry) => entry.message === "upgrade").map((entry) => entry.annotations)
+
+describe("Supervisor", () => {
+  it.effect("is ready only when every first worker is; SIGTERM drains them all; exit 0 when all exit 0", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const fake = yield* makeHost
+      const main = Supervisor.layer(settings({ workers: 3 }), { stop: Effect.void }).pipe(
+        Layer.provide(Layer.succeed(WorkerEnv, {})),
+        Layer.provide(Layer.succeed(Host, fake.host))
+      )
+      const fiber = yield* Effect.forkChild(harness.run(main))
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 3)
+      yield* fake.spawned[0]!.markReady
+      yield* fake.spawned[1]!.markReady
+      yield* settle
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "workers ready"))
+      assert.notInclude(fake.notes, "READY=1")
+      yield* fake.spawned[2]!.markReady
+      yield* settle
+      assert.isDefined(harness.logs.find((entry) => entry.message === "workers ready"))
+      assert.include(fake.notes, "READY=1")
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+      assert.isTrue(fake.spawned.every((worker) => worker.drains === 1 && !worker.alive()))
+      assert.deepStrictEqual(fake.notes.slice(-2), ["stop listening", "STOPPING=1"])
+    }))
+
+  it.effect("exits 1 when a worker exits non-zero during shutdown, naming it", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      fake.drainExits.set(fake.spawned[1]!.pid, 1)
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      const line = harness.logs.find((entry) => entry.message === "workers did not stop cleanly")
+      assert.deepStrictEqual(line?.annotations.workers, [{ pid: fake.spawned[1]!.pid, exit: "code 1" }])
+    }))
+
+  it.effect("an upgrade drains no old worker until every new one is ready; a second request meanwhile is ignored", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      assert.strictEqual(fake.generation(2).length, 2)
+      assert.include(fake.notes, "RELOADING=1")
+      yield* fake.requestUpgrade
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 4, "the ignored request started nothing")
+      assert.isDefined(harness.logs.find((entry) => entry.message === "upgrade already in progress; request ignored"))
+      yield* fake.generation(2)[0]!.markReady
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.drains === 0 && worker.alive()), "old workers untouched while one new worker is not ready")
+      yield* fake.generation(2)[1]!.markReady
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.drains === 1 && !worker.alive()))
+      assert.deepStrictEqual(upgradeLines(harness.logs).map((line) => line.step), ["starting", "ready", "completed"])
+      assert.strictEqual(upgradeLines(harness.logs)[2]!.outcome, "ok")
+      assert.strictEqual(fake.notes.at(-1), "READY=1")
+      // A retired worker's exit is no crash: nothing replaces it.
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(fake.spawned.length, 4)
+      // The next upgrade is accepted once this one is done.
+      yield* fake.requestUpgrade
+      yield* settle
+      assert.strictEqual(fake.generation(3).length, 2)
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("a new worker not ready within UPGRADE_TIMEOUT is stopped; the old generation keeps serving untouched", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeTimeout: Duration.seconds(10) })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      const fresh = fake.generation(2)
+      yield* fresh[0]!.markReady
+      fake.drainExits.set(fresh[1]!.pid, "never")
+      yield* TestClock.adjust("9999 millis")
+      assert.isTrue(fresh.every((worker) => worker.alive()))
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      // The late one was asked to drain, ignored it, and is killed after its grace.
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      assert.isTrue(fresh[1]!.killed)
+      assert.isFalse(fresh[0]!.alive(), "the ready new worker is stopped too: all or nothing")
+      assert.isTrue(old.every((worker) => worker.drains === 0 && worker.alive()))
+      const failed = upgradeLines(harness.logs).find((line) => line.step === "failed")!
+      assert.strictEqual(failed.outcome, "old generation kept")
+      assert.match(String(failed.error), /not ready within 10000ms \(UPGRADE_TIMEOUT\)/)
+      assert.strictEqual(fake.notes.at(-1), "READY=1")
+      // A later upgrade with a good build succeeds.
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(3)
+      yield* settle
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      assert.isTrue(old.every((worker) => !worker.alive()))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("a new worker that exits at startup fails the upgrade at once, naming why", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.generation(2)[0]!.exit(1)
+      yield* settle
+      const failed = upgradeLines(harness.logs).find((line) => line.step === "failed")!
+      assert.match(String(failed.error), /exited before it was ready \(code 1\)/)
+      assert.isTrue(fake.generation(1).every((worker) => worker.alive() && worker.drains === 0))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("one-at-a-time: each old worker drains only after its replacement is ready", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeStrategy: "one-at-a-time" })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      assert.strictEqual(fake.generation(2).length, 1, "one new worker at a time")
+      yield* fake.generation(2)[0]!.markReady
+      yield* settle
+      assert.deepStrictEqual(old.map((worker) => worker.alive()), [false, true])
+      assert.strictEqual(fake.generation(2).length, 2)
+      yield* fake.generation(2)[1]!.markReady
+      yield* settle
+      assert.isTrue(old.every((worker) => !worker.alive()))
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("a crashed worker is replaced after a backoff that doubles; too many crashes stop the supervisor with exit 1", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ restartLimit: 3 })
+      yield* fake.spawned[0]!.exit(1)
+      yield* settle
+      yield* TestClock.adjust("99 millis")
+      assert.strictEqual(fake.spawned.length, 2, "no restart before RESTART_DELAY")
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 3)
+      yield* fake.spawned[2]!.markReady
+      yield* settle
+      assert.isDefined(harness.logs.find((entry) => entry.message === "worker replaced"))
+      yield* fake.spawned[2]!.exit(1)
+      yield* settle
+      yield* TestClock.adjust("199 millis")
+      assert.strictEqual(fake.spawned.length, 3, "the second crash waits twice as long")
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 4)
+      // The replacement itself dies at startup: the third failure in the window reaches the limit.
+      yield* fake.spawned[3]!.exit(1)
+      yield* settle
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.strictEqual(fake.spawned.length, 4)
+      assert.isDefined(harness.logs.find((entry) => entry.message === "workers keep failing; stopping"))
+      assert.isFalse(fake.spawned[1]!.alive(), "the healthy worker was drained")
+    }))
+
+  it.effect("the deadline forces the workers: a second drain, then SIGKILL; exit 1", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      fake.drainExits.set(fake.spawned[0]!.pid, "never")
+      yield* harness.send("SIGTERM")
+      yield* settle
+      yield* TestClock.adjust("5 seconds")
+      yield* settle
+      assert.strictEqual(fake.spawned[0]!.drains, 2)
+      assert.isFalse(fake.spawned[0]!.killed)
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.isTrue(fake.spawned[0]!.killed)
+    }))
+})
