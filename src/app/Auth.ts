@@ -39,6 +39,8 @@ export const AuthConfig = Config.all({
   cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute"),
   /** Clock skew allowed between the issuer and this server, for `exp`, `nbf` and `iat`. */
   clockTolerance: Settings.duration("JWT_CLOCK_TOLERANCE", "30 seconds"),
+  /** How long a fetch of JWKS_URL may take before the request is answered 503. */
+  jwksTimeout: Settings.duration("JWKS_TIMEOUT", "5 seconds"),
   /** The algorithms accepted from JWKS_URL's keys (HS256 alone with JWT_SECRET). */
   algorithms: Config.schema(AlgorithmList, "JWT_ALGORITHMS").pipe(
     Config.withDefault("RS256,ES256,EdDSA"),
@@ -259,7 +261,12 @@ export class Authenticator extends Context.Service<Authenticator, {
       if (Option.isSome(settings.jwksUrl)) {
         // Half the TTL for the key set and half for a remembered token: together within the TTL.
         rememberFor = Duration.divideUnsafe(settings.cacheTtl, 2)
-        verify = jwksVerify(settings.jwksUrl.value, { ...options, algorithms: settings.algorithms, keySetMaxAge: rememberFor })
+        verify = jwksVerify(settings.jwksUrl.value, {
+          ...options,
+          algorithms: settings.algorithms,
+          keySetMaxAge: rememberFor,
+          timeout: settings.jwksTimeout
+        })
       } else {
         const secret = Option.isSome(settings.secret)
           ? new TextEncoder().encode(Redacted.value(settings.secret.value))
