@@ -12,11 +12,11 @@ import * as Docs from "./Docs.ts"
 import { Api } from "./items/Api.ts"
 import { ItemsHttp } from "./items/Http.ts"
 import { migrations } from "./migrations.ts"
-import { RateLimited } from "./RateLimited.ts"
+import { AddressRateLimited, RateLimited } from "./RateLimited.ts"
 
 export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
   Layer.provide(ItemsHttp),
-  Layer.provide([Authentication.layer, RateLimited.layer, Validation.layer])
+  Layer.provide([Authentication.layer, AddressRateLimited.layer, RateLimited.layer, Validation.layer])
 )
 
 export const Routes = Layer.mergeAll(
@@ -25,7 +25,7 @@ export const Routes = Layer.mergeAll(
   Docs.routes,
   Debug.routes,
   Recoverer.layer(Api),
-  Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] })
+  Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"] })
 )
 
 // Each step is built after the one it is provided with, so it is released before it.

@@ -1,14 +1,27 @@
 /**
- * Bearer JWT authentication with jose: HS256 with JWT_SECRET, or keys from JWKS_URL. Missing,
- * malformed, expired or forged tokens get 401 with WWW-Authenticate; the API reads CurrentUser.
+ * Bearer JWT authentication with jose: HS256 with JWT_SECRET, or pinned algorithms from JWKS_URL.
+ * Bad tokens get 401 with a precise error_description; an unreachable key set gets 503.
  */
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
+import type { HttpServerResponse } from "effect/http"
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Jose from "jose"
-import { Problem, Settings } from "../kit/index.ts"
+import { Problem, Settings, throttledWarning } from "../kit/index.ts"
+
+/** Asymmetric JWS algorithms a JWKS may sign with; HS* and `none` are never taken from a key set. */
+const jwksAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
+
+const splitList = (value: string) => value.split(",").map((item) => item.trim()).filter((item) => item.length > 0)
+
+const AlgorithmList = Schema.String.check(Schema.makeFilter((value: string) => {
+  const unknown = splitList(value).filter((algorithm) => !jwksAlgorithms.includes(algorithm))
+  return unknown.length === 0
+    ? undefined
+    : `${unknown.join(", ")}: not an asymmetric JWS algorithm (${jwksAlgorithms.join(", ")})`
+}))
 
 /** Bearer JWTs for the API: HS256 with a shared secret, or a JWKS URL. */
 export const AuthConfig = Config.all({
@@ -21,7 +34,16 @@ export const AuthConfig = Config.all({
   /** Verified tokens remembered (0: verify every request); failures are never remembered. */
   cacheSize: Settings.int("JWT_CACHE_SIZE", { min: 0, max: 10_000_000, default: 10_000 }),
   /** The longest a verified token is remembered: a key dropped from the JWKS stops working within it. */
-  cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute", { max: "1 day" })
+  cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute", { max: "1 day" }),
+  /** Clock skew allowed between the issuer and this server, for `exp`, `nbf` and `iat`. */
+  clockTolerance: Settings.duration("JWT_CLOCK_TOLERANCE", "30 seconds", { max: "10 minutes" }),
+  /** How long a fetch of JWKS_URL may take before the request is answered 503. */
+  jwksTimeout: Settings.duration("JWKS_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 minute" }),
+  /** The algorithms accepted from JWKS_URL's keys (HS256 alone with JWT_SECRET). */
+  algorithms: Config.schema(AlgorithmList, "JWT_ALGORITHMS").pipe(
+    Config.withDefault("RS256,ES256,EdDSA"),
+    Config.map(splitList)
+  )
 }).pipe(Settings.check((settings) => {
   if (Option.isSome(settings.secret) && Option.isSome(settings.jwksUrl)) {
     return "JWT_SECRET and JWKS_URL are both set: tokens are checked against one or the other; unset one"
@@ -92,42 +114,174 @@ export const devSecret = (file: string): Uint8Array => {
   return new TextEncoder().encode(Fs.readFileSync(file, "utf8").trim())
 }
 
+/**
+ * Why a bearer token was not accepted. `InvalidToken` is the client's (401, `description` goes to
+ * the client as error_description); `KeySetUnavailable` is ours: JWKS_URL did not answer, or
+ * answered with something that is not a key set (503: a valid token must not read as forged).
+ */
+export class AuthError extends Schema.TaggedError<AuthError>()("AuthError", {
+  reason: Schema.Literals(["InvalidToken", "KeySetUnavailable"]),
+  description: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {
+  override get message() {
+    return this.description
+  }
+}
+
+const invalid = (description: string, cause?: unknown) => new AuthError({ reason: "InvalidToken", description, cause })
+
+/** Marks a failure of fetching the key set, as opposed to a token that matches no key in it. */
+class KeySetFetchFailed extends Error {}
+
+/** jose's (and our own) rejections, each with the words a client can act on. */
+export const classify = (error: unknown): AuthError => {
+  if (error instanceof AuthError) return error
+  if (error instanceof KeySetFetchFailed) {
+    const cause = error.cause
+    const description = cause instanceof Jose.errors.JWKSTimeout
+      ? "the signing key set did not answer in time"
+      : cause instanceof Jose.errors.JWKSInvalid
+      ? "the signing key set is not a valid JWKS"
+      : cause instanceof Jose.errors.JOSEError
+      ? `the signing key set could not be read: ${cause.message}`
+      : `the signing key set could not be fetched: ${cause instanceof Error ? cause.message : String(cause)}`
+    return new AuthError({ reason: "KeySetUnavailable", description, cause })
+  }
+  if (error instanceof Jose.errors.JWTExpired) return invalid("the token has expired", error)
+  if (error instanceof Jose.errors.JWTClaimValidationFailed) {
+    const claim = error.claim
+    if (error.reason === "missing") return invalid(`the token has no ${claim} claim`, error)
+    if (claim === "nbf" && error.reason === "check_failed") return invalid("the token is not valid yet (nbf)", error)
+    if (error.reason === "invalid") return invalid(`the token's ${claim} claim is not a number`, error)
+    return invalid(`the token's ${claim} claim is not accepted`, error)
+  }
+  if (error instanceof Jose.errors.JWSSignatureVerificationFailed) return invalid("the token's signature is not valid", error)
+  if (error instanceof Jose.errors.JOSEAlgNotAllowed) return invalid("the token's algorithm is not accepted", error)
+  if (error instanceof Jose.errors.JWKSNoMatchingKey) return invalid("no signing key matches the token", error)
+  if (error instanceof Jose.errors.JWKSMultipleMatchingKeys) return invalid("the token matches more than one signing key", error)
+  if (error instanceof Jose.errors.JOSENotSupported) return invalid("the token's algorithm or key is not supported", error)
+  return invalid("the token is malformed", error)
+}
+
+/**
+ * The checks jose leaves to us: a `sub` that is a non-empty string (it is the rate-limit key, so
+ * tokens without one must not share a bucket) and an `iat` not in the future (jose checks `iat`
+ * only with maxTokenAge). `exp` and `sub` presence are jose's `requiredClaims`.
+ */
+export const checkClaims = (payload: Jose.JWTPayload, nowSeconds: number, toleranceSeconds: number): Jose.JWTPayload => {
+  if (typeof payload.sub !== "string" || payload.sub.length === 0) throw invalid("the token's sub claim must be a non-empty string")
+  if (payload.iat !== undefined) {
+    if (typeof payload.iat !== "number" || !Number.isFinite(payload.iat)) throw invalid("the token's iat claim is not a number")
+    if (payload.iat > nowSeconds + toleranceSeconds) throw invalid("the token's iat claim is in the future")
+  }
+  return payload
+}
+
+export interface VerifierOptions {
+  readonly issuer?: string | undefined
+  readonly audience?: string | undefined
+  readonly clockTolerance: Duration.Duration
+}
+
+/** jose's options for every path: exp and sub required, the clock tolerance, issuer and audience. */
+const verifyOptions = (options: VerifierOptions): Jose.JWTVerifyOptions => ({
+  requiredClaims: ["exp", "sub"],
+  clockTolerance: Duration.toSeconds(options.clockTolerance),
+  ...(options.issuer !== undefined ? { issuer: options.issuer } : {}),
+  ...(options.audience !== undefined ? { audience: options.audience } : {})
+})
+
+/** A Verify over a fixed key (HS256 from JWT_SECRET, imported once). */
+export const keyVerify = (key: Jose.CryptoKey | Uint8Array, algorithms: ReadonlyArray<string>, options: VerifierOptions): Verify => {
+  const base = verifyOptions(options)
+  const tolerance = Duration.toSeconds(options.clockTolerance)
+  return async (token, currentDate) =>
+    checkClaims(
+      (await Jose.jwtVerify(token, key, { ...base, currentDate, algorithms: [...algorithms] })).payload,
+      currentDate.getTime() / 1000,
+      tolerance
+    )
+}
+
+/**
+ * A Verify over JWKS_URL. jose caches the key set for 10 minutes by default; here it is refetched
+ * once `keySetMaxAge` has passed (and, for a token naming an unknown key, at most once per
+ * cooldown), so a key removed from the set stops working within the TTL the operator set.
+ * Failures to fetch the set are told apart from tokens no key matches.
+ */
+export const jwksVerify = (
+  url: URL,
+  options: VerifierOptions & {
+    readonly algorithms: ReadonlyArray<string>
+    readonly keySetMaxAge: Duration.Duration
+    readonly timeout?: Duration.Duration | undefined
+  }
+): Verify => {
+  const maxAge = Duration.toMillis(options.keySetMaxAge)
+  const keys = Jose.createRemoteJWKSet(url, {
+    cacheMaxAge: maxAge,
+    cooldownDuration: Math.min(30_000, maxAge),
+    timeoutDuration: Math.round(Duration.toMillis(options.timeout ?? Duration.seconds(5)))
+  })
+  const getKey: Jose.JWTVerifyGetKey = async (header, token) => {
+    try {
+      return await keys(header, token)
+    } catch (error) {
+      const aboutTheToken = error instanceof Jose.errors.JWKSNoMatchingKey ||
+        error instanceof Jose.errors.JWKSMultipleMatchingKeys ||
+        error instanceof Jose.errors.JOSENotSupported ||
+        error instanceof Jose.errors.JOSEAlgNotAllowed
+      if (aboutTheToken) throw error
+      throw new KeySetFetchFailed("the signing key set could not be fetched", { cause: error })
+    }
+  }
+  const base = verifyOptions(options)
+  const tolerance = Duration.toSeconds(options.clockTolerance)
+  return async (token, currentDate) =>
+    checkClaims(
+      (await Jose.jwtVerify(token, getKey, { ...base, currentDate, algorithms: [...options.algorithms] })).payload,
+      currentDate.getTime() / 1000,
+      tolerance
+    )
+}
+
 const unauthorized = (code: "invalid_request" | "invalid_token", description: string) =>
   Problem.errorResponse(401, description, {
     "www-authenticate": code === "invalid_request"
       ? `Bearer realm="api"`
-      : `Bearer realm="api", error="invalid_token", error_description="${description}"`
+      : `Bearer realm="api", error="invalid_token", error_description="${description.replaceAll("\"", "'")}"`
   })
 
-const describeJoseError = (error: unknown): string =>
-  error instanceof Jose.errors.JWTExpired
-    ? "the token has expired"
-    : error instanceof Jose.errors.JWSSignatureVerificationFailed
-    ? "the token's signature is not valid"
-    : error instanceof Jose.errors.JWTClaimValidationFailed
-    ? `the token's ${error.claim} claim is not accepted`
-    : error instanceof Jose.errors.JOSEAlgNotAllowed
-    ? "the token's algorithm is not accepted"
-    : "the token is malformed"
-
-/** Every endpoint under it needs `Authorization: Bearer <jwt>`; handlers get CurrentUser. */
-export class Authentication extends HttpApiMiddleware.Service<Authentication, {
-  provides: CurrentUser
-}>()("scoped-server/Authentication", {
-  security: { bearer: HttpApiSecurity.bearer }
-}) {
+/**
+ * What `Authentication` decides about one bearer token (also used before `100 Continue`): the
+ * caller, or the answer to send instead.
+ */
+export class Authenticator extends Context.Service<Authenticator, {
+  readonly authenticate: (token: string) => Effect.Effect<Result.Result<CurrentUser["Service"], HttpServerResponse.HttpServerResponse>>
+  /** Verifications that ran (cache misses): what a flood of forged tokens costs. */
+  readonly verifications: () => number
+}>()("scoped-server/Authenticator") {
   static readonly layer = Layer.effect(
-    Authentication,
+    Authenticator,
     Effect.gen(function*() {
       const settings = yield* AuthConfig
-      const options: Jose.JWTVerifyOptions = {
-        ...(Option.isSome(settings.issuer) ? { issuer: settings.issuer.value } : {}),
-        ...(Option.isSome(settings.audience) ? { audience: settings.audience.value } : {})
+      const options: VerifierOptions = {
+        issuer: Option.getOrUndefined(settings.issuer),
+        audience: Option.getOrUndefined(settings.audience),
+        clockTolerance: settings.clockTolerance
       }
       let verify: Verify
+      let rememberFor = settings.cacheTtl
       if (Option.isSome(settings.jwksUrl)) {
-        const keys = Jose.createRemoteJWKSet(settings.jwksUrl.value)
-        verify = async (token, currentDate) => (await Jose.jwtVerify(token, keys, { ...options, currentDate })).payload
+        // Half the TTL for the key set and half for a remembered token: together within the TTL.
+        rememberFor = Duration.divideUnsafe(settings.cacheTtl, 2)
+        verify = jwksVerify(settings.jwksUrl.value, {
+          ...options,
+          algorithms: settings.algorithms,
+          keySetMaxAge: rememberFor,
+          timeout: settings.jwksTimeout
+        })
       } else {
         const secret = Option.isSome(settings.secret)
           ? new TextEncoder().encode(Redacted.value(settings.secret.value))
@@ -141,24 +295,53 @@ export class Authentication extends HttpApiMiddleware.Service<Authentication, {
         const key = yield* Effect.promise(() =>
           Crypto.webcrypto.subtle.importKey("raw", secret, { name: "HMAC", hash: "SHA-256" }, false, ["verify"])
         )
-        verify = async (token, currentDate) =>
-          (await Jose.jwtVerify(token, key, { ...options, currentDate, algorithms: ["HS256"] })).payload
+        verify = keyVerify(key, ["HS256"], options)
       }
-      const check = cachedVerify(verify, { size: settings.cacheSize, ttl: settings.cacheTtl })
-      return {
-        bearer: (httpEffect, { credential }) =>
-          Effect.gen(function*() {
-            const token = Redacted.value(credential)
-            if (token.length === 0) return unauthorized("invalid_request", "a bearer token is required")
-            const verified = yield* Effect.result(check(token))
-            if (Result.isFailure(verified)) return unauthorized("invalid_token", describeJoseError(verified.failure))
-            const subject = verified.success.sub
-            if (subject === undefined || subject.length === 0) {
-              return unauthorized("invalid_token", "the token has no subject")
+      let verifications = 0
+      const counted: Verify = (token, now) => {
+        verifications++
+        return verify(token, now)
+      }
+      const check = cachedVerify(counted, { size: settings.cacheSize, ttl: rememberFor })
+      const warn = throttledWarning("JWT signing keys unavailable; answering 503")
+      const authenticate = (token: string) =>
+        Effect.matchEffect(check(token), {
+          onSuccess: (payload) => Effect.succeed(Result.succeed({ subject: payload.sub! })),
+          onFailure: (error) => {
+            const rejected = classify(error)
+            if (rejected.reason === "InvalidToken") {
+              return Effect.succeed(Result.fail(unauthorized("invalid_token", rejected.description)))
             }
-            return yield* Effect.provideService(httpEffect, CurrentUser, { subject })
-          })
-      }
+            return Effect.as(
+              warn({ message: rejected.description }),
+              Result.fail(Problem.errorResponse(503, "the token cannot be checked now: its signing keys are unavailable", {
+                "retry-after": "5"
+              }))
+            )
+          }
+        })
+      return { authenticate, verifications: () => verifications }
     })
   )
+}
+
+/** Every endpoint under it needs `Authorization: Bearer <jwt>`; handlers get CurrentUser. */
+export class Authentication extends HttpApiMiddleware.Service<Authentication, {
+  provides: CurrentUser
+}>()("scoped-server/Authentication", {
+  security: { bearer: HttpApiSecurity.bearer }
+}) {
+  static readonly layer = Layer.effect(
+    Authentication,
+    Effect.map(Effect.service(Authenticator), ({ authenticate }) => ({
+      bearer: (httpEffect, { credential }) => {
+        const token = Redacted.value(credential)
+        if (token.length === 0) return Effect.succeed(unauthorized("invalid_request", "a bearer token is required"))
+        return Effect.flatMap(authenticate(token), (result) =>
+          Result.isSuccess(result)
+            ? Effect.provideService(httpEffect, CurrentUser, result.success)
+            : Effect.succeed(result.failure))
+      }
+    }))
+  ).pipe(Layer.provide(Authenticator.layer))
 }

@@ -10,6 +10,7 @@ import * as EffectHttpServer from "effect/http/HttpServer"
 import type * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
 import { Health } from "./Health.ts"
+import * as Continue from "./http/Continue.ts"
 import { DrainableServer, drainSockets } from "./http/Drain.ts"
 import * as Listener from "./http/Listener.ts"
 import { errorBodies, notReady } from "./http/Problem.ts"
@@ -63,6 +64,11 @@ export type HttpServerSettings = Config.Success<typeof HttpServerConfig>
 export interface HttpServerOptions {
   /** Served with the document set of security headers (`/docs`, say); everything else is data. */
   readonly documentPaths?: ReadonlyArray<string>
+  /**
+   * Refuses an `Expect: 100-continue` request from its head, before the client sends the body
+   * (after the kit's own check of the declared size against MAX_BODY_SIZE).
+   */
+  readonly checkContinue?: Continue.ContinueCheck
 }
 
 const nodeServerOptions = (
@@ -144,6 +150,8 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))
     : Option.none<DrainableServer>()
   const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
+  const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
+  servers.forEach((server) => Continue.install(server.server, continueChecks))
 
   const preResponse = errorBodies(settings.maxBodySize)
   const handlerFor = <E, R>(

@@ -1,9 +1,8 @@
 /**
- * Per-client rate limiting on Effect's RateLimiter: Redis-backed when configured, else a bounded
- * in-memory store (the library's memory store never evicts). A store failure follows
- * RATE_LIMIT_ON_STORE_ERROR: open lets the request through, closed refuses it.
+ * Per-client rate limiting, two limits (per client address, per authenticated subject) over one
+ * store: Redis when configured (Effect's RateLimiter), else a bounded in-memory store.
  */
-import { Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
@@ -11,7 +10,14 @@ import { duration, int, literal } from "./Settings.ts"
 
 /** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
 export const RateLimitConfig = Config.all({
+  /** Requests per window for one authenticated subject (the token's `sub`). */
   limit: int("RATE_LIMIT", { min: 1, max: 1_000_000_000, default: 100 }),
+  /**
+   * Requests per window from one client address, counted before authentication, so floods of
+   * bad or forged tokens are refused before any signature check. Unset: 10 × RATE_LIMIT, since
+   * several users may share an address (NAT, an office).
+   */
+  perAddress: Config.option(int("RATE_LIMIT_PER_ADDRESS", { min: 1, max: 1_000_000_000 })),
   window: duration("RATE_LIMIT_WINDOW", "1 minute", { min: "100 millis", max: "1 day" }),
   /** When the store cannot answer: `open` lets the request through, `closed` refuses it (503). */
   onStoreError: literal("RATE_LIMIT_ON_STORE_ERROR", ["open", "closed"], { default: "open" }),
@@ -19,137 +25,125 @@ export const RateLimitConfig = Config.all({
 })
 
 export type Decision =
-  | { readonly _tag: "Allowed"; readonly limit: number; readonly remaining: number; readonly resetAfterMs: number }
+  | {
+    readonly _tag: "Allowed"
+    readonly limit: number
+    readonly remaining: number
+    readonly resetAfterMs: number
+    /** The store could not answer and the policy is `open`: `remaining` and `resetAfterMs` are not known. */
+    readonly unknown?: true
+  }
   | { readonly _tag: "Exceeded"; readonly limit: number; readonly retryAfterMs: number }
   /** The store could not answer and the policy is `closed`. */
   | { readonly _tag: "StoreUnavailable"; readonly limit: number; readonly retryAfterMs: number }
 
 /**
- * Fixed windows and token buckets in memory, at most `maxKeys` of each: expired windows and
- * full buckets are swept, and when full the oldest key is evicted (that client's count restarts).
+ * The counters in memory, at most `maxKeys`: expired ones are swept, and when full the oldest
+ * key is evicted (that client's count restarts).
+ *
+ * The algorithm is the one Effect's Redis store runs (its "fixed-window" script), so both backends
+ * answer alike: a counter per key, created by the key's first request with an expiry of now;
+ * every counted request adds `window / limit` to that expiry; a request that would take the
+ * count past `limit` is refused until the expiry passes, and then the counter starts over at 0.
+ * So a client that keeps to `limit` per `window` is never refused, a burst of `limit` is refused
+ * until `window` after the burst began, and at worst 2 × `limit` fit in one `window` (as with a
+ * fixed window). `take` is one synchronous step: the request path pays no Effect per request.
  */
 export const makeMemoryStore = Effect.fnUntraced(function*(maxKeys: number) {
-  const windows = new Map<string, { count: number; expiresAt: number }>()
-  const buckets = new Map<string, { tokens: number; lastRefill: number; limit: number; refillMillis: number }>()
-  const bound = <V>(map: Map<string, V>) => {
-    while (map.size > maxKeys) map.delete(map.keys().next().value!)
-  }
-  const sweep = Effect.clockWith((clock) =>
-    Effect.sync(() => {
-      const now = clock.currentTimeMillisUnsafe()
-      for (const [key, window] of windows) if (window.expiresAt <= now) windows.delete(key)
-      for (const [key, bucket] of buckets) {
-        if (bucket.tokens + (now - bucket.lastRefill) / bucket.refillMillis >= bucket.limit) buckets.delete(key)
-      }
-    })
-  )
-  yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced("10 seconds")))
-  // The adaptive operations are kept as the library has them (they drop expired state on access).
-  const adaptive = yield* RateLimiter.RateLimiterStore.pipe(Effect.provide(RateLimiter.layerStoreMemory))
-
-  const store = RateLimiter.RateLimiterStore.of({
-    fixedWindow: (options) =>
-      Effect.clockWith((clock) =>
-        Effect.sync(() => {
-          const now = clock.currentTimeMillisUnsafe()
-          let window = windows.get(options.key)
-          if (window === undefined || window.expiresAt <= now) {
-            window = { count: 0, expiresAt: now }
-            windows.delete(options.key)
-            windows.set(options.key, window)
-            bound(windows)
-          }
-          if (options.limit && window.count + options.tokens > options.limit) {
-            return [window.count + options.tokens, window.expiresAt - now] as const
-          }
-          window.count += options.tokens
-          window.expiresAt += Duration.toMillis(options.refillRate) * options.tokens
-          return [window.count, window.expiresAt - now] as const
-        })
-      ),
-    tokenBucket: (options) =>
-      Effect.clockWith((clock) =>
-        Effect.sync(() => {
-          const refillMillis = Duration.toMillis(options.refillRate)
-          const now = clock.currentTimeMillisUnsafe()
-          let bucket = buckets.get(options.key)
-          if (bucket === undefined) {
-            bucket = { tokens: options.limit, lastRefill: now, limit: options.limit, refillMillis }
-            buckets.set(options.key, bucket)
-            bound(buckets)
-          }
-          const tokensToAdd = Math.floor((now - bucket.lastRefill) / refillMillis)
-          if (tokensToAdd > 0) {
-            bucket.tokens = Math.min(options.limit, bucket.tokens + tokensToAdd)
-            bucket.lastRefill += tokensToAdd * refillMillis
-          }
-          if (bucket.tokens >= options.limit) bucket.lastRefill = now
-          const next = bucket.tokens - options.tokens
-          if (options.allowOverflow || next >= 0) bucket.tokens = next
-          return [next, Math.max(0, now - bucket.lastRefill)] as const
-        })
-      ),
-    adaptiveConsume: adaptive.adaptiveConsume,
-    adaptiveFeedback: adaptive.adaptiveFeedback
+  const clock = yield* Clock.Clock
+  const counters = new Map<string, { count: number; expiresAt: number }>()
+  const sweep = Effect.sync(() => {
+    const now = clock.currentTimeMillisUnsafe()
+    for (const [key, counter] of counters) if (counter.expiresAt <= now) counters.delete(key)
   })
-  return Object.assign(store, { size: () => windows.size + buckets.size })
+  yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced("10 seconds")))
+
+  const take = (key: string, limit: number, windowMs: number): Decision => {
+    const now = clock.currentTimeMillisUnsafe()
+    let counter = counters.get(key)
+    if (counter === undefined || counter.expiresAt <= now) {
+      counter = { count: 0, expiresAt: now }
+      counters.delete(key)
+      counters.set(key, counter)
+      if (counters.size > maxKeys) counters.delete(counters.keys().next().value!)
+    }
+    if (counter.count + 1 > limit) return { _tag: "Exceeded", limit, retryAfterMs: counter.expiresAt - now }
+    counter.count++
+    counter.expiresAt += windowMs / limit
+    return { _tag: "Allowed", limit, remaining: limit - counter.count, resetAfterMs: counter.expiresAt - now }
+  }
+  return { take, size: () => counters.size }
 })
 
-export class RateLimit extends Context.Service<RateLimit, {
+/** One limit: how many requests per window, and how to count one. */
+export interface Limit {
+  readonly limit: number
+  readonly window: Duration.Duration
+  /** `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-07): `100;w=60`. */
+  readonly policy: string
   /** Counts one request for `key` and says whether it may proceed. Never fails. */
   readonly consume: (key: string) => Effect.Effect<Decision>
+}
+
+export class RateLimit extends Context.Service<RateLimit, Limit & {
+  /** The per-address limit (RATE_LIMIT_PER_ADDRESS), counted in its own key space. */
+  readonly perAddress: Limit
 }>()("scoped-server/RateLimit") {
   static readonly layer: Layer.Layer<RateLimit, Config.ConfigError, Redis> = Layer.effect(
     RateLimit,
     Effect.gen(function*() {
       const settings = yield* RateLimitConfig
       const { connection } = yield* Redis
-      const store = Option.isSome(connection)
-        ? yield* RateLimiter.makeStoreRedis({ prefix: `${connection.value.keyPrefix}ratelimit:` }).pipe(
+      const windowMs = Duration.toMillis(settings.window)
+      const perAddress = Option.getOrElse(settings.perAddress, () => settings.limit * 10)
+      const warn = throttledWarning(`rate limit store unavailable; failing ${settings.onStoreError}`)
+      const policy = (limit: number) => `${limit};w=${Math.max(1, Math.round(windowMs / 1000))}`
+
+      let makeConsume: (limit: number, prefix: string) => (key: string) => Effect.Effect<Decision>
+      if (Option.isNone(connection)) {
+        const store = yield* makeMemoryStore(settings.maxKeys)
+        makeConsume = (limit, prefix) => (key) => Effect.sync(() => store.take(prefix + key, limit, windowMs))
+      } else {
+        const redisStore = yield* RateLimiter.makeStoreRedis({ prefix: `${connection.value.keyPrefix}ratelimit:` }).pipe(
           Effect.provideService(EffectRedis.Redis, connection.value.redis)
         )
-        : yield* makeMemoryStore(settings.maxKeys)
-      // The library's Redis store sends without a bound; a hung server must not hold the request.
-      const { commandTimeout } = yield* RedisConfig
-      const storeTimeout = new RateLimiter.RateLimiterError({
-        reason: new RateLimiter.RateLimitStoreError({ message: `no answer within ${Duration.toMillis(commandTimeout)}ms` })
+        const limiter = yield* RateLimiter.make.pipe(Effect.provideService(RateLimiter.RateLimiterStore, redisStore))
+        // The library's Redis store sends without a bound; a hung server must not hold the request.
+        const { commandTimeout } = yield* RedisConfig
+        const storeTimeout = new RateLimiter.RateLimiterError({
+          reason: new RateLimiter.RateLimitStoreError({ message: `no answer within ${Duration.toMillis(commandTimeout)}ms` })
+        })
+        makeConsume = (limit, prefix) => (key) =>
+          limiter.consume({ key: prefix + key, limit, window: settings.window, algorithm: "fixed-window" }).pipe(
+            Effect.timeoutOrElse({ duration: commandTimeout, orElse: () => Effect.fail(storeTimeout) }),
+            Effect.map((result): Decision => ({
+              _tag: "Allowed",
+              limit: result.limit,
+              remaining: Math.max(0, result.remaining),
+              resetAfterMs: Duration.toMillis(result.resetAfter)
+            })),
+            Effect.catch((error) => {
+              const reason = error.reason
+              if (reason._tag === "RateLimitExceeded") {
+                return Effect.succeed<Decision>({ _tag: "Exceeded", limit, retryAfterMs: Duration.toMillis(reason.retryAfter) })
+              }
+              return Effect.as(
+                warn(reason),
+                settings.onStoreError === "open"
+                  ? { _tag: "Allowed", limit, remaining: limit, resetAfterMs: windowMs, unknown: true } as const
+                  : { _tag: "StoreUnavailable", limit, retryAfterMs: 1_000 } as const
+              )
+            })
+          )
+      }
+      const limitOf = (limit: number, prefix: string): Limit => ({
+        limit,
+        window: settings.window,
+        policy: policy(limit),
+        consume: makeConsume(limit, prefix)
       })
-      const limiter = yield* RateLimiter.make.pipe(Effect.provideService(RateLimiter.RateLimiterStore, store))
-      const windowMs = Duration.toMillis(settings.window)
-      const warn = throttledWarning(`rate limit store unavailable; failing ${settings.onStoreError}`)
-
-      // The memory store answers synchronously; only a remote one needs a bound.
-      const bounded = Option.isSome(connection)
-        ? Effect.timeoutOrElse({ duration: commandTimeout, orElse: () => Effect.fail(storeTimeout) })
-        : <A, E, R>(effect: Effect.Effect<A, E, R>) => effect
-      const consume = (key: string): Effect.Effect<Decision> =>
-        limiter.consume({ key, limit: settings.limit, window: settings.window, algorithm: "fixed-window" }).pipe(
-          bounded,
-          Effect.map((result): Decision => ({
-            _tag: "Allowed",
-            limit: result.limit,
-            remaining: Math.max(0, result.remaining),
-            resetAfterMs: Duration.toMillis(result.resetAfter)
-          })),
-          Effect.catch((error) => {
-            const reason = error.reason
-            if (reason._tag === "RateLimitExceeded") {
-              return Effect.succeed<Decision>({
-                _tag: "Exceeded",
-                limit: settings.limit,
-                retryAfterMs: Duration.toMillis(reason.retryAfter)
-              })
-            }
-            return Effect.as(
-              warn(reason),
-              settings.onStoreError === "open"
-                ? { _tag: "Allowed", limit: settings.limit, remaining: settings.limit, resetAfterMs: windowMs } as const
-                : { _tag: "StoreUnavailable", limit: settings.limit, retryAfterMs: 1_000 } as const
-            )
-          })
-        )
-      return { consume }
+      // Subjects keep the unprefixed key space they always had in Redis; addresses get their own.
+      return { ...limitOf(settings.limit, ""), perAddress: limitOf(perAddress, "addr:") }
     })
   )
 }
-

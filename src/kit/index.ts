@@ -27,6 +27,7 @@ export {
 } from "./HttpServer.ts"
 export { ListenError } from "./http/Listener.ts"
 export * as ClientAddress from "./http/ClientAddress.ts"
+export type { ContinueCheck } from "./http/Continue.ts"
 export * as Cors from "./http/Cors.ts"
 export * as Problem from "./http/Problem.ts"
 export * as Recoverer from "./http/Recoverer.ts"

@@ -5,7 +5,7 @@
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { Authentication } from "../Auth.ts"
-import { RateLimited } from "../RateLimited.ts"
+import { AddressRateLimited, RateLimited } from "../RateLimited.ts"
 import { Validation } from "../../kit/index.ts"
 
 export const ItemId = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })).annotate({
@@ -88,9 +88,11 @@ export class ItemsGroup extends HttpApiGroup.make("items")
     }),
     HttpApiEndpoint.delete("remove", "/items/:id", { params: IdParams, error: [ItemNotFound, Unavailable] })
   )
+  // The last one added runs first: address limit, then authentication, then the subject's limit.
   .middleware(Validation)
   .middleware(RateLimited)
   .middleware(Authentication)
+  .middleware(AddressRateLimited)
   .prefix("/api/v1")
 {}
 

@@ -143,7 +143,7 @@ describe("bad input: a JSON error that says what was wrong, nothing stored", () 
           ["not-a-jwt", /malformed/],
           [expired, /expired/],
           [forged, /signature/],
-          [anonymous, /no subject/]
+          [anonymous, /no sub claim/]
         ]
         for (const [token, message] of cases) {
           const response = yield* call("/api/v1/items", token === undefined ? {} : { token })
