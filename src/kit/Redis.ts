@@ -121,13 +121,13 @@ export class Redis extends Context.Service<Redis, {
           )
         )
         const client = Context.get(context, EffectRedis.Redis)
-        // A server that answered with an error (OOM, READONLY, NOPERM) is up: that is the
-        // caller's to handle, not a reason to stop calling. Anything else means it is not answering.
         // Bundled, the CommonJS module's exports may sit under `default`.
         const redisModule: { readonly ErrorReply?: unknown; readonly default?: { readonly ErrorReply?: unknown } } =
           yield* Effect.promise(() => import("redis"))
         const ErrorReply = redisModule.ErrorReply ?? redisModule.default?.ErrorReply
         if (typeof ErrorReply !== "function") return yield* Effect.die(new Error("redis: no ErrorReply export to classify replies with"))
+        // A server that answered with an error (OOM, READONLY, NOPERM) is up: that is the
+        // caller's to handle, not a reason to stop calling. Anything else means it is not answering.
         const answered = (error: EffectRedis.RedisError) => error.cause instanceof ErrorReply
         const commandTimeoutMs = Duration.toMillis(settings.commandTimeout)
         const bounded = <A>(command: string, effect: Effect.Effect<A, EffectRedis.RedisError>) =>

@@ -158,8 +158,9 @@ describe("Redis", () => {
             yield* server.signal("SIGCONT")
             assert.isAtLeast(firstMs, 380)
             assert.isBelow(firstMs, 700)
-            // While open: no command is sent, so none waits (a cached read is not a miss by timeout).
-            assert.isBelow(Math.max(...later.map(([ms]) => ms)), 30)
+            // While open: no command is sent, so none waits. The bound is far below one timeout
+            // (400ms) and leaves room for a loaded machine; unbroken, each waited 400ms or more.
+            assert.isBelow(Math.max(...later.map(([ms]) => ms)), 150)
             assert.deepStrictEqual(later[0]![1][0], Option.none())
             assert.strictEqual(later[0]![1][1]._tag, "Allowed")
             assert.notStrictEqual(state, "closed")
