@@ -1,6 +1,6 @@
 /**
- * The health-check registry and its routes: /livez, /readyz, /health.
- * Each resource Layer registers its own check; concurrent probes share one run.
+ * The health-check registry and its routes: /livez, /readyz, /health. Each resource Layer
+ * registers its own check; concurrent probes share one run; an optional one only degrades.
  */
 import { Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
@@ -14,7 +14,8 @@ export const HealthConfig = Config.all({
   checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds", { min: "10 millis", max: "1 minute" })
 })
 
-export type CheckStatus = "ok" | "failed" | "disabled"
+/** `degraded`: a non-critical check failed; the server still serves (with less). */
+export type CheckStatus = "ok" | "failed" | "degraded" | "disabled"
 
 export interface CheckResult {
   readonly status: CheckStatus
@@ -23,7 +24,10 @@ export interface CheckResult {
 }
 
 export interface Report {
+  /** No critical check failed: ready for traffic. */
   readonly healthy: boolean
+  /** Some non-critical check failed. */
+  readonly degraded: boolean
   readonly checks: Readonly<Record<string, CheckResult>>
 }
 
@@ -31,17 +35,20 @@ interface Check {
   readonly name: string
   readonly run: Effect.Effect<void, unknown> | undefined
   readonly timeout: Duration.Duration
+  readonly critical: boolean
 }
 
 export class Health extends Context.Service<Health, {
   /**
    * Registers `check` under `name` for as long as the calling scope lives. A check that
-   * fails or outlives its timeout (`HEALTH_CHECK_TIMEOUT` unless given) fails readiness.
+   * fails or outlives its timeout (`HEALTH_CHECK_TIMEOUT` unless given) fails readiness; with
+   * `critical: false` (a dependency the server can serve without) it is reported `degraded`
+   * instead, so a blip in it does not take every replica out of the load balancer at once.
    */
   readonly register: (
     name: string,
     check: Effect.Effect<unknown, unknown>,
-    options?: { readonly timeout?: Duration.Input }
+    options?: { readonly timeout?: Duration.Input; readonly critical?: boolean }
   ) => Effect.Effect<void, never, Scope.Scope>
   /** Reports `name` as disabled (configured off): shown, never failing. */
   readonly registerDisabled: (name: string) => Effect.Effect<void, never, Scope.Scope>
@@ -91,7 +98,7 @@ export class Health extends Context.Service<Health, {
           const latencyMs = (yield* Clock.currentTimeMillis) - start
           const result: CheckResult = Exit.isSuccess(exit)
             ? { status: "ok", latencyMs }
-            : { status: "failed", latencyMs, error: describeCause(exit.cause) }
+            : { status: check.critical ? "failed" : "degraded", latencyMs, error: describeCause(exit.cause) }
           return [check.name, result] as const
         })
       }
@@ -101,6 +108,7 @@ export class Health extends Context.Service<Health, {
       ).pipe(
         Effect.map((results): Report => ({
           healthy: results.every(([, result]) => result.status !== "failed"),
+          degraded: results.some(([, result]) => result.status === "degraded"),
           checks: Object.fromEntries(results)
         }))
       )
@@ -128,9 +136,10 @@ export class Health extends Context.Service<Health, {
           add({
             name,
             run: Effect.asVoid(check),
-            timeout: options?.timeout === undefined ? checkTimeout : Duration.fromInputUnsafe(options.timeout)
+            timeout: options?.timeout === undefined ? checkTimeout : Duration.fromInputUnsafe(options.timeout),
+            critical: options?.critical ?? true
           }),
-        registerDisabled: (name) => add({ name, run: undefined, timeout: checkTimeout }),
+        registerDisabled: (name) => add({ name, run: undefined, timeout: checkTimeout, critical: false }),
         report
       }
     })
@@ -147,9 +156,9 @@ export class Health extends Context.Service<Health, {
         if (lifecycle.isStopping()) {
           return HttpServerResponse.jsonUnsafe({ status: "draining" }, { status: 503 })
         }
-        const { checks, healthy } = yield* (yield* Health).report
+        const { checks, degraded, healthy } = yield* (yield* Health).report
         return HttpServerResponse.jsonUnsafe(
-          { status: healthy ? "ready" : "unready", checks },
+          { status: !healthy ? "unready" : degraded ? "degraded" : "ready", checks },
           { status: healthy ? 200 : 503 }
         )
       })
@@ -159,11 +168,11 @@ export class Health extends Context.Service<Health, {
       "/health",
       Effect.gen(function*() {
         const lifecycle = yield* Lifecycle
-        const { checks, healthy } = yield* (yield* Health).report
-        const status = !healthy ? "unhealthy" : lifecycle.isStopping() ? "draining" : "ok"
+        const { checks, degraded, healthy } = yield* (yield* Health).report
+        const status = !healthy ? "unhealthy" : lifecycle.isStopping() ? "draining" : degraded ? "degraded" : "ok"
         // Under a supervisor, which worker answered: an upgrade's progress can be read from outside.
         const body = Worker.identity === undefined ? { status, checks } : { status, checks, worker: Worker.identity }
-        return HttpServerResponse.jsonUnsafe(body, { status: status === "ok" ? 200 : 503 })
+        return HttpServerResponse.jsonUnsafe(body, { status: status === "ok" || status === "degraded" ? 200 : 503 })
       })
     )
   ])

@@ -78,15 +78,29 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
   const migrations = options.migrations ?? {}
   const latestMigration = Math.max(0, ...Object.keys(migrations).map((key) => Number.parseInt(key, 10)))
 
-  const sql = yield* Lifecycle.resource(
+  const [sql, checkSql] = yield* Lifecycle.resource(
     "postgres",
-    PgClient.make({
-      url,
-      maxConnections: settings.poolSize,
-      connectTimeout: settings.connectTimeout,
-      applicationName: settings.applicationName,
-      startupParameters: { statement_timeout: String(Duration.toMillis(settings.statementTimeout)) }
-    }).pipe(
+    Effect.all([
+      PgClient.make({
+        url,
+        maxConnections: settings.poolSize,
+        connectTimeout: settings.connectTimeout,
+        applicationName: settings.applicationName,
+        startupParameters: { statement_timeout: String(Duration.toMillis(settings.statementTimeout)) }
+      }),
+      // The health check's own connection, outside the pool: a pool saturated by slow requests
+      // is busy, not down, and a probe queued behind them would take every replica out of the
+      // load balancer at once. One connection per replica; it reconnects when next used after a
+      // loss and idles out after a few minutes without probes.
+      PgClient.make({
+        url,
+        maxConnections: 1,
+        idleTimeout: "5 minutes",
+        connectTimeout: settings.checkTimeout,
+        applicationName: settings.applicationName,
+        startupParameters: { statement_timeout: String(Duration.toMillis(settings.checkTimeout)) }
+      })
+    ]).pipe(
       Effect.provide(Reactivity.layer),
       Effect.mapError((cause) =>
         new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${describeError(cause)}` })
@@ -94,15 +108,30 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
     )
   )
 
-  // PgClient connects lazily: prove the database answers before we call ourselves ready.
+  // PgClient connects lazily: prove the database answers before we call ourselves ready. A
+  // server still starting or not yet listening is retried; one that refused us for a reason
+  // that will not change by waiting (credentials, database name, TLS) stops startup at once.
+  let lastError: unknown
   yield* sql`SELECT 1`.pipe(
-    Effect.retry(Schedule.spaced("250 millis")),
+    Effect.tapError((error) =>
+      Effect.sync(() => {
+        lastError = error
+      })
+    ),
+    Effect.retry({ schedule: Schedule.spaced("250 millis"), while: (error) => !isPermanent(error) }),
     Effect.timeoutOrElse({
       duration: settings.connectTimeout,
-      orElse: () => Effect.fail(new Error(`no answer within ${Duration.toMillis(settings.connectTimeout)}ms`))
+      orElse: () =>
+        Effect.fail(
+          new Error(
+            `no answer within ${Duration.toMillis(settings.connectTimeout)}ms${
+              lastError === undefined ? "" : `; last error: ${describeSqlError(lastError)}`
+            }`
+          )
+        )
     }),
     Effect.mapError((cause) =>
-      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${describeError(cause)}` })
+      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${describeSqlError(cause)}` })
     )
   )
 
@@ -128,7 +157,7 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
   )
 
   const health = yield* Health
-  yield* health.register("database", sql`SELECT 1`, { timeout: settings.checkTimeout })
+  yield* health.register("database", checkSql`SELECT 1`, { timeout: settings.checkTimeout })
 
   const admission = yield* Semaphore.make(settings.poolSize)
   const acquireTimeoutMs = Duration.toMillis(settings.acquireTimeout)
@@ -188,6 +217,45 @@ export class Postgres extends Context.Service<Postgres, Service>()("scoped-serve
   /** `layer` with the settings read from the environment (`PostgresConfig`). */
   static readonly layerConfig = (options: PostgresOptions = {}) =>
     Layer.unwrap(Effect.map(PostgresConfig, (settings) => Postgres.layer(settings, options)))
+}
+
+/** SQLSTATE and TLS failures that retrying cannot fix: the server answered, and the answer was no. */
+const permanentCodes = new Set([
+  "28000", // invalid_authorization_specification: no pg_hba.conf entry (e.g. TLS required), role cannot log in
+  "28P01", // invalid_password
+  "3D000", // invalid_catalog_name: the database does not exist
+  "42501" // insufficient_privilege: no CONNECT on the database
+])
+
+/** The SQLSTATE of a failed query or connection, wherever the library put it. */
+const sqlState = (error: unknown): string | undefined => {
+  for (let current = error, depth = 0; typeof current === "object" && current !== null && depth < 4; depth++) {
+    const code = (current as { code?: unknown }).code
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code
+    current = (current as { reason?: unknown }).reason ?? (current as { cause?: unknown }).cause
+  }
+  return undefined
+}
+
+export const isPermanent = (error: unknown): boolean => {
+  const code = sqlState(error)
+  if (code !== undefined) return permanentCodes.has(code)
+  // The server refused TLS, or its certificate does not verify: the same on every attempt.
+  return /refused TLS|does not support TLS|certificate|self[- ]signed/i.test(describeError(error))
+}
+
+/** pg's own words with its SQLSTATE (`28P01 password authentication failed for user "x"`). */
+export const describeSqlError = (error: unknown): string => {
+  const code = sqlState(error)
+  let innermost = error
+  for (let depth = 0; depth < 4; depth++) {
+    const next = (innermost as { reason?: unknown; cause?: unknown } | null)?.reason ??
+      (innermost as { cause?: unknown } | null)?.cause
+    if (typeof next !== "object" || next === null) break
+    innermost = next
+  }
+  const message = describeError(innermost)
+  return code === undefined || message.startsWith(code) ? message : `${code} ${message}`
 }
 
 /** The advisory lock replicas queue on while one migrates. */

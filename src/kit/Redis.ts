@@ -1,15 +1,16 @@
 /**
  * The Redis client as a scoped Layer (NodeRedis) when REDIS_URL is set: proven at startup,
- * health-checked, every command bounded. Unset, it is reported `disabled` and stores use memory.
+ * health-checked, every command bounded and behind a breaker. Unset, stores use memory.
  */
-import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
 import * as EffectRedis from "effect/persistence/Redis"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
+import * as Breaker from "./Breaker.ts"
 import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { duration } from "./Settings.ts"
+import { duration, parseBoolean, parsed } from "./Settings.ts"
 
 /** Redis; unset REDIS_URL means in-memory stores. */
 export const RedisConfig = Config.all({
@@ -18,7 +19,22 @@ export const RedisConfig = Config.all({
   /** A command on a hung server fails after this instead of holding the request. */
   commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second", { min: "1 millis", max: "1 minute" }),
   checkTimeout: duration("REDIS_HEALTH_TIMEOUT", "500 millis", { min: "1 millis", max: "1 minute" }),
-  keyPrefix: Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("scoped-server:"))
+  keyPrefix: Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("scoped-server:")),
+  /**
+   * After a command times out or the connection fails, no command is sent for this long; then a
+   * background PING decides whether to resume (and waits this long again if it fails).
+   */
+  breakerCoolDown: duration("REDIS_BREAKER_COOLDOWN", "2 seconds", { min: "10 millis", max: "10 minutes" }),
+  /**
+   * Whether readiness fails while Redis is down. Unset: only when a request cannot be served
+   * without it (RATE_LIMIT_ON_STORE_ERROR=closed); otherwise Redis down is `degraded`.
+   */
+  critical: Config.option(parsed("REDIS_CRITICAL", (raw) =>
+    Option.match(parseBoolean(raw), {
+      onNone: () => Result.fail(`"${raw}" is not a boolean; write true or false`),
+      onSome: Result.succeed
+    }))),
+  rateLimitOnStoreError: Config.String("RATE_LIMIT_ON_STORE_ERROR").pipe(Config.withDefault("open"))
 })
 
 export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
@@ -52,12 +68,23 @@ export const throttledWarning = (message: string, interval: Duration.Duration = 
     })
 }
 
+/** A failed command, and whether the failure means Redis is not answering (opens the breaker). */
+class RedisFailure {
+  constructor(readonly error: RedisError, readonly trips: boolean) {}
+}
+
 export interface Connected {
   /** Effect's Redis service over this client, for the library's Redis-backed stores. */
   readonly redis: EffectRedis.Redis["Service"]
-  /** One command, failing with RedisError after REDIS_COMMAND_TIMEOUT rather than waiting on a hung server. */
+  /**
+   * One command, failing with RedisError after REDIS_COMMAND_TIMEOUT rather than waiting on a
+   * hung server, and at once while the breaker is open (Redis failed recently and has not yet
+   * answered a probe).
+   */
   readonly send: <A = unknown>(command: string, ...args: ReadonlyArray<string>) => Effect.Effect<A, RedisError>
   readonly keyPrefix: string
+  /** `closed` while commands are sent; `open` / `probing` while they fail at once. */
+  readonly breaker: () => Breaker.BreakerState
 }
 
 export class Redis extends Context.Service<Redis, {
@@ -97,26 +124,77 @@ export class Redis extends Context.Service<Redis, {
             )
           )
         )
-        const redis = Context.get(context, EffectRedis.Redis)
+        const client = Context.get(context, EffectRedis.Redis)
+        // Bundled, the CommonJS module's exports may sit under `default`.
+        const redisModule: { readonly ErrorReply?: unknown; readonly default?: { readonly ErrorReply?: unknown } } =
+          yield* Effect.promise(() => import("redis"))
+        const ErrorReply = redisModule.ErrorReply ?? redisModule.default?.ErrorReply
+        if (typeof ErrorReply !== "function") return yield* Effect.die(new Error("redis: no ErrorReply export to classify replies with"))
+        // A server that answered with an error (OOM, READONLY, NOPERM) is up: that is the
+        // caller's to handle, not a reason to stop calling. Anything else means it is not answering.
+        const answered = (error: EffectRedis.RedisError) => error.cause instanceof ErrorReply
         const commandTimeoutMs = Duration.toMillis(settings.commandTimeout)
-        const send = <A = unknown>(command: string, ...args: ReadonlyArray<string>) =>
-          redis.send<A>(command, ...args).pipe(
+        const bounded = <A>(command: string, effect: Effect.Effect<A, EffectRedis.RedisError>) =>
+          effect.pipe(
             Effect.mapError((cause) =>
-              new RedisError({ reason: "CommandFailed", message: `${command} failed: ${describeError(cause)}` })
+              new RedisFailure(
+                new RedisError({ reason: "CommandFailed", message: `${command} failed: ${describeError(cause)}` }),
+                !answered(cause)
+              )
             ),
             Effect.timeoutOrElse({
               duration: settings.commandTimeout,
               orElse: () =>
-                Effect.fail(new RedisError({ reason: "Timeout", message: `${command} timed out after ${commandTimeoutMs}ms` }))
+                Effect.fail(
+                  new RedisFailure(
+                    new RedisError({ reason: "Timeout", message: `${command} timed out after ${commandTimeoutMs}ms` }),
+                    true
+                  )
+                )
             })
           )
+        const unguarded = <A = unknown>(command: string, ...args: ReadonlyArray<string>) =>
+          Effect.mapError(bounded(command, client.send<A>(command, ...args)), (failure) => failure.error)
 
-        yield* send("PING").pipe(
+        const warnOpen = throttledWarning("redis is not answering; commands fail at once until a probe succeeds")
+        const breaker = yield* Breaker.make({
+          coolDown: settings.breakerCoolDown,
+          slowAfter: settings.commandTimeout,
+          probe: unguarded("PING"),
+          onOpen: (reason) => warnOpen({ message: reason }),
+          onClose: Effect.logInfo("redis answers again; commands resume")
+        })
+        const rejected = () =>
+          new RedisError({
+            reason: "Unreachable",
+            message: `redis at ${target} failed recently; not called until a probe succeeds`
+          })
+        const guarded = <A>(effect: Effect.Effect<A, RedisFailure>) =>
+          breaker.guard(effect, { trips: (failure) => failure.trips, rejected }).pipe(
+            Effect.mapError((error) => error instanceof RedisFailure ? error.error : error)
+          )
+        const send = <A = unknown>(command: string, ...args: ReadonlyArray<string>) =>
+          guarded(bounded(command, client.send<A>(command, ...args)))
+        // The library's stores (the rate limiter's) get the same bound and breaker; their errors
+        // stay the library's type, carrying ours as the cause.
+        const libraryError = (error: RedisError) => new EffectRedis.RedisError({ cause: error })
+        const redis: EffectRedis.Redis["Service"] = {
+          ...client,
+          send: (command, ...args) => Effect.mapError(send(command, ...args), libraryError),
+          eval: (script) => {
+            const run = client.eval(script)
+            return (...params) => Effect.mapError(guarded(bounded("EVALSHA", run(...params))), libraryError)
+          }
+        }
+
+        yield* unguarded("PING").pipe(
           Effect.mapError((error) => new RedisError({ reason: "Unreachable", message: `cannot reach redis at ${target}: ${error.message}` }))
         )
-        yield* health.register("redis", send("PING"), { timeout: settings.checkTimeout })
+        // The check pings past the breaker: readiness reports what Redis does now, not what it did.
+        const critical = Option.getOrElse(settings.critical, () => settings.rateLimitOnStoreError.toLowerCase() === "closed")
+        yield* health.register("redis", unguarded("PING"), { timeout: settings.checkTimeout, critical })
         yield* Effect.logInfo("redis ready").pipe(Effect.annotateLogs({ redis: target }))
-        return { connection: Option.some({ redis, send, keyPrefix: settings.keyPrefix }) }
+        return { connection: Option.some({ redis, send, keyPrefix: settings.keyPrefix, breaker: breaker.state }) }
       })
     )
 }

@@ -44,5 +44,13 @@ export {
 } from "./Postgres.ts"
 export { EmbeddedPostgres, EmbeddedPostgresConfig, EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 export { Redis, RedisConfig, RedisError, throttledWarning } from "./Redis.ts"
-export { Cache, CacheConfig, type Store as CacheStore } from "./Cache.ts"
+export {
+  Cache,
+  CacheConfig,
+  CacheError,
+  type Generations as CacheGenerations,
+  makeGenerations as makeCacheGenerations,
+  type Store as CacheStore
+} from "./Cache.ts"
+export { BoundedMap } from "./BoundedMap.ts"
 export { type Decision as RateLimitDecision, RateLimit, RateLimitConfig } from "./RateLimit.ts"

@@ -73,7 +73,23 @@ describe("Health", () => {
       yield* health.register("cache", Effect.fail("down")).pipe(Scope.provide(owner))
       assert.isFalse((yield* health.report).healthy)
       yield* Scope.close(owner, Exit.void)
-      assert.deepStrictEqual(yield* health.report, { healthy: true, checks: {} })
+      assert.deepStrictEqual(yield* health.report, { healthy: true, degraded: false, checks: {} })
+    }).pipe(Effect.scoped, withHealth))
+
+  it.effect("a failing non-critical check is degraded: shown with its error, readiness kept", () =>
+    Effect.gen(function*() {
+      const health = yield* Health
+      yield* health.register("redis", Effect.fail(new Error("connection refused")), { critical: false })
+      yield* health.register("database", Effect.void)
+      const report = yield* health.report
+      assert.isTrue(report.healthy)
+      assert.isTrue(report.degraded)
+      assert.deepStrictEqual(report.checks.redis, { status: "degraded", latencyMs: 0, error: "connection refused" })
+      // A critical failure still fails readiness, degraded or not.
+      yield* health.register("queue", Effect.fail(new Error("down")))
+      const failing = yield* health.report
+      assert.isFalse(failing.healthy)
+      assert.strictEqual(failing.checks.queue?.status, "failed")
     }).pipe(Effect.scoped, withHealth))
 
   it.effect("HEALTH_CHECK_TIMEOUT is the default bound", () =>

@@ -4,6 +4,8 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import { Health } from "../../src/kit/Health.ts"
 import * as Lifecycle from "../../src/kit/Lifecycle.ts"
 import * as Log from "../../src/kit/Log.ts"
@@ -147,6 +149,59 @@ describe("Postgres", () => {
           }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
       }))
 
+    it.effect("a pool saturated by slow queries is busy, not down: the check has its own connection", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        yield* build({ ...server.env(), DB_POOL_SIZE: "2", DB_HEALTH_TIMEOUT: "300ms" }, ({ health, postgres }) =>
+          Effect.gen(function*() {
+            // Every pooled connection held, as by requests running slow queries.
+            const holders = yield* Effect.forEach([1, 2], () => Effect.forkChild(postgres.sql`SELECT pg_sleep(1.5)`))
+            yield* Effect.sleep("200 millis")
+            const started = Date.now()
+            const report = yield* health.report
+            const took = Date.now() - started
+            assert.strictEqual(report.checks.database?.status, "ok")
+            assert.isTrue(report.healthy)
+            assert.isBelow(took, 300)
+            yield* Effect.forEach(holders, Fiber.join)
+          }))
+      }))
+
+    const startupFailure = (env: Record<string, string>) =>
+      Effect.gen(function*() {
+        const started = Date.now()
+        const exit = yield* Effect.exit(build({ DB_CONNECT_TIMEOUT: "10s", ...env }, () => Effect.void))
+        assert.isTrue(Exit.isFailure(exit))
+        return { took: Date.now() - started, message: Exit.isFailure(exit) ? Log.describeCause(exit.cause) : "" }
+      })
+
+    it.effect("a wrong password fails startup at once, naming pg's error, not after DB_CONNECT_TIMEOUT", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        // Password auth for one role only (first match wins), so the suite's trust entries stay.
+        const hba = Path.join(server.dataDir, "pg_hba.conf")
+        Fs.writeFileSync(hba, `host all alice 127.0.0.1/32 scram-sha-256\n${Fs.readFileSync(hba, "utf8")}`)
+        yield* build(server.env(), ({ postgres }) =>
+          Effect.andThen(
+            postgres.sql.unsafe("CREATE ROLE alice LOGIN PASSWORD 'right-password'"),
+            postgres.sql.unsafe("SELECT pg_reload_conf()")
+          ))
+        const { message, took } = yield* startupFailure({
+          DATABASE_URL: `postgres://alice:wrong-password@127.0.0.1:${server.port}/postgres`
+        })
+        assert.match(message, /^cannot reach postgres at alice@127\.0\.0\.1:\d+\/postgres: 28P01 password authentication failed for user "alice"$/)
+        assert.notInclude(message, "wrong-password")
+        assert.isBelow(took, 1_000)
+      }))
+
+    it.effect("an unknown database fails startup at once, naming it", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        const { message, took } = yield* startupFailure(server.env("no_such_db"))
+        assert.match(message, /: 3D000 database "no_such_db" does not exist$/)
+        assert.isBelow(took, 1_000)
+      }))
+
     it.effect("health follows a killed server and the pool recovers when it is back, without a restart", () =>
       Effect.gen(function*() {
         const server = yield* Server
@@ -177,7 +232,7 @@ describe("Postgres", () => {
       const took = Date.now() - started
       assert.isTrue(Exit.isFailure(exit))
       const message = Exit.isFailure(exit) ? Log.describeCause(exit.cause) : ""
-      assert.match(message, /^cannot reach postgres at app@127\.0\.0\.1:1\/appdb/)
+      assert.match(message, /^cannot reach postgres at app@127\.0\.0\.1:1\/appdb: no answer within 1000ms; last error: .*ECONNREFUSED/)
       assert.notInclude(message, "s3cret")
       assert.isBelow(took, 2_000)
     }))

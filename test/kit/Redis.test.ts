@@ -1,10 +1,11 @@
 /**
  * Redis against a real private redis-server: proven at startup, health that follows a killed or
- * hung server, commands bounded, and the cache and rate limiter degrading as configured.
+ * hung server, commands bounded and behind a breaker, and the cache failing closed.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { ConfigProvider, Context, Duration, Effect, Exit, Layer, Option } from "effect"
-import { Cache } from "../../src/kit/Cache.ts"
+import { execFileSync } from "node:child_process"
+import { Cache, makeGenerations } from "../../src/kit/Cache.ts"
 import { Health } from "../../src/kit/Health.ts"
 import * as Lifecycle from "../../src/kit/Lifecycle.ts"
 import * as Log from "../../src/kit/Log.ts"
@@ -38,6 +39,17 @@ const withStack = <A>(
     })
   }))
 
+/** A command from outside the server under test (redis-cli), e.g. to make it refuse writes. */
+const cli = (server: Server["Service"], ...args: ReadonlyArray<string>) =>
+  Effect.sync(() => execFileSync("redis-cli", ["-p", String(server.port), ...args], { encoding: "utf8" }).trim())
+
+/** Waits until the breaker lets commands through again (a probe found the server answering). */
+const untilClosed = (redis: Redis["Service"]) =>
+  Effect.sync(() => Option.getOrThrow(redis.connection).breaker()).pipe(
+    Effect.delay("50 millis"),
+    Effect.repeat({ until: (state) => state === "closed", times: 100 })
+  )
+
 const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.map(Effect.timed(effect), ([duration, value]) => [Duration.toMillis(duration), value] as const)
 
@@ -60,16 +72,23 @@ describe("Redis", () => {
           }))
       }))
 
-    it.effect("a killed server: health fails within its timeout, the cache is bypassed, the limiter fails open; back when it is", () =>
+    it.effect("a killed server: health degrades within its timeout, the cache is bypassed, the limiter fails open; back when it is", () =>
       Effect.gen(function*() {
         const server = yield* Server
-        const env = { REDIS_URL: server.url, REDIS_HEALTH_TIMEOUT: "300ms", REDIS_COMMAND_TIMEOUT: "300ms" }
-        yield* withStack(env, ({ cache, health, rateLimit }) =>
+        const env = {
+          REDIS_URL: server.url,
+          REDIS_HEALTH_TIMEOUT: "300ms",
+          REDIS_COMMAND_TIMEOUT: "300ms",
+          REDIS_BREAKER_COOLDOWN: "200ms"
+        }
+        yield* withStack(env, ({ cache, health, rateLimit, redis }) =>
           Effect.gen(function*() {
             yield* cache.set("k", "v", Duration.seconds(10))
             yield* server.kill
             const [reportMs, report] = yield* timed(health.report)
-            assert.strictEqual(report.checks.redis?.status, "failed")
+            // The server serves without Redis (cache bypassed, limiter open): degraded, still ready.
+            assert.strictEqual(report.checks.redis?.status, "degraded")
+            assert.isTrue(report.healthy)
             assert.isBelow(reportMs, 600)
             const [getMs, miss] = yield* timed(cache.get("k"))
             assert.deepStrictEqual(miss, Option.none())
@@ -79,9 +98,10 @@ describe("Redis", () => {
             yield* server.restart
             const healthy = yield* health.report.pipe(
               Effect.delay("100 millis"),
-              Effect.repeat({ until: (r) => r.healthy, times: 40 })
+              Effect.repeat({ until: (r) => r.checks.redis?.status === "ok", times: 40 })
             )
             assert.strictEqual(healthy.checks.redis?.status, "ok")
+            yield* untilClosed(redis)
             yield* cache.set("k", "x", Duration.seconds(10))
             assert.deepStrictEqual(yield* cache.get("k"), Option.some("x"))
           }))
@@ -111,15 +131,111 @@ describe("Redis", () => {
             const [getMs, miss] = yield* timed(cache.get("anything"))
             const [limitMs, decision] = yield* timed(rateLimit.consume("client-d"))
             yield* server.signal("SIGCONT")
+            assert.strictEqual(report.checks.redis?.status, "degraded")
             assert.strictEqual(report.checks.redis?.error, "timed out after 300ms")
             assert.isBelow(reportMs, 700)
             assert.deepStrictEqual(miss, Option.none())
             assert.isBelow(getMs, 800)
             assert.strictEqual(decision._tag, "Allowed")
             assert.isBelow(limitMs, 800)
-            const healthy = yield* health.report.pipe(Effect.repeat({ until: (r) => r.healthy, times: 20 }))
+            const healthy = yield* health.report.pipe(Effect.repeat({ until: (r) => r.checks.redis?.status === "ok", times: 20 }))
             assert.strictEqual(healthy.checks.redis?.status, "ok")
           }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
+      }))
+
+    it.effect("a hung server costs one command timeout, then nothing while the breaker is open; SIGCONT: commands resume", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        const env = { REDIS_URL: server.url, REDIS_COMMAND_TIMEOUT: "400ms", REDIS_BREAKER_COOLDOWN: "300ms" }
+        yield* withStack(env, ({ cache, rateLimit, redis }) =>
+          Effect.gen(function*() {
+            yield* cache.set("k", "v", Duration.minutes(1))
+            yield* server.signal("SIGSTOP")
+            const [firstMs] = yield* timed(cache.get("k"))
+            const later = yield* Effect.forEach(Array.from({ length: 10 }), () =>
+              timed(Effect.all([cache.get("k"), rateLimit.consume("client-e"), cache.set("k", "w", Duration.minutes(1))])))
+            const state = Option.getOrThrow(redis.connection).breaker()
+            yield* server.signal("SIGCONT")
+            assert.isAtLeast(firstMs, 380)
+            assert.isBelow(firstMs, 700)
+            // While open: no command is sent, so none waits. The bound is far below one timeout
+            // (400ms) and leaves room for a loaded machine; unbroken, each waited 400ms or more.
+            assert.isBelow(Math.max(...later.map(([ms]) => ms)), 150)
+            assert.deepStrictEqual(later[0]![1][0], Option.none())
+            assert.strictEqual(later[0]![1][1]._tag, "Allowed")
+            assert.notStrictEqual(state, "closed")
+            yield* untilClosed(redis)
+            assert.deepStrictEqual(yield* cache.get("k"), Option.some("v"))
+          }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
+      }))
+
+    it.effect("a server that accepts reads but rejects writes: after an invalidation reads are fresh, never stale", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        yield* withStack({ REDIS_URL: server.url }, ({ cache }) =>
+          Effect.gen(function*() {
+            const pages = makeGenerations(cache, "rejecting", Duration.minutes(1))
+            let source = "before"
+            let computed = 0
+            const read = pages.through("page", Effect.sync(() => (computed++, source)))
+            assert.strictEqual(yield* read, "before")
+            assert.strictEqual(yield* read, "before")
+            assert.strictEqual(computed, 1)
+            // Reads still work; every write is refused with OOM.
+            yield* cli(server, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+            yield* cli(server, "CONFIG", "SET", "maxmemory", "1")
+            source = "after"
+            yield* pages.invalidate
+            assert.isTrue(pages.pending())
+            assert.strictEqual(yield* read, "after")
+            assert.strictEqual(yield* read, "after")
+            yield* cli(server, "CONFIG", "SET", "maxmemory", "0")
+            // Writes accepted again: the next read lands the generation and the cache is used again.
+            assert.strictEqual(yield* read, "after")
+            assert.isFalse(pages.pending())
+            const computedBefore = computed
+            assert.strictEqual(yield* read, "after")
+            assert.strictEqual(computed, computedBefore)
+          }).pipe(Effect.ensuring(Effect.ignore(cli(server, "CONFIG", "SET", "maxmemory", "0")))))
+      }))
+
+    it.effect("a generation read that times out skips the cache and never starts a new generation", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        const env = { REDIS_URL: server.url, REDIS_COMMAND_TIMEOUT: "300ms", REDIS_BREAKER_COOLDOWN: "200ms" }
+        yield* withStack(env, ({ cache, redis }) =>
+          Effect.gen(function*() {
+            const pages = makeGenerations(cache, "blip", Duration.minutes(1))
+            let computed = 0
+            const read = pages.through("page", Effect.sync(() => ++computed))
+            assert.strictEqual(yield* read, 1)
+            const generation = yield* cli(server, "GET", "scoped-server:cache:blip:generation")
+            assert.isAbove(generation.length, 0)
+            yield* server.signal("SIGSTOP")
+            assert.strictEqual(yield* read, 2)
+            yield* server.signal("SIGCONT")
+            yield* untilClosed(redis)
+            assert.strictEqual(yield* cli(server, "GET", "scoped-server:cache:blip:generation"), generation)
+            // The cache was not emptied by the blip: the page from before is served.
+            assert.strictEqual(yield* read, 1)
+          }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
+      }))
+
+    it.effect("Redis down is not-ready only when requests cannot be served without it", () =>
+      Effect.gen(function*() {
+        const server = yield* Server
+        const base = { REDIS_URL: server.url, REDIS_HEALTH_TIMEOUT: "300ms", REDIS_COMMAND_TIMEOUT: "300ms" }
+        const statusWhenKilled = (env: Record<string, string>) =>
+          withStack({ ...base, ...env }, ({ health }) =>
+            Effect.gen(function*() {
+              yield* server.kill
+              const report = yield* health.report
+              yield* server.restart
+              return [report.healthy, report.checks.redis?.status] as const
+            }))
+        assert.deepStrictEqual(yield* statusWhenKilled({}), [true, "degraded"])
+        assert.deepStrictEqual(yield* statusWhenKilled({ RATE_LIMIT_ON_STORE_ERROR: "closed" }), [false, "failed"])
+        assert.deepStrictEqual(yield* statusWhenKilled({ REDIS_CRITICAL: "true" }), [false, "failed"])
       }))
   })
 

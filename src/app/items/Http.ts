@@ -4,10 +4,9 @@
  */
 import { Duration, Effect, Layer, Option } from "effect"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
-import * as Crypto from "node:crypto"
-import { Api, type Item, ItemNotFound, Unavailable } from "./Api.ts"
+import { Api, ItemNotFound, Unavailable } from "./Api.ts"
 import { ItemsRepo } from "./Repo.ts"
-import { Cache, CacheConfig, Log } from "../../kit/index.ts"
+import { Cache, CacheConfig, Log, makeCacheGenerations } from "../../kit/index.ts"
 
 const defaultPerPage = 20
 
@@ -38,31 +37,17 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
     const { ttl } = yield* CacheConfig
     const caching = Duration.toMillis(ttl) > 0
 
-    // Every list entry is filed under the current generation; a write starts a new one, so
-    // no page from before the write is served after it.
-    const generationKey = "items:generation"
-    const generation = Effect.flatMap(cache.get(generationKey), Option.match({
-      onSome: Effect.succeed,
-      onNone: () => newGeneration
-    }))
-    const newGeneration = Effect.sync(() => Crypto.randomUUID()).pipe(
-      Effect.tap((id) => cache.set(generationKey, id, Duration.days(1)))
-    )
+    // Every list page is filed under the current generation; a write starts a new one, so no
+    // page from before the write is served after it (and none at all until the new one lands).
+    const pages = makeCacheGenerations(cache, "items", ttl)
+    const newGeneration = pages.invalidate
 
     const listPage = (page: number, perPage: number) =>
       unavailable(repo.list(page, perPage)).pipe(
         Effect.map(({ items, total }) => ({ items, pagination: { page, perPage, total } }))
       )
 
-    const cachedPage = (page: number, perPage: number) =>
-      Effect.gen(function*() {
-        const key = `items:${yield* generation}:${page}:${perPage}`
-        const hit = yield* cache.get(key)
-        if (Option.isSome(hit)) return JSON.parse(hit.value) as { items: ReadonlyArray<Item>; pagination: { page: number; perPage: number; total: number } }
-        const fresh = yield* listPage(page, perPage)
-        yield* cache.set(key, JSON.stringify(fresh), ttl)
-        return fresh
-      })
+    const cachedPage = (page: number, perPage: number) => pages.through(`${page}:${perPage}`, listPage(page, perPage))
 
     return handlers
       .handle("list", ({ query }) =>

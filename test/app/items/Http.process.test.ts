@@ -55,14 +55,39 @@ describe("items API when Redis fails", () => {
     expect(performance.now() - started).toBeLessThan(1_000)
     expect(during.status).toBe(200)
     expect(json(during).items.map((item: { name: string }) => item.name)).toContain("cached")
-    expect((await request(server.port, "/readyz")).status).toBe(503)
+    // Served without Redis: degraded, still ready, so the load balancer keeps every replica.
+    const readyz = await request(server.port, "/readyz")
+    expect(readyz.status).toBe(200)
+    expect(json(readyz).checks.redis.status).toBe("degraded")
     await Effect.runPromise(redis.restart)
-    for (let attempt = 0; attempt < 50 && (await request(server.port, "/readyz")).status !== 200; attempt++) {
+    for (let attempt = 0; attempt < 50 && json(await request(server.port, "/readyz")).checks.redis.status !== "ok"; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
     const after = await request(server.port, "/api/v1/items", { headers })
     expect(after.status).toBe(200)
     expect(after.headers["ratelimit-limit"]).toBe("1000")
+  })
+
+  it("Redis hung (SIGSTOP): the first list pays one command timeout, the next ones none; SIGCONT: Redis is used again", async () => {
+    const server = await start({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT: "400ms", REDIS_BREAKER_COOLDOWN: "300ms" })
+    const headers = await auth("hung-reader")
+    expect((await request(server.port, "/api/v1/items", { headers })).status).toBe(200)
+    await Effect.runPromise(redis.signal("SIGSTOP"))
+    const took: Array<number> = []
+    try {
+      for (let i = 0; i < 6; i++) {
+        const started = performance.now()
+        expect((await request(server.port, "/api/v1/items", { headers })).status).toBe(200)
+        took.push(performance.now() - started)
+      }
+    } finally {
+      await Effect.runPromise(redis.signal("SIGCONT"))
+    }
+    expect(took[0]).toBeLessThan(800)
+    expect(Math.max(...took.slice(1))).toBeLessThan(150)
+    await server.waitForLine((line) => line.message === "redis answers again; commands resume", 5_000)
+    server.signal("SIGTERM")
+    expect((await server.exited).code).toBe(0)
   })
 
   it("with RATE_LIMIT_ON_STORE_ERROR=closed the API answers 503 while Redis is down", async () => {
