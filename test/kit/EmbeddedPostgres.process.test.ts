@@ -67,7 +67,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe("embedded PostgreSQL under the server", () => {
   it("keeps committed rows across a SIGKILL of the server and the next start", async () => {
-    const dir = dataDir()
+    const dir = await initialisedDataDir()
     const first = await start(dir)
     expect((await request(first.port, "/debug/transaction?marker=survivor&ms=0", { method: "POST" })).status).toBe(200)
     first.child.kill("SIGKILL")
@@ -82,7 +82,7 @@ describe("embedded PostgreSQL under the server", () => {
   })
 
   it("Ctrl+C to the process group stops the database only after the drain", async () => {
-    const server = await start(dataDir(), { detached: true })
+    const server = await start(await initialisedDataDir(), { detached: true })
     const database = embedded(server)
     const inFlight = request(server.port, "/debug/transaction?marker=ctrl-c&ms=300", { method: "POST" })
     await sleep(100)
