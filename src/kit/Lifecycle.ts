@@ -126,6 +126,11 @@ export class Lifecycle extends Context.Service<Lifecycle, {
   ) => Effect.Effect<void, never, R>
   /** Marks the run as failed (exit 1) with a reason for the log. */
   readonly fail: (reason: string, annotations?: Record<string, unknown>) => Effect.Effect<void>
+  /**
+   * Asks the run to stop as a signal would (drain, release, exit), for a resource that can no
+   * longer serve, e.g. a child process that died. Pair it with `fail` when the exit must be 1.
+   */
+  readonly shutdown: (reason: string) => Effect.Effect<void>
   readonly totals: Totals
 }>()("scoped-server/Lifecycle") {
   /**
@@ -191,7 +196,8 @@ export const resource = <A, E, R>(
 interface Controller {
   readonly service: Lifecycle["Service"]
   readonly ready: Effect.Effect<void>
-  readonly beginStop: (signal: Signal) => Effect.Effect<void>
+  readonly beginStop: (signal: Signal | "shutdown") => Effect.Effect<void>
+  readonly stopRequested: Deferred.Deferred<"shutdown">
   readonly force: (reason: string) => Effect.Effect<void>
   readonly hasFailed: () => boolean
   readonly stoppedAt: () => number | undefined
@@ -199,6 +205,7 @@ interface Controller {
 
 const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) {
   const forced = yield* Deferred.make<void>()
+  const stopRequested = yield* Deferred.make<"shutdown">()
   const totals: Totals = { requestsDuringDrain: 0, socketsClosedIdle: 0, socketsDestroyed: 0 }
   let current = "starting"
   let stopping = false
@@ -263,11 +270,18 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
     phase,
     release,
     fail,
+    shutdown: (reason) =>
+      Effect.logWarning("shutdown requested").pipe(
+        Effect.annotateLogs({ reason }),
+        Effect.andThen(Deferred.succeed(stopRequested, "shutdown")),
+        Effect.asVoid
+      ),
     totals
   }
 
   const controller: Controller = {
     service,
+    stopRequested,
     ready: Effect.gen(function*() {
       current = "ready"
       readyAt = yield* Clock.currentTimeMillis
@@ -326,7 +340,7 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
 
     const watcher = yield* Effect.forkChild(
       Effect.gen(function*() {
-        const signal = yield* os.signal
+        const signal = yield* Effect.raceFirst(os.signal, Deferred.await(controller.stopRequested))
         yield* controller.beginStop(signal)
         const budget = settings.value.shutdownTimeout
         yield* Effect.forkChild(Effect.sleep(budget).pipe(Effect.andThen(controller.force("deadline"))))

@@ -58,7 +58,8 @@ export class PostgresError extends Schema.TaggedError<PostgresError>()("Postgres
 export const describeUrl = (url: Redacted.Redacted): string => {
   try {
     const parsed = new URL(Redacted.value(url))
-    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`
+    // A `host` parameter (a socket directory, as the embedded server's URL has) wins over the authority.
+    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${parsed.searchParams.get("host") ?? parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`
   } catch {
     return "(unparseable DATABASE_URL)"
   }

@@ -1,7 +1,7 @@
 /**
  * The embedded database under the built server: committed rows survive a SIGKILL of the server,
- * Ctrl+C to the terminal's process group stops the database only after the drain, and a failed
- * startup leaves no PostgreSQL behind.
+ * Ctrl+C stops the database only after the drain, a failed startup leaves no PostgreSQL behind,
+ * a database that dies fails the run, and a second server cannot take over a running one's.
  */
 import { afterAll, afterEach, describe, expect, it } from "vitest"
 import * as PgClient from "@effect/sql-pg/PgClient"
@@ -10,7 +10,9 @@ import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
 import { request } from "../support/http.ts"
+import { optionsFor } from "../support/postgres.ts"
 import { phases, type ServerProcess, spawnServer } from "../support/process.ts"
 
 const running = new Set<ServerProcess>()
@@ -30,6 +32,13 @@ const dataDir = () => {
   return Path.join(root, "pg")
 }
 
+/** A data directory with a cluster already in it, so the server's start fits the harness's wait on a loaded machine. */
+const initialisedDataDir = async () => {
+  const dir = dataDir()
+  await Effect.runPromise(Effect.scoped(EmbeddedPostgres.start(optionsFor(dir))))
+  return dir
+}
+
 const start = async (dir: string, extra: { readonly detached?: boolean; readonly env?: Record<string, string> } = {}) => {
   const server = await spawnServer({
     env: { DEBUG_ROUTES: "true", DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dir, ...extra.env },
@@ -41,14 +50,15 @@ const start = async (dir: string, extra: { readonly detached?: boolean; readonly
 
 const embedded = (server: ServerProcess) => {
   const line = server.lines.find((l) => l.message === "embedded PostgreSQL ready")!
-  return line.annotations as { port: number; pid: number }
+  return line.annotations as { port: number; pid: number; socketDir: string }
 }
 
 const isAlive = (pid: number) => Fs.existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
 
-const count = (port: number, marker: string) =>
+const count = (database: { port: number; socketDir: string }, marker: string) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const sql = yield* PgClient.make({ url: Redacted.make(`postgres://postgres@127.0.0.1:${port}/postgres`), maxConnections: 1 })
+    const url = `postgres://postgres@localhost:${database.port}/postgres?host=${encodeURIComponent(database.socketDir)}`
+    const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1 })
     const rows = yield* sql<{ count: string }>`SELECT count(*) AS count FROM items WHERE name = ${marker}`
     return Number(rows[0]!.count)
   })).pipe(Effect.provide(Reactivity.layer)))
@@ -57,7 +67,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe("embedded PostgreSQL under the server", () => {
   it("keeps committed rows across a SIGKILL of the server and the next start", async () => {
-    const dir = dataDir()
+    const dir = await initialisedDataDir()
     const first = await start(dir)
     expect((await request(first.port, "/debug/transaction?marker=survivor&ms=0", { method: "POST" })).status).toBe(200)
     first.child.kill("SIGKILL")
@@ -65,14 +75,14 @@ describe("embedded PostgreSQL under the server", () => {
     const second = await start(dir)
     expect(second.lines.some((l) => l.message === "stopping a PostgreSQL left running by a previous crash")).toBe(true)
     expect(isAlive(embedded(first).pid)).toBe(false)
-    expect(await count(embedded(second).port, "survivor")).toBe(2)
+    expect(await count(embedded(second), "survivor")).toBe(2)
     second.signal("SIGTERM")
     expect((await second.exited).code).toBe(0)
     expect(isAlive(embedded(second).pid)).toBe(false)
   })
 
   it("Ctrl+C to the process group stops the database only after the drain", async () => {
-    const server = await start(dataDir(), { detached: true })
+    const server = await start(await initialisedDataDir(), { detached: true })
     const database = embedded(server)
     const inFlight = request(server.port, "/debug/transaction?marker=ctrl-c&ms=300", { method: "POST" })
     await sleep(100)
@@ -115,5 +125,57 @@ describe("embedded PostgreSQL under the server", () => {
     const failure = server.lines.find((l) => l.message === "startup failed")!
     expect(failure.annotations.error).toMatch(/^cannot reach postgres at app@127\.0\.0\.1:1\/app/)
     expect(JSON.stringify(server.lines)).not.toContain("pw@")
+  })
+
+  it("a SIGKILLed database fails the run: readiness 503 at once, drain, release, exit 1", async () => {
+    const server = await start(await initialisedDataDir(), { env: { DRAIN_DELAY: "1s" } })
+    const database = embedded(server)
+    expect((await request(server.port, "/readyz")).status).toBe(200)
+    const killedAt = performance.now()
+    process.kill(database.pid, "SIGKILL")
+    await server.waitForLine((line) => line.message === "embedded PostgreSQL exited while the server was running")
+    // Inside DRAIN_DELAY: still answering, and telling the load balancer to go away.
+    expect((await request(server.port, "/readyz")).status).toBe(503)
+    const exit = await server.exited
+    expect(exit.code).toBe(1)
+    expect(exit.at - killedAt).toBeLessThan(6_000)
+    const failed = server.lines.find((l) => l.message === "embedded PostgreSQL exited while the server was running")!
+    expect(failed.annotations).toMatchObject({ pid: database.pid, signal: "SIGKILL" })
+    expect(phases(server.lines).at(-1)).toMatchObject({ phase: "stopped", exitCode: 1 })
+    expect(server.stderr()).toBe("")
+  })
+
+  it("a second server on a running server's data directory exits 1 at once; the first keeps serving", async () => {
+    const dir = await initialisedDataDir()
+    const first = await start(dir)
+    const database = embedded(first)
+    const started = performance.now()
+    const second = await spawnServer({ env: { DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dir }, waitReady: false })
+    running.add(second)
+    const exit = await second.exited
+    expect(exit.code).toBe(1)
+    expect(exit.at - started).toBeLessThan(5_000)
+    const failure = second.lines.find((l) => l.message === "startup failed")!
+    expect(failure.annotations.error).toMatch(/is in use by another running server/)
+    expect(second.lines.some((l) => l.message === "stopping a PostgreSQL left running by a previous crash")).toBe(false)
+    expect(isAlive(database.pid)).toBe(true)
+    expect((await request(first.port, "/readyz")).status).toBe(200)
+    expect((await request(first.port, "/debug/transaction?marker=still-serving&ms=0", { method: "POST" })).status).toBe(200)
+    first.signal("SIGTERM")
+    expect((await first.exited).code).toBe(0)
+  })
+
+  it("PostgreSQL binaries that cannot be run: one clear line, exit 1, nothing on stderr", async () => {
+    const server = await spawnServer({
+      env: { DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dataDir(), EMBEDDED_POSTGRES_BIN_DIR: "/nonexistent/bin" },
+      waitReady: false
+    })
+    running.add(server)
+    const exit = await server.exited
+    expect(exit.code).toBe(1)
+    const errors = server.lines.filter((l) => l.level === "ERROR" || l.level === "FATAL" || l.level === "RAW")
+    expect(errors.map((l) => l.message)).toEqual(["startup failed"])
+    expect(errors[0]!.annotations.error).toMatch(/cannot run \/nonexistent\/bin\/initdb: ENOENT/)
+    expect(server.stderr()).toBe("")
   })
 })

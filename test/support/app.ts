@@ -32,7 +32,10 @@ export const freshDatabase = Effect.gen(function*() {
     const sql = yield* PgClient.make({ url: Redacted.make(base), maxConnections: 1 })
     yield* sql.unsafe(`CREATE DATABASE ${name}`)
   })).pipe(Effect.provide(Reactivity.layer))
-  return base.replace(/\/[^/]*$/, `/${name}`)
+  // Only the path names the database; the query may carry the socket directory.
+  const url = new URL(base)
+  url.pathname = `/${name}`
+  return url.toString()
 })
 
 export class App extends Context.Service<App, Testing.TestServer["Service"] & {

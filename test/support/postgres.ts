@@ -22,7 +22,7 @@ export const makeTempDir = (prefix: string) =>
 export const optionsFor = (dataDir: string, port = 0): EmbeddedPostgres.Options => ({
   dataDir,
   port,
-  user: "nobody",
+  user: EmbeddedPostgres.defaultUser,
   startTimeout: Duration.seconds(60),
   stopTimeout: Duration.seconds(3)
 })
@@ -46,7 +46,8 @@ export const privatePostgres = Effect.gen(function*() {
   const dataDir = Path.join(root, "data")
   let instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
   const port = instance.port
-  const urlFor = (database: string) => Redacted.make(`postgres://postgres@127.0.0.1:${port}/${database}`)
+  const urlFor = (database: string) =>
+    Redacted.make(`postgres://postgres@localhost:${port}/${database}?host=${encodeURIComponent(instance.socketDir)}`)
   return {
     dataDir,
     port,
