@@ -10,7 +10,7 @@ import * as EffectHttpServer from "effect/http/HttpServer"
 import type * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
 import { Health } from "./Health.ts"
-import { DrainableServer, drainSockets } from "./http/Drain.ts"
+import { cutStalledWrites, DrainableServer, drainSockets, trackLatest } from "./http/Drain.ts"
 import * as Listener from "./http/Listener.ts"
 import { errorBodies } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
@@ -31,6 +31,11 @@ export const HttpServerConfig = Config.all({
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds"),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds"),
   keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds"),
+  /**
+   * A response whose client reads nothing for this long is cut and its socket closed: a client
+   * that never reads holds neither memory nor the shutdown past it. 0 turns it off.
+   */
+  writeTimeout: duration("WRITE_TIMEOUT", "10 seconds"),
   maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024),
   maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024),
   accessLog: Config.Boolean("ACCESS_LOG").pipe(Config.withDefault(true))
@@ -72,6 +77,7 @@ const makeServer = Effect.fnUntraced(function*(
   ServerResponse: typeof Http.ServerResponse
 ) {
   const drainable = new DrainableServer(name, Http.createServer(nodeServerOptions(settings, ServerResponse)), lifecycle)
+  cutStalledWrites(drainable, Duration.toMillis(settings.writeTimeout))
   // Whatever the drain did, nothing of this server outlives its scope.
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
@@ -96,12 +102,12 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
 
   const logContext = yield* Effect.context<never>()
   const log = Effect.runSyncWith(logContext)
-  const ServerResponse = makeServerResponse({
+  const ServerResponse = trackLatest(makeServerResponse({
     documentPaths: options.documentPaths ?? [],
     accessLog: settings.accessLog
       ? (line: AccessLogLine) => log(Effect.logInfo("request").pipe(Effect.annotateLogs({ ...line })))
       : undefined
-  })
+  }))
   const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
   const admin = Option.isSome(sources.admin)
     ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))
