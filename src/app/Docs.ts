@@ -114,6 +114,6 @@ export const routes = Layer.effectDiscard(Effect.gen(function*() {
   )
   const handler = Effect.flatMap(asset, (asset) => Effect.map(HttpServerRequest.HttpServerRequest, (request) => serveAsset(asset, request)))
   const router = yield* HttpRouter.HttpRouter
+  // The router ignores a trailing slash: this serves `/docs/` too.
   yield* router.add("GET", "/docs", handler)
-  yield* router.add("GET", "/docs/", handler)
 }))

@@ -88,6 +88,12 @@ export class DrainableServer {
     readonly lifecycle: Lifecycle["Service"]
   ) {
     const sockets = this.sockets
+    const totals = lifecycle.totals
+    this.onResponseClose = function(this: Http.ServerResponse) {
+      const socket = this.req.socket as TrackedSocket | null
+      if (socket !== null) socket[kActiveAt] = Date.now()
+      totals.requestsDuringDrain++
+    }
     server.on("connection", (socket: TrackedSocket) => {
       sockets.add(socket)
       socket.once("close", () => sockets.delete(socket))
@@ -123,14 +129,7 @@ export class DrainableServer {
   }
 
   /** A response closed: its socket was active now, and the drain answered one more request. */
-  private readonly onResponseClose = (() => {
-    const totals = this.lifecycle.totals
-    return function(this: Http.ServerResponse) {
-      const socket = this.req.socket as TrackedSocket | null
-      if (socket !== null) socket[kActiveAt] = Date.now()
-      totals.requestsDuringDrain++
-    }
-  })()
+  private readonly onResponseClose: (this: Http.ServerResponse) => void
 
   private watch(socket: TrackedSocket): void {
     socket[kSeen] = socket[kLatest]
@@ -214,7 +213,11 @@ export class DrainableServer {
     for (const socket of this.sockets) {
       const lingering = socket[kLingeringSince]
       if (lingering !== undefined) {
-        if (now - lingering >= lingerMs && !socket.destroyed) socket.destroy()
+        if (now - lingering >= lingerMs && !socket.destroyed) {
+          // Its last answer still queued: a client that stopped reading, cut here.
+          if (socket.writableLength > 0) this.lifecycle.totals.responsesCut++
+          socket.destroy()
+        }
         continue
       }
       const bytes = socket.bytesRead
@@ -257,12 +260,13 @@ export const cutStalledWrites = (server: DrainableServer, timeoutMs: number): vo
   if (timeoutMs <= 0) return
   server.server.timeout = timeoutMs
   server.server.on("timeout", (socket: TrackedSocket) => {
-    const response = socket._httpMessage
-    if (response == null) {
-      // Node's own behaviour without a listener: the keep-alive timeout ends an idle socket.
-      socket.destroy()
-    } else if (socket.writableLength > 0) {
+    // Bytes still queued: the client stopped reading (between two pipelined answers too, when
+    // Node has detached the finished one and not yet parsed the next).
+    if (socket.writableLength > 0) {
       server.lifecycle.totals.responsesCut++
+      socket.destroy()
+    } else if (socket._httpMessage == null) {
+      // Node's own behaviour without a listener: the keep-alive timeout ends an idle socket.
       socket.destroy()
     } else {
       socket.setTimeout(timeoutMs)
