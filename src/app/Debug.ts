@@ -56,6 +56,26 @@ const transaction = Effect.gen(function*() {
   return HttpServerResponse.jsonUnsafe({ committed: 2 })
 }).pipe(Effect.catchTag("SchemaError", badRequest))
 
+const CrashParams = Schema.Struct({ kind: Schema.Literals(["exception", "rejection"]) })
+
+/**
+ * A crash outside any fiber, as a bug in a callback or a forgotten promise makes one: the
+ * lifecycle must log it, drain and release, not die with the database left running.
+ */
+const crash = Effect.gen(function*() {
+  const { kind } = yield* HttpRouter.schemaParams(CrashParams)
+  yield* Effect.sync(() => {
+    if (kind === "exception") {
+      setTimeout(() => {
+        throw new Error("deliberate uncaught exception")
+      }, 0)
+    } else {
+      void Promise.reject(new Error("deliberate unhandled rejection"))
+    }
+  })
+  return HttpServerResponse.jsonUnsafe({ crashing: kind }, { status: 202 })
+}).pipe(Effect.catchTag("SchemaError", badRequest))
+
 // Reads the whole body, so the body-size limit applies.
 const echo = Effect.gen(function*() {
   const request = yield* HttpServerRequest.HttpServerRequest
@@ -82,6 +102,7 @@ export const routes = Layer.unwrap(
         HttpRouter.route("POST", "/debug/echo", echo),
         HttpRouter.route("POST", "/debug/transaction", transaction),
         // A bug on purpose: the recoverer's answer is what tests look at.
+        HttpRouter.route("GET", "/debug/crash", crash),
         HttpRouter.route("GET", "/debug/defect", Effect.die(new Error("deliberate defect for the recoverer")))
       ])
   })

@@ -11,7 +11,7 @@ import type * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
 import { Health } from "./Health.ts"
 import * as Continue from "./http/Continue.ts"
-import { DrainableServer, drainSockets } from "./http/Drain.ts"
+import { cutStalledWrites, DrainableServer, drainSockets, trackLatest } from "./http/Drain.ts"
 import * as Listener from "./http/Listener.ts"
 import { errorBodies, notReady } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
@@ -39,6 +39,11 @@ export const HttpServerConfig = Config.all({
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
   keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
+  /**
+   * A response whose client reads nothing for this long is cut and its socket closed: a client
+   * that never reads holds neither memory nor the shutdown past it. 0 turns it off.
+   */
+  writeTimeout: duration("WRITE_TIMEOUT", "10 seconds", { max: "1 hour" }),
   maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024, { min: 1, max: 1024 ** 3 }),
   // Below 1 KiB a request line and Host header with a few cookies no longer fit.
   maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 }),
@@ -105,6 +110,7 @@ const makeServer = Effect.fnUntraced(function*(
       parked.push([request, response])
     })
   }
+  cutStalledWrites(drainable, Duration.toMillis(settings.writeTimeout))
   // Whatever the drain did, nothing of this server outlives its scope.
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
@@ -139,12 +145,12 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
 
   const logContext = yield* Effect.context<never>()
   const log = Effect.runSyncWith(logContext)
-  const ServerResponse = makeServerResponse({
+  const ServerResponse = trackLatest(makeServerResponse({
     documentPaths: options.documentPaths ?? [],
     accessLog: settings.accessLog
       ? (line: AccessLogLine) => log(Effect.logInfo("request").pipe(Effect.annotateLogs({ ...line })))
       : undefined
-  })
+  }))
   const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
   const admin = Option.isSome(sources.admin)
     ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))

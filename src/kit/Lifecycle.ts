@@ -57,45 +57,90 @@ export type LifecycleSettings = Config.Success<typeof LifecycleConfig>
  */
 export type Phase = "starting" | "ready" | "draining" | "closing" | "releasing" | "stopped"
 
-export type Signal = "SIGTERM" | "SIGINT"
+/**
+ * The signals the process handles. SIGHUP stops it like SIGTERM until the process model gives it
+ * a meaning of its own; SIGQUIT too (see `stopSignals`).
+ */
+export type Signal = "SIGTERM" | "SIGINT" | "SIGHUP" | "SIGQUIT"
 
 /**
- * The operating system as the lifecycle sees it: signals in, a hard exit out.
+ * Every signal that would otherwise kill the process with no log line and no release (leaving
+ * the embedded database behind). SIGQUIT drains like SIGTERM rather than dying at once: the
+ * conventions disagree (Go dumps stacks and exits, nginx stops gracefully on it), a graceful stop
+ * loses nothing, and a second signal still forces the close.
+ */
+export const stopSignals: ReadonlyArray<Signal> = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"]
+
+/** An exception nothing caught, or a rejection nothing handled: the run is failed, but still drains. */
+export interface Crash {
+  readonly kind: "uncaughtException" | "unhandledRejection"
+  readonly error: unknown
+}
+
+/**
+ * The operating system as the lifecycle sees it: signals and crashes in, a hard exit out.
  * Tests provide their own to send signals and observe exits deterministically.
  */
 export class Os extends Context.Service<Os, {
-  /** Waits for the next termination signal. */
+  /** Waits for the next signal. */
   readonly signal: Effect.Effect<Signal>
+  /** Waits for the next crash (an uncaught exception or unhandled rejection). */
+  readonly crash: Effect.Effect<Crash>
   /** Ends the process now; used only when a finalizer ignores its own bound. */
   readonly exit: (code: number) => Effect.Effect<void>
   /** Tells whoever started us that every resource proved itself (a supervisor, systemd). */
   readonly ready?: Effect.Effect<void>
 }>()("scoped-server/Os") {
-  static readonly layer: Layer.Layer<Os> = Layer.effect(
+  /**
+   * The real process, stopping on `signals`: a program that gives one of them another meaning
+   * (the supervisor's SIGHUP upgrade) leaves it out and handles it itself.
+   */
+  static readonly layerSignals = (signals: ReadonlyArray<Signal>): Layer.Layer<Os> => Layer.effect(
     Os,
     Effect.gen(function*() {
-      const signals = yield* Queue.unbounded<Signal>()
-      const listeners = (["SIGTERM", "SIGINT"] as const).map((signal) =>
-        [signal, () => {
-          Queue.offerUnsafe(signals, signal)
-        }] as const
-      )
+      const queue = yield* Queue.unbounded<Signal>()
+      const crashes = yield* Queue.unbounded<Crash>()
+      const listeners: ReadonlyArray<readonly [string, (...args: Array<any>) => void]> = [
+        ...signals.map((signal) =>
+          [signal, () => {
+            Queue.offerUnsafe(queue, signal)
+          }] as const
+        ),
+        // With a listener Node no longer dies on these: the lifecycle drains and releases instead.
+        ["uncaughtException", (error: unknown) => {
+          Queue.offerUnsafe(crashes, { kind: "uncaughtException", error })
+        }],
+        ["unhandledRejection", (error: unknown) => {
+          Queue.offerUnsafe(crashes, { kind: "unhandledRejection", error })
+        }]
+      ]
       yield* Effect.acquireRelease(
-        Effect.sync(() => listeners.forEach(([signal, listener]) => process.on(signal, listener))),
-        () => Effect.sync(() => listeners.forEach(([signal, listener]) => process.off(signal, listener)))
+        Effect.sync(() => listeners.forEach(([event, listener]) => process.on(event, listener))),
+        () => Effect.sync(() => listeners.forEach(([event, listener]) => process.off(event, listener)))
       )
       return {
-        signal: Queue.take(signals),
+        signal: Queue.take(queue),
+        crash: Queue.take(crashes),
         exit: (code) => Effect.sync(() => process.exit(code))
       }
     })
   )
+
+  /** The real process, stopping on every signal in `stopSignals`. */
+  static readonly layer: Layer.Layer<Os> = Os.layerSignals(stopSignals)
 }
 
 /** What the summary line reports; the HTTP servers count, the lifecycle prints. */
 export interface Totals {
   requestsDuringDrain: number
+  /** Pipelined or late requests parsed on a closing socket and never run: their answer could not be sent. */
+  requestsNotRun: number
+  /** Idle keep-alive sockets closed with a FIN; the client sent nothing after it. */
   socketsClosedIdle: number
+  /** Sockets closed with a FIN whose client sent bytes across it: it was just sending, and may retry. */
+  socketsClosedRaced: number
+  /** Responses cut at WRITE_TIMEOUT because their client read nothing. */
+  responsesCut: number
   socketsDestroyed: number
 }
 
@@ -196,7 +241,7 @@ export const resource = <A, E, R>(
 interface Controller {
   readonly service: Lifecycle["Service"]
   readonly ready: Effect.Effect<void>
-  readonly beginStop: (signal: Signal | "shutdown") => Effect.Effect<void>
+  readonly beginStop: (annotations: Record<string, unknown>) => Effect.Effect<void>
   readonly stopRequested: Deferred.Deferred<"shutdown">
   readonly force: (reason: string) => Effect.Effect<void>
   readonly hasFailed: () => boolean
@@ -206,8 +251,17 @@ interface Controller {
 const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) {
   const forced = yield* Deferred.make<void>()
   const stopRequested = yield* Deferred.make<"shutdown">()
-  const totals: Totals = { requestsDuringDrain: 0, socketsClosedIdle: 0, socketsDestroyed: 0 }
+  const totals: Totals = {
+    requestsDuringDrain: 0,
+    requestsNotRun: 0,
+    socketsClosedIdle: 0,
+    socketsClosedRaced: 0,
+    responsesCut: 0,
+    socketsDestroyed: 0
+  }
   let current = "starting"
+  // Phases that wait on `forced` are running: only then has a second signal anything to force.
+  let forceable = 0
   let stopping = false
   let failed = false
   let stoppedAt: number | undefined
@@ -227,7 +281,11 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
       current = typeof annotations.resource === "string" ? `${name} ${annotations.resource}` : name
       const wasForced = Deferred.isDoneUnsafe(forced)
       const start = yield* Clock.currentTimeMillis
-      const exit = yield* Effect.exit(self)
+      const waitsOnForce = name === "draining" || name === "closing"
+      if (waitsOnForce) forceable++
+      const exit = yield* Effect.exit(self).pipe(Effect.ensuring(Effect.sync(() => {
+        if (waitsOnForce) forceable--
+      })))
       const durationMs = (yield* Clock.currentTimeMillis) - start
       const outcome: Outcome = Exit.isFailure(exit)
         ? "failed"
@@ -286,16 +344,22 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
       current = "ready"
       readyAt = yield* Clock.currentTimeMillis
     }),
-    beginStop: (signal) =>
+    beginStop: (annotations) =>
       Effect.gen(function*() {
         stopping = true
         stoppedAt = yield* Clock.currentTimeMillis
-        yield* Effect.logInfo("signal").pipe(Effect.annotateLogs({ signal, phase: current }))
+        if (annotations.signal !== undefined) {
+          yield* Effect.logInfo("signal").pipe(Effect.annotateLogs({ ...annotations, phase: current }))
+        }
         if (readyAt !== undefined) yield* logPhase("ready", stoppedAt - readyAt, "ok", {})
       }),
     force: (reason) =>
       Effect.suspend(() => {
         if (Deferred.isDoneUnsafe(forced)) return Effect.void
+        if (reason === "second signal" && forceable === 0) {
+          // The drain is over: forcing would cut nothing, so the exit code stays what it earned.
+          return Effect.logInfo("second signal: nothing left to force").pipe(Effect.annotateLogs({ phase: current }))
+        }
         return fail(reason === "deadline" ? "shutdown deadline exceeded" : "shutdown forced", {
           reason,
           phase: current,
@@ -327,6 +391,7 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
     }
     const controller = yield* makeController(settings.value)
     const lifecycle = controller.service
+    const fail = lifecycle.fail
 
     const serve = Effect.scoped(Effect.gen(function*() {
       yield* lifecycle.phase("starting", Layer.build(main))
@@ -340,8 +405,19 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
 
     const watcher = yield* Effect.forkChild(
       Effect.gen(function*() {
-        const signal = yield* Effect.raceFirst(os.signal, Deferred.await(controller.stopRequested))
-        yield* controller.beginStop(signal)
+        const first = yield* Effect.raceFirst(
+          Effect.raceFirst(
+            Effect.map(os.signal, (signal) => ({ signal }) as const),
+            Effect.map(Deferred.await(controller.stopRequested), (shutdown) => ({ shutdown }) as const)
+          ),
+          Effect.map(os.crash, (crash) => ({ crash }) as const)
+        )
+        if ("crash" in first) {
+          yield* fail("crashed", { kind: first.crash.kind, error: Log.describeError(first.crash.error) })
+        }
+        yield* controller.beginStop(
+          "signal" in first ? { signal: first.signal } : "crash" in first ? { crash: first.crash.kind } : { shutdown: true }
+        )
         const budget = settings.value.shutdownTimeout
         yield* Effect.forkChild(Effect.sleep(budget).pipe(Effect.andThen(controller.force("deadline"))))
         // A finalizer that ignores its own bound must not keep the process alive forever.
@@ -351,7 +427,10 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
             Effect.andThen(os.exit(1))
           )
         )
-        yield* Effect.forkChild(os.signal.pipe(Effect.andThen(controller.force("second signal"))))
+        yield* Effect.forkChild(Effect.forever(os.signal.pipe(Effect.andThen(controller.force("second signal")))))
+        // Later crashes are consumed so they cannot kill the process mid-release; the first one
+        // already failed the run and was logged.
+        yield* Effect.forkChild(Effect.forever(os.crash))
         yield* Fiber.interrupt(mainFiber)
       })
     )

@@ -389,7 +389,7 @@ export const main = (options: SupervisorOptions) =>
 
 /**
  * The supervisor process: `main` under the lifecycle kernel, with a stop it can ask for itself
- * (a crash loop) beside SIGTERM and SIGINT.
+ * (a crash loop) beside SIGTERM, SIGINT and SIGQUIT; SIGHUP, like SIGUSR2, asks for an upgrade.
  */
 export const run = (): void => {
   const stops = Effect.runSync(Queue.unbounded<Lifecycle.Signal>())
@@ -399,7 +399,7 @@ export const run = (): void => {
       const os = yield* Lifecycle.Os
       return { ...os, signal: Effect.raceFirst(os.signal, Queue.take(stops)) }
     })
-  ).pipe(Layer.provide(Lifecycle.Os.layer))
+  ).pipe(Layer.provide(Lifecycle.Os.layerSignals(Lifecycle.stopSignals.filter((signal) => signal !== "SIGHUP"))))
   Lifecycle.run(main({ stop: Queue.offer(stops, "SIGTERM").pipe(Effect.asVoid) }), os)
 }
 

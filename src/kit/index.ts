@@ -4,6 +4,7 @@
  */
 export {
   acquireRelease,
+  type Crash,
   Lifecycle,
   LifecycleConfig,
   type LifecycleSettings,
@@ -14,6 +15,7 @@ export {
   run,
   runEffect,
   type Signal,
+  stopSignals,
   type Totals
 } from "./Lifecycle.ts"
 export * as Log from "./Log.ts"

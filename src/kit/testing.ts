@@ -5,7 +5,7 @@
  */
 import { ConfigProvider, Context, Effect, Layer, Logger, Queue, References } from "effect"
 import { HttpServer } from "./HttpServer.ts"
-import { Lifecycle, Os, runEffect, type Signal } from "./Lifecycle.ts"
+import { type Crash, Lifecycle, Os, runEffect, type Signal } from "./Lifecycle.ts"
 
 export class TestServer extends Context.Service<TestServer, {
   readonly port: number
@@ -63,10 +63,12 @@ export interface LogEntry {
  */
 export const makeHarness = Effect.gen(function*() {
   const signals = yield* Queue.unbounded<Signal>()
+  const crashes = yield* Queue.unbounded<Crash>()
   const exits: Array<number> = []
   const logs: Array<LogEntry> = []
   const os = Os.of({
     signal: Queue.take(signals),
+    crash: Queue.take(crashes),
     exit: (code) =>
       Effect.sync(() => {
         exits.push(code)
@@ -84,6 +86,8 @@ export const makeHarness = Effect.gen(function*() {
     exits,
     logs,
     send: (signal: Signal) => Queue.offer(signals, signal),
+    /** What an uncaught exception or unhandled rejection would report. */
+    crash: (crash: Crash) => Queue.offer(crashes, crash),
     /** Runs `main` as the process would; fork it, then drive it with `send` and TestClock. */
     run: <A, E>(main: Layer.Layer<A, E, Lifecycle>, env: Record<string, string> = {}) =>
       runEffect(main).pipe(

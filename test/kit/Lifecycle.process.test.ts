@@ -165,18 +165,39 @@ describe("connections that never finish a request", () => {
     expect(JSON.parse(received.split("\r\n\r\n")[1]!)).toEqual({ error: "Request Timeout", status: 408 })
   })
 
-  it("a half-sent request does not hold up shutdown past the quiet window", async () => {
-    const server = await start()
-    const socket = Net.connect(server.port, "127.0.0.1")
-    socket.on("error", () => undefined)
-    await new Promise((resolve) => socket.once("connect", resolve))
-    socket.write("GET /livez HTTP/1.1\r\nHost: x\r\n")
-    await sleep(50)
-    const signalledAt = server.signal("SIGTERM")
-    const exit = await server.exited
-    expect(exit.code).toBe(0)
-    expect(exit.at - signalledAt).toBeLessThan(800)
-  })
+  // A half-sent request is now activity, not idleness: test/kit/http/Drain.process.test.ts.
+})
+
+describe("crashes and other signals", () => {
+  for (const kind of ["exception", "rejection"] as const) {
+    it(`an uncaught ${kind} logs one line, drains the request in flight, releases, exits 1`, async () => {
+      const server = await start()
+      const inFlight = get(server.port, "/debug/sleep?ms=400")
+      await sleep(50)
+      expect((await get(server.port, `/debug/crash?kind=${kind}`)).status).toBe(202)
+      const [answer, exit] = await Promise.all([inFlight, server.exited])
+      expect(answer.status).toBe(200)
+      expect(exit.code).toBe(1)
+      expect(server.lines.filter((line) => line.message === "crashed")).toHaveLength(1)
+      expect(phases(server.lines).map((phase) => phase.resource ?? phase.phase))
+        .toEqual(["starting", "ready", "draining", "closing", "postgres", "stopped"])
+      expect(server.stderr()).toBe("")
+    })
+  }
+
+  for (const signal of ["SIGHUP", "SIGQUIT"] as const) {
+    it(`${signal} drains and releases like SIGTERM, with a log line, exit 0`, async () => {
+      const server = await start()
+      const inFlight = get(server.port, "/debug/sleep?ms=300")
+      await sleep(50)
+      server.signal(signal)
+      const [answer, exit] = await Promise.all([inFlight, server.exited])
+      expect(answer.status).toBe(200)
+      expect(exit).toMatchObject({ code: 0, signal: null })
+      expect(server.lines.find((line) => line.message === "signal")?.annotations.signal).toBe(signal)
+      expect(phases(server.lines).some((phase) => phase.resource === "postgres" && phase.outcome === "ok")).toBe(true)
+    })
+  }
 })
 
 describe("drain delay and readiness", () => {

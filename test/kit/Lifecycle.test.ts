@@ -28,6 +28,12 @@ const drainUntilForced = Layer.effectDiscard(Effect.gen(function*() {
   yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.never, Deferred.await(lifecycle.forced))))
 }))
 
+/** A drain stage with nothing in flight: it finishes at once. */
+const drainQuickly = Layer.effectDiscard(Effect.gen(function*() {
+  const lifecycle = yield* Lifecycle.Lifecycle
+  yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.void, Deferred.await(lifecycle.forced))))
+}))
+
 const chain = (...layers: ReadonlyArray<Layer.Layer<never, any, Lifecycle.Lifecycle>>) =>
   layers.reduce((below, above) => Layer.provide(above, below))
 
@@ -185,5 +191,50 @@ describe("Lifecycle", () => {
       assert.deepStrictEqual(harness.exits, [1])
       yield* TestClock.adjust("1 hour")
       assert.strictEqual(yield* Fiber.join(fiber), 1)
+    }))
+  it.effect("a crash logs once, still drains and releases within the budget, and exits 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal), resource("server", journal))))
+      yield* Effect.yieldNow
+      yield* harness.crash({ kind: "uncaughtException", error: new Error("boom in a callback") })
+      yield* harness.crash({ kind: "unhandledRejection", error: new Error("a second one while stopping") })
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.deepStrictEqual(journal.slice(2), ["release server", "release postgres"])
+      const crashes = harness.logs.filter((entry) => entry.message === "crashed")
+      assert.deepStrictEqual(crashes.map((entry) => entry.annotations), [{ kind: "uncaughtException", error: "boom in a callback" }])
+      assert.isTrue(harness.phases().filter((p) => p.phase === "releasing").every((p) => p.outcome === "ok"))
+    }))
+
+  it.effect("SIGHUP and SIGQUIT stop like SIGTERM: drained, released, exit 0", () =>
+    Effect.gen(function*() {
+      for (const signal of ["SIGHUP", "SIGQUIT"] as const) {
+        const harness = yield* makeHarness
+        const journal: Array<string> = []
+        const fiber = yield* Effect.forkChild(harness.run(resource("postgres", journal)))
+        yield* Effect.yieldNow
+        yield* harness.send(signal)
+        assert.strictEqual(yield* Fiber.join(fiber), 0, signal)
+        assert.include(journal, "release postgres")
+        assert.strictEqual(harness.logs.find((entry) => entry.message === "signal")?.annotations.signal, signal)
+      }
+    }))
+
+  it.effect("a second signal once the drain is over forces nothing and leaves the exit code 0", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const slowRelease = Effect.sleep("2 seconds")
+      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal, slowRelease), drainQuickly)))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("1 second")
+      // Now releasing postgres: there is nothing left to force.
+      yield* harness.send("SIGINT")
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "shutdown forced"))
+      assert.isDefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
     }))
 })

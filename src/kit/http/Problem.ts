@@ -81,6 +81,9 @@ const clientErrorStatus = (code: string | undefined): number =>
 /** Bytes Node could not parse as HTTP get a JSON answer and a closed connection, never a hang. */
 export function onClientError(error: Error & { code?: string }, socket: Net.Socket) {
   const pending = (socket as Net.Socket & { _httpMessage?: Http.ServerResponse })._httpMessage
+  // Bytes pipelined after a request that said `Connection: close`: Node stops parsing there, so
+  // nothing after it runs; the answer in progress is the last one and must still go out whole.
+  if (error.code === "HPE_CLOSED_CONNECTION" && pending != null) return
   if (error.code === "ECONNRESET" || !socket.writable || (pending !== undefined && pending.headersSent)) {
     socket.destroy()
     return

@@ -18,13 +18,21 @@ const send = (message: ToSupervisor) => {
 }
 
 /**
- * The OS as a worker sees it: SIGTERM and SIGINT as before, plus the supervisor's `drain` and the
+ * The OS as a worker sees it: SIGTERM, SIGINT, SIGQUIT and crashes as before, plus the supervisor's `drain` and the
  * loss of its channel, both as SIGTERM. SIGUSR2 and SIGHUP go to the supervisor as upgrade requests.
  */
 export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
   Lifecycle.Os,
   Effect.gen(function*() {
     const signals = yield* Queue.unbounded<Lifecycle.Signal>()
+    const crashes = yield* Queue.unbounded<Lifecycle.Crash>()
+    // As in the one-process Os: with a listener Node no longer dies on these, the lifecycle drains.
+    const onException = (error: unknown) => {
+      Queue.offerUnsafe(crashes, { kind: "uncaughtException", error })
+    }
+    const onRejection = (error: unknown) => {
+      Queue.offerUnsafe(crashes, { kind: "unhandledRejection", error })
+    }
     const onSignal = (signal: Lifecycle.Signal) => () => {
       Queue.offerUnsafe(signals, signal)
     }
@@ -41,6 +49,7 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
     const handlers = [
       ["SIGTERM", onSignal("SIGTERM")],
       ["SIGINT", onSignal("SIGINT")],
+      ["SIGQUIT", onSignal("SIGQUIT")],
       ["SIGUSR2", onUpgrade("SIGUSR2")],
       ["SIGHUP", onUpgrade("SIGHUP")]
     ] as const
@@ -49,6 +58,8 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
         handlers.forEach(([signal, handler]) => process.on(signal, handler))
         process.on("message", onMessage)
         process.on("disconnect", onDisconnect)
+        process.on("uncaughtException", onException)
+        process.on("unhandledRejection", onRejection)
         if (!process.connected) onDisconnect()
       }),
       () =>
@@ -56,10 +67,13 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
           handlers.forEach(([signal, handler]) => process.off(signal, handler))
           process.off("message", onMessage)
           process.off("disconnect", onDisconnect)
+          process.off("uncaughtException", onException)
+          process.off("unhandledRejection", onRejection)
         })
     )
     return {
       signal: Queue.take(signals),
+      crash: Queue.take(crashes),
       exit: (code) => Effect.sync(() => process.exit(code)),
       ready: Effect.sync(() => send({ type: "ready", pid: process.pid }))
     }
