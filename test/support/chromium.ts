@@ -71,7 +71,8 @@ export const ensureChromium = (): Found => {
       return { missing: `${missingMessage}; \`${args.join(" ")}\` failed (exit ${result.status ?? result.signal})` }
     }
   }
-  return findChromium()
+  const installed = findChromium()
+  return "path" in installed ? installed : { missing: `${missingMessage}; apt-get installed chromium, yet none is on the PATH` }
 }
 
 if (import.meta.main) {
