@@ -46,6 +46,8 @@ const scenarios = {
   livez: {
     path: "/livez",
     headers: {},
+    // Ratios are against Fastify whichever peers join (Go's only when `go` is on the PATH).
+    reference: "fastify",
     fixedRate: 20_000,
     targets: [
       { name: "scoped-server", script: "dist/main.js" },
@@ -57,6 +59,7 @@ const scenarios = {
   },
   items: {
     path: "/api/v1/items?perPage=20",
+    reference: "fastify+pg",
     headers: { authorization: `Bearer ${token}` },
     fixedRate,
     targets: [
@@ -192,7 +195,7 @@ const runScenario = async (name, scenario) => {
   }
   // Ratios are taken within each round (same minutes, same machine state), then the median:
   // this machine's throughput drifts by ±20% between minutes, the ratio much less.
-  const reference = targets[targets.length - 1].name
+  const reference = scenario.reference
   const ratio = (target, key) => median(samples[target][key].map((value, round) => value / samples[reference][key][round]))
   console.log(`\n${name}: GET ${scenario.path}, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
   console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${scenario.fixedRate / 1000}k   req/s vs ${reference}   p99    RSS   CPU/req   errors`)
