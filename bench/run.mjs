@@ -1,6 +1,7 @@
 // npm run bench: scoped-server against its peers in one run, alternating, the server on core 0
 // and the load generator on core 1; medians of several rounds and ratios taken within each round.
-//   livez: the fast route, vs Effect's own default server, a bare node:http server and Fastify
+//   livez: the fast route, vs Effect's own default server, a bare node:http server, Fastify and,
+//          when `go` is on the PATH, Go's net/http (built into a temporary directory first)
 //   items: GET /api/v1/items?perPage=20 (cache off) on Postgres, vs Effect's HttpApi + sql-pg and
 //          Fastify + pg, each running the same query
 // The Effect peers are the floor of the stack scoped-server is built on: the same request path
@@ -25,6 +26,9 @@ const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0
 const pin = (core, command, args) => (hasTaskset ? ["taskset", ["-c", String(core), command, ...args]] : [command, args])
 const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100)
 
+const goPeer = buildGoPeer()
+process.on("exit", () => goPeer && Fs.rmSync(Path.dirname(goPeer), { recursive: true, force: true }))
+
 const benchSecret = "bench-secret-0123456789abcdef0123456789"
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/scoped_server_bench"
 const serverEnv = {
@@ -42,16 +46,20 @@ const scenarios = {
   livez: {
     path: "/livez",
     headers: {},
+    // Ratios are against Fastify whichever peers join (Go's only when `go` is on the PATH).
+    reference: "fastify",
     fixedRate: 20_000,
     targets: [
       { name: "scoped-server", script: "dist/main.js" },
       { name: "effect", script: "bench/peers/effect.mjs" },
       { name: "node:http", script: "bench/peers/node-http.mjs" },
-      { name: "fastify", script: "bench/peers/fastify.mjs" }
+      { name: "fastify", script: "bench/peers/fastify.mjs" },
+      ...(goPeer ? [{ name: "go net/http", command: goPeer }] : [])
     ]
   },
   items: {
     path: "/api/v1/items?perPage=20",
+    reference: "fastify+pg",
     headers: { authorization: `Bearer ${token}` },
     fixedRate,
     targets: [
@@ -91,7 +99,9 @@ const cpuSeconds = (pid) => {
 
 const startServer = async (target, scenario) => {
   const port = nextPort++
-  const [command, args] = pin(0, process.execPath, [Path.join(root, target.script)])
+  const [command, args] = target.command
+    ? pin(0, target.command, [])
+    : pin(0, process.execPath, [Path.join(root, target.script)])
   const started = performance.now()
   const child = spawn(command, args, {
     env: { ...process.env, ...serverEnv, ...target.env, PORT: String(port), HOST: "127.0.0.1" },
@@ -124,6 +134,18 @@ const autocannon = (port, scenario, duration, rate) => {
   if (result.status !== 0) throw new Error(result.stderr)
   const json = JSON.parse(result.stdout)
   return { rps: json.requests.average, total: json.requests.total, p99: json.latency.p99, errors: json.errors + json.non2xx }
+}
+
+/** Go's net/http peer built into a temporary directory, or undefined when `go` is not on the PATH. */
+function buildGoPeer() {
+  if (spawnSync("go", ["version"], { stdio: "ignore" }).status !== 0) {
+    console.error("go is not on the PATH: the Go net/http peer is left out")
+    return undefined
+  }
+  const binary = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-bench-go-")), "go-nethttp")
+  const result = spawnSync("go", ["build", "-o", binary, "."], { cwd: Path.join(root, "bench/peers/go-nethttp"), encoding: "utf8" })
+  if (result.status !== 0) throw new Error(`go build of the net/http peer failed:\n${result.stderr}`)
+  return binary
 }
 
 /** The bench database: created if missing, migrated by one start of the server, 1000 items. */
@@ -173,7 +195,7 @@ const runScenario = async (name, scenario) => {
   }
   // Ratios are taken within each round (same minutes, same machine state), then the median:
   // this machine's throughput drifts by ±20% between minutes, the ratio much less.
-  const reference = targets[targets.length - 1].name
+  const reference = scenario.reference
   const ratio = (target, key) => median(samples[target][key].map((value, round) => value / samples[reference][key][round]))
   console.log(`\n${name}: GET ${scenario.path}, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
   console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${scenario.fixedRate / 1000}k   req/s vs ${reference}   p99    RSS   CPU/req   errors`)

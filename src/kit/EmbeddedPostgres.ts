@@ -69,7 +69,7 @@ export const binaries = Effect.try({
   catch: () =>
     new EmbeddedPostgresError({
       reason: "BinariesMissing",
-      message: `${platformPackage} is not installed; set DATABASE_URL or install it (npm ci installs it on supported platforms)`
+      message: `no embedded PostgreSQL for ${process.platform}-${process.arch} (${platformPackage} is not installed): set DATABASE_URL to a PostgreSQL server`
     })
 })
 

@@ -4,17 +4,18 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import * as Fs from "node:fs"
 import { chromium } from "playwright-core"
 import { App } from "../support/app.ts"
+import { findChromium } from "../support/chromium.ts"
 
-const executablePath = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => Fs.existsSync(path))
+const chromiumFound = findChromium()
+const executablePath = "path" in chromiumFound ? chromiumFound.path : undefined
 
 describe("docs", () => {
   layer(App.layer(), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
     it.effect("/docs renders in Chromium without console errors and lists the items endpoints", () =>
       Effect.gen(function*() {
-        assert.isDefined(executablePath, "Chromium is required (apt-get install chromium); .ci/run installs it")
+        assert.isDefined(executablePath, "missing" in chromiumFound ? chromiumFound.missing : undefined)
         const app = yield* App
         const browser = yield* Effect.acquireRelease(
           Effect.promise(() =>

@@ -1,0 +1,3 @@
+module scoped-server/bench/go-nethttp
+
+go 1.19
