@@ -180,16 +180,17 @@ describe("Postgres", () => {
         const server = yield* Server
         // Password auth for one role only (first match wins), so the suite's trust entries stay.
         const hba = Path.join(server.dataDir, "pg_hba.conf")
-        Fs.writeFileSync(hba, `host all alice 127.0.0.1/32 scram-sha-256\n${Fs.readFileSync(hba, "utf8")}`)
+        Fs.writeFileSync(hba, `local all alice scram-sha-256\n${Fs.readFileSync(hba, "utf8")}`)
         yield* build(server.env(), ({ postgres }) =>
           Effect.andThen(
             postgres.sql.unsafe("CREATE ROLE alice LOGIN PASSWORD 'right-password'"),
             postgres.sql.unsafe("SELECT pg_reload_conf()")
           ))
         const { message, took } = yield* startupFailure({
-          DATABASE_URL: `postgres://alice:wrong-password@127.0.0.1:${server.port}/postgres`
+          // The private server listens on its unix socket only.
+          DATABASE_URL: Redacted.value(server.urlFor("postgres")).replace("postgres@", "alice:wrong-password@")
         })
-        assert.match(message, /^cannot reach postgres at alice@127\.0\.0\.1:\d+\/postgres: 28P01 password authentication failed for user "alice"$/)
+        assert.match(message, /^cannot reach postgres at alice@.*\/postgres: 28P01 password authentication failed for user "alice"$/)
         assert.notInclude(message, "wrong-password")
         assert.isBelow(took, 1_000)
       }))
