@@ -4,7 +4,7 @@
  */
 import { Config, Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
-import { Log, Postgres } from "../kit/index.ts"
+import { Log, Postgres, Problem } from "../kit/index.ts"
 
 export const DebugConfig = Config.all({
   routes: Config.Boolean("DEBUG_ROUTES").pipe(Config.withDefault(false))
@@ -14,13 +14,7 @@ const SleepParams = Schema.Struct({
   ms: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 600_000 }))
 })
 
-const badRequest = (error: Schema.SchemaError) =>
-  Effect.succeed(
-    HttpServerResponse.jsonUnsafe(
-      { error: "Bad Request", status: 400, message: Log.describeError(error) },
-      { status: 400 }
-    )
-  )
+const badRequest = (error: Schema.SchemaError) => Effect.succeed(Problem.errorResponse(400, Log.describeError(error)))
 
 const sleep = Effect.gen(function*() {
   const { ms } = yield* HttpRouter.schemaParams(SleepParams)
