@@ -184,41 +184,28 @@ const defaultDetail = (request: HttpServerRequest.HttpServerRequest, status: num
     : undefined
 
 /**
- * The problem for an error response some other layer wrote: a problem gets the request id; a
- * JSON object keeps its members (its `message` becomes `detail`); plain text becomes `detail`;
- * an empty body gets a detail that says what was wrong.
+ * The problem for an error response some other layer wrote: a problem gets the request id;
+ * plain text becomes `detail`; an empty body gets a detail that says what was wrong. Any other
+ * JSON body is a representation on purpose (the health report a 503 `/readyz` carries) and is
+ * left alone (`undefined`).
  */
 const toProblem = (
   request: HttpServerRequest.HttpServerRequest,
   response: HttpServerResponse.HttpServerResponse,
   maxBodySize: number
-): Problem => {
+): Problem | undefined => {
   const status = response.status
   const requestId = RequestId.of(request)
-  const object = isJson(response) ? jsonObject(response) : undefined
-  if (object !== undefined && isProblem(response) && typeof object.type === "string") {
-    return { ...make(status, undefined, object), status, ...(requestId === undefined ? {} : { requestId }) }
+  const id = requestId === undefined ? {} : { requestId }
+  if (isJson(response)) {
+    const object = isProblem(response) ? jsonObject(response) : undefined
+    if (object === undefined || typeof object.type !== "string") return undefined
+    return { ...make(status, undefined, object), status, ...id }
   }
-  if (object !== undefined) {
-    const { message, error: _error, ...members } = object
-    const detail = typeof object.detail === "string"
-      ? object.detail
-      : typeof message === "string"
-      ? message
-      : defaultDetail(request, status, maxBodySize)
-    return {
-      ...members,
-      ...make(status, detail),
-      ...(requestId === undefined ? {} : { requestId })
-    }
-  }
-  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500 && !isJson(response)
+  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
     ? decoder.decode(response.body.body).trim()
     : ""
-  return {
-    ...make(status, text.length > 0 ? text : defaultDetail(request, status, maxBodySize)),
-    ...(requestId === undefined ? {} : { requestId })
-  }
+  return { ...make(status, text.length > 0 ? text : defaultDetail(request, status, maxBodySize)), ...id }
 }
 
 /**
@@ -229,7 +216,7 @@ const toProblem = (
 export const errorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
   if (response.status < 400) return Effect.succeed(response)
   const problem = toProblem(request, response, maxBodySize)
-  const answer = HttpServerResponse.setBody(
+  const answer = problem === undefined ? response : HttpServerResponse.setBody(
     HttpServerResponse.removeHeader(response, "content-type"),
     HttpBody.jsonUnsafe(problem, contentType)
   )

@@ -231,6 +231,35 @@ describe("Problem: every error class over real HTTP", () => {
         assert.strictEqual(answer.headers.get("connection"), "close")
       }))
 
+    it.effect("the OpenAPI document declares the problem body of each error the API answers", () =>
+      Effect.gen(function*() {
+        const document = JSON.parse((yield* call("/openapi.json")).text)
+        const responses = (path: string, method: string) => document.paths[path][method].responses as Record<string, any>
+        const declared = (path: string, method: string) =>
+          Object.entries(responses(path, method))
+            .filter(([status, response]) => Number(status) >= 400 && response.content?.["application/problem+json"] !== undefined)
+            .map(([status]) => status)
+            .sort()
+        assert.deepStrictEqual(declared("/api/v1/items", "get"), ["400", "401", "429", "503"])
+        assert.deepStrictEqual(declared("/api/v1/items/{id}", "get"), ["400", "401", "404", "429", "503"])
+        assert.deepStrictEqual(declared("/api/v1/items", "post"), ["400", "401", "413", "415", "429", "503"])
+        // The schema is a problem: the members every problem has, and `issues` for validation.
+        const resolve = (schema: any): any =>
+          schema.$ref === undefined ? schema : resolve(document.components.schemas[schema.$ref.split("/").pop()])
+        const schemaOf = (status: string) => {
+          const schema = resolve(responses("/api/v1/items/{id}", "get")[status].content["application/problem+json"].schema)
+          return schema.anyOf === undefined ? schema : resolve(schema.anyOf[0])
+        }
+        for (const status of ["400", "401", "404", "429", "503"]) {
+          const schema = schemaOf(status)
+          for (const member of ["type", "title", "status", "detail", "requestId"]) {
+            assert.property(schema.properties, member, `${status} declares ${member}`)
+          }
+        }
+        assert.property(schemaOf("400").properties, "issues")
+        assert.strictEqual(schemaOf("404").properties.type.enum?.[0], "/problems/item-not-found")
+      }))
+
     it.effect("errorResponse: the 503 it writes carries Retry-After unless the caller set one", () =>
       Effect.sync(() => {
         assert.strictEqual(errorResponse(503, "x").headers["retry-after"], "1")
@@ -272,6 +301,7 @@ describe("Problem: random bad input never gets a non-problem error", () => {
           const method = pick(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
           const path = pick([
             "/api/v1/items",
+            "/api/v1/items",
             "/api/v1/items/",
             `/api/v1/items/${pick(["1", "0", "-1", "1e3", "99999999999", "%00", "abc", junk(8)])}`,
             `/api/v1/${junk(12)}`,
@@ -293,6 +323,7 @@ describe("Problem: random bad input never gets a non-problem error", () => {
               JSON.stringify({ name: random() < 0.5 ? 5 : null }),
               junk(100),
               "x".repeat(pick([10, 1023, 1025, 5000])),
+              "x".repeat(4096),
               "{\"name\":"
             ])
           // Framed, so each case is one request (Node's client sends a DELETE body unframed).
