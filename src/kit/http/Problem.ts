@@ -50,14 +50,15 @@ const statusTitle = (status: number): string => Http.STATUS_CODES[status] ?? "Er
 
 /**
  * A problem for `status`: `about:blank` with the status phrase as title unless `members` says
- * otherwise (`type`, `title`, or extension members such as `issues`).
+ * otherwise (`type`, `title`, or extension members such as `issues`). The status is the
+ * response's, whatever `members` holds.
  */
 export const make = (status: number, detail?: string, members?: Readonly<Record<string, unknown>>): Problem => ({
   type: blankType,
   title: statusTitle(status),
-  status,
   ...(detail === undefined ? {} : { detail }),
-  ...members
+  ...members,
+  status
 })
 
 /** 503 is always temporary here: a client is told when to come back unless the caller said. */
@@ -181,6 +182,10 @@ const defaultDetail = (request: HttpServerRequest.HttpServerRequest, status: num
     ? `the request body is larger than ${maxBodySize} bytes`
     : status === 503
     ? "the server is shutting down"
+    : status === 400
+    ? "the request is not valid"
+    : status >= 500
+    ? "an unexpected error occurred"
     : undefined
 
 /**
@@ -202,7 +207,9 @@ const toProblem = (
     if (object === undefined || typeof object.type !== "string") return undefined
     return { ...make(status, undefined, object), status, ...id }
   }
-  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
+  // Only short plain text is carried over: an HTML page or bytes would not read as a detail.
+  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500 &&
+      response.body.contentType.startsWith("text/plain")
     ? decoder.decode(response.body.body).trim()
     : ""
   return { ...make(status, text.length > 0 ? text : defaultDetail(request, status, maxBodySize)), ...id }
