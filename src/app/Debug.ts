@@ -6,7 +6,7 @@ import { Config, Effect, Layer, Schema } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as NetAddress from "effect/net/NetAddress"
-import { HttpServer, Log, Postgres, Settings } from "../kit/index.ts"
+import { HttpServer, Log, Postgres, Problem, Settings } from "../kit/index.ts"
 
 export const DebugConfig = Config.all({
   routes: Settings.boolean("DEBUG_ROUTES", false),
@@ -22,13 +22,7 @@ const SleepParams = Schema.Struct({
   ms: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 600_000 }))
 })
 
-const badRequest = (error: Schema.SchemaError) =>
-  Effect.succeed(
-    HttpServerResponse.jsonUnsafe(
-      { error: "Bad Request", status: 400, message: Log.describeError(error) },
-      { status: 400 }
-    )
-  )
+const badRequest = (error: Schema.SchemaError) => Effect.succeed(Problem.errorResponse(400, Log.describeError(error)))
 
 const sleep = Effect.gen(function*() {
   const { ms } = yield* HttpRouter.schemaParams(SleepParams)

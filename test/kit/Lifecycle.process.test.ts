@@ -162,7 +162,8 @@ describe("connections that never finish a request", () => {
     expect(closedAfter).toBeGreaterThan(900)
     expect(closedAfter).toBeLessThan(2_500)
     expect(received).toMatch(/^HTTP\/1\.1 408 /)
-    expect(JSON.parse(received.split("\r\n\r\n")[1]!)).toEqual({ error: "Request Timeout", status: 408 })
+    expect(received).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/)
+    expect(JSON.parse(received.split("\r\n\r\n")[1]!)).toMatchObject({ type: "about:blank", title: "Request Timeout", status: 408 })
   })
 
   // A half-sent request is now activity, not idleness: test/kit/http/Drain.process.test.ts.
@@ -228,7 +229,7 @@ describe("drain delay and readiness", () => {
 })
 
 describe("limits", () => {
-  it("answers a body over MAX_BODY_SIZE with 413 and a JSON error", async () => {
+  it("answers a body over MAX_BODY_SIZE with a 413 problem", async () => {
     const server = await start({ MAX_BODY_SIZE: "1KiB" })
     const post = async (bytes: number) => {
       const { body, status } = await request(server.port, "/debug/echo", { method: "POST", body: Buffer.alloc(bytes, 97) })
@@ -237,14 +238,23 @@ describe("limits", () => {
     expect(await post(1000)).toEqual({ status: 200, body: JSON.stringify({ bytes: 1000 }) })
     const tooLarge = await post(4096)
     expect(tooLarge.status).toBe(413)
-    expect(JSON.parse(tooLarge.body)).toMatchObject({ status: 413, message: "the request body is larger than 1024 bytes" })
+    const problem = JSON.parse(tooLarge.body)
+    expect(problem).toMatchObject({ status: 413 })
+    expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
   })
 
-  it("answers oversized headers with 431 and a JSON error", async () => {
+  it("answers oversized headers with a 431 problem", async () => {
     const server = await start()
     const response = await request(server.port, "/livez", { headers: { "x-big": "a".repeat(20_000) } })
     expect(response.status).toBe(431)
-    expect(JSON.parse(response.body)).toEqual({ error: "Request Header Fields Too Large", status: 431 })
+    expect(response.headers["content-type"]).toBe("application/problem+json")
+    expect(JSON.parse(response.body)).toEqual({
+      type: "about:blank",
+      title: "Request Header Fields Too Large",
+      status: 431,
+      detail: "the request's headers are larger than the server accepts",
+      requestId: response.headers["x-request-id"]
+    })
   })
 })
 

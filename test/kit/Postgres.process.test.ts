@@ -82,11 +82,18 @@ describe("a database that goes away", () => {
     expect(down.status).toBe(503)
     expect(json(down)).toMatchObject({ status: "unready", checks: { database: { status: "failed" } } })
     expect((await request(server.port, "/livez")).status).toBe(200)
-    // A route that needs the database answers 503 with a JSON error, at once.
+    // A route that needs the database answers a 503 problem, at once.
     const write = await request(server.port, "/debug/transaction?marker=down&ms=0", { method: "POST" })
     expect(write.status).toBe(503)
     expect(write.headers["retry-after"]).toBe("1")
-    expect(json(write)).toEqual({ error: "Service Unavailable", status: 503, message: "the database is unavailable; try again" })
+    expect(write.headers["content-type"]).toBe("application/problem+json")
+    expect(json(write)).toEqual({
+      type: "about:blank",
+      title: "Service Unavailable",
+      status: 503,
+      detail: "the database is unavailable; try again",
+      requestId: write.headers["x-request-id"]
+    })
     await Effect.runPromise(postgres.restart.pipe(Scope.provide(scope)))
     let up = await request(server.port, "/readyz")
     for (let attempt = 0; attempt < 30 && up.status !== 200; attempt++) {
@@ -108,7 +115,7 @@ describe("a pool with no free connection", () => {
     const refused = await request(server.port, "/debug/transaction?marker=waiter&ms=0", { method: "POST" })
     const waited = performance.now() - started
     expect(refused.status).toBe(503)
-    expect(json(refused).message).toBe("the database is busy; try again")
+    expect(json(refused).detail ?? json(refused).message).toBe("the database is busy; try again")
     expect(waited).toBeGreaterThan(190)
     expect(waited).toBeLessThan(600)
     expect((await holder).status).toBe(200)

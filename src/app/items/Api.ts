@@ -3,10 +3,10 @@
  * server decodes requests and `/openapi.json` and `/docs` are generated.
  */
 import { Schema } from "effect"
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
+import { HttpApi, HttpApiEndpoint, HttpApiError, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { Authentication } from "../Auth.ts"
 import { AddressRateLimited, RateLimited } from "../RateLimited.ts"
-import { Validation } from "../../kit/index.ts"
+import { Problem, Validation } from "../../kit/index.ts"
 
 export const ItemId = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })).annotate({
   description: "The item's id, a positive integer"
@@ -40,23 +40,36 @@ export const ItemPage = Schema.Struct({
   pagination: Page
 })
 
-/** Errors have one shape across the API: `{error, status, message}`. */
-export class ItemNotFound extends Schema.Error<ItemNotFound>("ItemNotFound")({
-  error: Schema.Literal("Not Found"),
-  status: Schema.Literal(404),
-  message: Schema.String
-}, { httpApiStatus: 404 }) {
-  static readonly of = (id: number) => new ItemNotFound({ error: "Not Found", status: 404, message: `no item with id ${id}` })
+/** A well-formed id with no item: its own `type`, so clients can tell it from a path with no route (also 404). */
+export class ItemNotFound extends HttpApiError.Problem<ItemNotFound>()("ItemNotFound", {
+  type: Problem.typeUri("item-not-found"),
+  status: 404,
+  title: "No such item"
+}, {
+  requestId: Schema.optionalKey(Schema.String)
+}) {
+  static readonly of = (id: number) => new ItemNotFound({ detail: `no item with id ${id}` })
 }
 
-/** The database (or another backing store) cannot answer now; the client should retry. */
-export class Unavailable extends Schema.Error<Unavailable>("Unavailable")({
-  error: Schema.Literal("Service Unavailable"),
-  status: Schema.Literal(503),
-  message: Schema.String
-}, { httpApiStatus: 503 }) {
-  static readonly of = (message: string) => new Unavailable({ error: "Service Unavailable", status: 503, message })
+/**
+ * The database (or another backing store, or the rate limiter's) cannot answer now; the client
+ * should retry after `Retry-After`. Every 503 of the API has this shape.
+ */
+export class Unavailable extends HttpApiError.Problem<Unavailable>()("Unavailable", {
+  type: Problem.blankType,
+  status: 503,
+  title: "Service Unavailable"
+}, {
+  requestId: Schema.optionalKey(Schema.String)
+}) {
+  static readonly of = (detail: string) => new Unavailable({ detail })
 }
+
+/**
+ * What the middleware in front of every endpoint may answer (Authentication, RateLimited),
+ * declared so `/openapi.json` shows those bodies too. The 400 comes with `Validation`.
+ */
+const guarded = [Problem.Unauthorized, Problem.TooManyRequests, Unavailable] as const
 
 const PageQuery = Schema.Struct({
   page: Schema.optionalKey(
@@ -78,15 +91,15 @@ export class ItemsGroup extends HttpApiGroup.make("items")
     HttpApiEndpoint.get("list", "/items", {
       query: PageQuery,
       success: HttpApiSchema.WithHeaders(ItemPage, { link: Schema.optionalKey(Schema.String) }),
-      error: Unavailable
+      error: guarded
     }),
-    HttpApiEndpoint.get("get", "/items/:id", { params: IdParams, success: Item, error: [ItemNotFound, Unavailable] }),
+    HttpApiEndpoint.get("get", "/items/:id", { params: IdParams, success: Item, error: [ItemNotFound, ...guarded] }),
     HttpApiEndpoint.post("create", "/items", {
       payload: NewItem,
       success: HttpApiSchema.WithHeaders(Item, { location: Schema.String }).pipe(HttpApiSchema.status(201)),
-      error: Unavailable
+      error: [Problem.PayloadTooLarge, Problem.UnsupportedMediaType, ...guarded]
     }),
-    HttpApiEndpoint.delete("remove", "/items/:id", { params: IdParams, error: [ItemNotFound, Unavailable] })
+    HttpApiEndpoint.delete("remove", "/items/:id", { params: IdParams, error: [ItemNotFound, ...guarded] })
   )
   // The last one added runs first: address limit, then authentication, then the subject's limit.
   .middleware(Validation)

@@ -1,56 +1,180 @@
 /**
- * The one shape of every error the server answers, whichever layer answers it: routes, the
- * pre-response hook, Node's own client errors, the not-yet-ready handler.
+ * The one shape of every error the server answers, RFC 9457 problem details, whichever layer
+ * answers it: routes, the pre-response hook, Node's own client errors, the not-yet-ready handler.
  */
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
 import type { HttpEffect, HttpServerRequest } from "effect/http"
-import { HttpServerResponse } from "effect/http"
+import { HttpBody, HttpServerResponse, ProblemDetails } from "effect/http"
+import { HttpApiError } from "effect/http-api"
 import * as Http from "node:http"
 import type * as Net from "node:net"
+import * as RequestId from "./RequestId.ts"
+import { dataHeaders } from "./Response.ts"
 
-/** The one shape of every error answer: `{error, status, message?}`. */
-export const errorResponse = (
-  status: number,
-  message?: string,
-  headers?: HttpServerResponse.Options["headers"]
-): HttpServerResponse.HttpServerResponse => {
-  const error = Http.STATUS_CODES[status] ?? "Error"
-  return HttpServerResponse.jsonUnsafe(
-    message === undefined ? { error, status } : { error, status, message },
-    headers === undefined ? { status } : { status, headers }
-  )
-}
-
-const isJson = (response: HttpServerResponse.HttpServerResponse) =>
-  response.body._tag !== "Empty" && (response.body.contentType ?? response.headers["content-type"] ?? "").startsWith("application/json")
+/** `application/problem+json`, the media type of every error body. */
+export const contentType = ProblemDetails.contentType
 
 /**
- * Every error answer is JSON: an empty one gets a body that says what was wrong, a plain-text
- * one (some library paths answer `text/plain`) has its text carried over as the message.
+ * `type` for a problem the HTTP status says everything about (RFC 9457 §4.2.1): clients branch on
+ * the status, and the title is the status phrase.
  */
-export const errorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
-  if (response.status < 400) return Effect.succeed(response)
-  const answer = isJson(response) ? response : jsonBody(request, response, maxBodySize)
-  // Every 503 here is temporary: tell clients when to come back.
-  return Effect.succeed(
-    answer.status === 503 && answer.headers["retry-after"] === undefined
-      ? HttpServerResponse.setHeader(answer, "retry-after", "1")
-      : answer
+export const blankType = ProblemDetails.blankType
+
+/**
+ * `type` for problems that add members a client must understand (`issues`) or that share a
+ * status with another meaning (an item that does not exist vs. a path that does not): a relative
+ * URI, resolved against the server's own origin, so it names the deployment that answered
+ * rather than a domain no deployment owns. Stable: clients may compare it as a string.
+ */
+export const typeUri = (name: string): string => `/problems/${name}`
+
+/** The validation problem's `type`. */
+export const validationType = typeUri("validation")
+
+/** What every error body holds. `requestId` is added on the way out (see `errorBodies`). */
+export interface Problem extends ProblemDetails.ProblemDetails {
+  readonly type: string
+  readonly title: string
+  readonly status: number
+  readonly detail?: string
+  readonly requestId?: string
+}
+
+/** One offending value of a request: where it is (`["query", "perPage"]`) and what is wrong. */
+export interface Issue {
+  readonly path: ReadonlyArray<string | number>
+  readonly message: string
+}
+
+const statusTitle = (status: number): string => Http.STATUS_CODES[status] ?? "Error"
+
+/**
+ * A problem for `status`: `about:blank` with the status phrase as title unless `members` says
+ * otherwise (`type`, `title`, or extension members such as `issues`). The status is the
+ * response's, whatever `members` holds.
+ */
+export const make = (status: number, detail?: string, members?: Readonly<Record<string, unknown>>): Problem => ({
+  type: blankType,
+  title: statusTitle(status),
+  ...(detail === undefined ? {} : { detail }),
+  ...members,
+  status
+})
+
+/** 503 is always temporary here: a client is told when to come back unless the caller said. */
+const withRetryAfter = (
+  status: number,
+  headers: HttpServerResponse.Options["headers"]
+): HttpServerResponse.Options["headers"] => {
+  if (status !== 503) return headers
+  if (headers !== undefined && Object.keys(headers).some((name) => name.toLowerCase() === "retry-after")) return headers
+  return { ...headers, "retry-after": "1" }
+}
+
+/**
+ * The error answer: `application/problem+json` with `type`, `title`, `status` and `detail`;
+ * `extensions` adds members (or replaces `type` and `title`). The request id is added on the
+ * way out, so callers without the request at hand need not find it.
+ */
+export const errorResponse = (
+  status: number,
+  detail?: string,
+  headers?: HttpServerResponse.Options["headers"],
+  extensions?: Readonly<Record<string, unknown>>
+): HttpServerResponse.HttpServerResponse => {
+  const merged = withRetryAfter(status, headers)
+  return HttpServerResponse.jsonUnsafe(
+    make(status, detail, extensions),
+    merged === undefined ? { status, contentType } : { status, headers: merged, contentType }
   )
 }
 
-const jsonBody = (
-  request: HttpServerRequest.HttpServerRequest,
-  response: HttpServerResponse.HttpServerResponse,
-  maxBodySize: number
-) => {
-  const status = response.status
-  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500
-    ? new TextDecoder().decode(response.body.body)
-    : undefined
-  const message = text !== undefined && text.length > 0
-    ? text
-    : status === 404
+// Declared problems, for the OpenAPI document of an HttpApi (an endpoint's or a middleware's
+// `error`). Their bodies are exactly what `errorResponse` writes for the same status.
+const requestIdField = {
+  requestId: Schema.optionalKey(Schema.String.annotate({
+    description: "The request's id, as in the X-Request-Id response header: quote it to find the request in the logs"
+  }))
+}
+
+/** 400: the request's params, query, headers or payload failed the API's schemas. */
+export class ValidationProblem extends HttpApiError.Problem<ValidationProblem>()("ValidationProblem", {
+  type: validationType,
+  status: 400,
+  title: "The request is not valid"
+}, {
+  ...requestIdField,
+  issues: Schema.Array(HttpApiError.ProblemIssue).annotate({
+    description: "Each offending value: its path, starting with the part of the request it is in, and what is wrong"
+  })
+}) {}
+
+/** 401: a missing, malformed, expired or forged credential; `WWW-Authenticate` says which. */
+export class Unauthorized extends HttpApiError.Problem<Unauthorized>()("Unauthorized", {
+  type: blankType,
+  status: 401,
+  title: statusTitle(401)
+}, requestIdField) {}
+
+/** 413: the body is larger than MAX_BODY_SIZE. */
+export class PayloadTooLarge extends HttpApiError.Problem<PayloadTooLarge>()("PayloadTooLarge", {
+  type: blankType,
+  status: 413,
+  title: statusTitle(413)
+}, requestIdField) {}
+
+/** 415: the body is not in a media type the endpoint reads. */
+export class UnsupportedMediaType extends HttpApiError.Problem<UnsupportedMediaType>()("UnsupportedMediaType", {
+  type: blankType,
+  status: 415,
+  title: statusTitle(415)
+}, requestIdField) {}
+
+/** 429: over the rate limit; `Retry-After` says when to try again. */
+export class TooManyRequests extends HttpApiError.Problem<TooManyRequests>()("TooManyRequests", {
+  type: blankType,
+  status: 429,
+  title: statusTitle(429)
+}, requestIdField) {}
+
+/** 500: a bug; the details are in the server's log under the request id. */
+export class InternalError extends HttpApiError.Problem<InternalError>()("InternalError", {
+  type: blankType,
+  status: 500,
+  title: statusTitle(500)
+}, requestIdField) {}
+
+/** 503: a backing store cannot answer now, or the server is starting or stopping; `Retry-After` says when to retry. */
+export class ServiceUnavailable extends HttpApiError.Problem<ServiceUnavailable>()("ServiceUnavailable", {
+  type: blankType,
+  status: 503,
+  title: statusTitle(503)
+}, requestIdField) {}
+
+const isProblem = (response: HttpServerResponse.HttpServerResponse) =>
+  response.body._tag === "Uint8Array" && response.body.contentType.startsWith(contentType)
+
+const isJson = (response: HttpServerResponse.HttpServerResponse) =>
+  response.body._tag === "Uint8Array" && /^application\/(.+\+)?json/.test(response.body.contentType)
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === "object" && value !== null && !Array.isArray(value)
+
+const decoder = new TextDecoder()
+
+/** The body as a JSON object, when it is one (error bodies are small; only those are read). */
+const jsonObject = (response: HttpServerResponse.HttpServerResponse): Record<string, unknown> | undefined => {
+  if (response.body._tag !== "Uint8Array" || response.body.contentLength > 64 * 1024) return undefined
+  try {
+    const parsed: unknown = JSON.parse(decoder.decode(response.body.body))
+    return isRecord(parsed) ? parsed : undefined
+  } catch {
+    return undefined
+  }
+}
+
+const defaultDetail = (request: HttpServerRequest.HttpServerRequest, status: number, maxBodySize: number) =>
+  status === 404
     ? `no route for ${request.method} ${request.url.split("?")[0]}`
     : status === 405
     ? `${request.method} is not allowed here`
@@ -58,40 +182,109 @@ const jsonBody = (
     ? `the request body is larger than ${maxBodySize} bytes`
     : status === 503
     ? "the server is shutting down"
+    : status === 400
+    ? "the request is not valid"
+    : status >= 500
+    ? "an unexpected error occurred"
     : undefined
-  const { "content-type": _, "content-length": __, ...headers } = response.headers
-  return errorResponse(status, message, headers)
+
+/**
+ * The problem for an error response some other layer wrote: a problem gets the request id;
+ * plain text becomes `detail`; an empty body gets a detail that says what was wrong. Any other
+ * JSON body is a representation on purpose (the health report a 503 `/readyz` carries) and is
+ * left alone (`undefined`).
+ */
+const toProblem = (
+  request: HttpServerRequest.HttpServerRequest,
+  response: HttpServerResponse.HttpServerResponse,
+  maxBodySize: number
+): Problem | undefined => {
+  const status = response.status
+  const requestId = RequestId.of(request)
+  const id = requestId === undefined ? {} : { requestId }
+  if (isJson(response)) {
+    const object = isProblem(response) ? jsonObject(response) : undefined
+    if (object === undefined || typeof object.type !== "string") return undefined
+    return { ...make(status, undefined, object), status, ...id }
+  }
+  // Only short plain text is carried over: an HTML page or bytes would not read as a detail.
+  const text = response.body._tag === "Uint8Array" && response.body.contentLength <= 500 &&
+      response.body.contentType.startsWith("text/plain")
+    ? decoder.decode(response.body.body).trim()
+    : ""
+  return { ...make(status, text.length > 0 ? text : defaultDetail(request, status, maxBodySize)), ...id }
 }
 
-const notReadyBody = JSON.stringify({ error: "Service Unavailable", status: 503, message: "the server is starting" })
+/**
+ * Every error answer leaves as a problem with the request's id, whoever wrote it: Effect's
+ * router and HttpApi (empty 400/404/405/500 bodies, plain-text 413/415), the kit, the app.
+ * A 503 without `Retry-After` gets one.
+ */
+export const errorBodies = (maxBodySize: number): HttpEffect.PreResponseHandler => (request, response) => {
+  if (response.status < 400) return Effect.succeed(response)
+  const problem = toProblem(request, response, maxBodySize)
+  const answer = problem === undefined ? response : HttpServerResponse.setBody(
+    HttpServerResponse.removeHeader(response, "content-type"),
+    HttpBody.jsonUnsafe(problem, contentType)
+  )
+  return Effect.succeed(
+    answer.status === 503 && answer.headers["retry-after"] === undefined
+      ? HttpServerResponse.setHeader(answer, "retry-after", "1")
+      : answer
+  )
+}
 
 /** What a request gets before the routes are mounted. */
-export const notReady = (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+export const notReady = (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+  const body = JSON.stringify({ ...make(503, "the server is starting"), requestId: RequestId.assign(request) })
   response.writeHead(503, {
-    "content-type": "application/json",
-    "content-length": Buffer.byteLength(notReadyBody),
+    "content-type": contentType,
+    "content-length": Buffer.byteLength(body),
     "retry-after": "1"
   })
-  response.end(notReadyBody)
+  response.end(body)
 }
 
 const clientErrorStatus = (code: string | undefined): number =>
   code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400
 
-/** Bytes Node could not parse as HTTP get a JSON answer and a closed connection, never a hang. */
+const clientErrorDetail = (status: number): string =>
+  status === 431
+    ? "the request's headers are larger than the server accepts"
+    : status === 408
+    ? "the request did not arrive in time"
+    : "the request is not valid HTTP"
+
+const rawHeaders = Object.entries(dataHeaders).map(([name, value]) => `${name}: ${value}\r\n`).join("")
+
+/**
+ * Bytes Node could not parse as HTTP get a problem and a closed connection, never a hang. No
+ * request exists, so an id is made here and sent as `X-Request-Id` too: every problem carries
+ * one, and the two always agree.
+ */
 export function onClientError(error: Error & { code?: string }, socket: Net.Socket) {
-  const pending = (socket as Net.Socket & { _httpMessage?: Http.ServerResponse })._httpMessage
+  // Node sets `_httpMessage` to null once a response is done: a keep-alive socket that sends
+  // garbage after its first answer has null here, not undefined (and once crashed the process).
+  const pending = (socket as Net.Socket & { _httpMessage?: Http.ServerResponse | null })._httpMessage
   // Bytes pipelined after a request that said `Connection: close`: Node stops parsing there, so
   // nothing after it runs; the answer in progress is the last one and must still go out whole.
   if (error.code === "HPE_CLOSED_CONNECTION" && pending != null) return
-  if (error.code === "ECONNRESET" || !socket.writable || (pending !== undefined && pending.headersSent)) {
+  if (error.code === "ECONNRESET" || !socket.writable || (pending != null && pending.headersSent)) {
     socket.destroy()
     return
   }
+  if (pending != null) {
+    // A valid request is still being answered and bytes after it are not HTTP: writing here
+    // would interleave with its response. It finishes, says `Connection: close`, and Node closes.
+    pending.shouldKeepAlive = false
+    return
+  }
   const status = clientErrorStatus(error.code)
-  const body = JSON.stringify({ error: Http.STATUS_CODES[status], status })
+  const requestId = RequestId.generate()
+  const body = JSON.stringify({ ...make(status, clientErrorDetail(status)), requestId })
   socket.end(
-    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
+    `HTTP/1.1 ${status} ${statusTitle(status)}\r\nContent-Type: ${contentType}\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nX-Request-Id: ${requestId}\r\n${rawHeaders}` +
+      `Connection: close\r\n\r\n${body}`
   )
 }

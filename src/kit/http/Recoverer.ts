@@ -1,10 +1,11 @@
 /**
- * The recoverer: 405 with `Allow` for a path an HttpApi serves with other methods, 500 with the
- * request id for a defect (the stack goes to the log, never to the client).
+ * The recoverer: a 405 problem with `Allow` for a path an HttpApi serves with other methods, a 500
+ * problem with the request id for a defect (the stack goes to the log, never to the client).
  */
 import { Cause, Effect, Option } from "effect"
 import { HttpRouter, HttpServerError, HttpServerRequest, HttpServerRespondable, HttpServerResponse } from "effect/http"
 import type { HttpApi, HttpApiGroup } from "effect/http-api"
+import { errorResponse } from "./Problem.ts"
 import * as RequestId from "./RequestId.ts"
 
 const isAnswered = (cause: Cause.Cause<unknown>) =>
@@ -33,10 +34,7 @@ export const layer = <Id extends string, Groups extends HttpApiGroup.Constraint>
     const route = routes.find((candidate) => candidate.pattern.test(path))
     if (route === undefined || route.methods.has(request.method)) return undefined
     const allow = [...route.methods].join(", ")
-    return HttpServerResponse.jsonUnsafe(
-      { error: "Method Not Allowed", status: 405, message: `${request.method} is not allowed on ${path}; use ${allow}` },
-      { status: 405, headers: { allow } }
-    )
+    return errorResponse(405, `${request.method} is not allowed on ${path}; use ${allow}`, { allow })
   }
 
   return HttpRouter.middleware((app) =>
@@ -53,14 +51,12 @@ export const layer = <Id extends string, Groups extends HttpApiGroup.Constraint>
         }
         if (!Cause.hasDies(cause) || isAnswered(cause)) return yield* Effect.failCause(cause)
         yield* Effect.logError("unhandled defect").pipe(Effect.annotateLogs({ cause: Cause.pretty(cause) }))
-        return HttpServerResponse.jsonUnsafe(
-          {
-            error: "Internal Server Error",
-            status: 500,
-            message: "an unexpected error occurred",
-            requestId: RequestId.of(request) ?? "unknown"
-          },
-          { status: 500 }
+        const requestId = RequestId.of(request)
+        return errorResponse(
+          500,
+          "an unexpected error occurred",
+          undefined,
+          requestId === undefined ? undefined : { requestId }
         )
       })
     ), { global: true })

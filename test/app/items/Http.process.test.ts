@@ -104,7 +104,8 @@ describe("items API when Redis fails", () => {
     const refused = await request(server.port, "/api/v1/items", { headers })
     expect(refused.status).toBe(503)
     expect(refused.headers["retry-after"]).toBeDefined()
-    expect(json(refused)).toMatchObject({ status: 503, message: "rate limiting is unavailable; try again" })
+    expect(json(refused)).toMatchObject({ status: 503 })
+    expect(json(refused).detail ?? json(refused).message).toBe("rate limiting is unavailable; try again")
     await Effect.runPromise(redis.restart)
   })
 })
@@ -118,7 +119,14 @@ describe("items API when the database fails", () => {
     const down = await request(server.port, "/api/v1/items", { headers })
     expect(down.status).toBe(503)
     expect(down.headers["retry-after"]).toBe("1")
-    expect(json(down)).toEqual({ error: "Service Unavailable", status: 503, message: "the database is unavailable; try again" })
+    expect(down.headers["content-type"]).toBe("application/problem+json")
+    expect(json(down)).toEqual({
+      type: "about:blank",
+      title: "Service Unavailable",
+      status: 503,
+      detail: "the database is unavailable; try again",
+      requestId: down.headers["x-request-id"]
+    })
     await Effect.runPromise(postgres.restart.pipe(Scope.provide(scope)))
     let back = await request(server.port, "/api/v1/items", { headers })
     for (let attempt = 0; attempt < 30 && back.status !== 200; attempt++) {

@@ -1,6 +1,6 @@
 /**
  * The items API over real HTTP against a real database: the walkthrough, pagination and Link
- * headers, caching and its invalidation, and every bad input answered with a JSON error.
+ * headers, caching and its invalidation, and every bad input answered with a problem.
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect } from "effect"
@@ -36,7 +36,14 @@ describe("items API", () => {
         assert.strictEqual((yield* call(`/api/v1/items/${item.id}`, { method: "DELETE", token })).status, 204)
         const gone = yield* call(`/api/v1/items/${item.id}`, { token })
         assert.strictEqual(gone.status, 404)
-        assert.deepStrictEqual(yield* json(gone), { error: "Not Found", status: 404, message: `no item with id ${item.id}` })
+        assert.strictEqual(gone.headers.get("content-type"), "application/problem+json")
+        assert.deepStrictEqual(yield* json(gone), {
+          type: "/problems/item-not-found",
+          title: "No such item",
+          status: 404,
+          detail: `no item with id ${item.id}`,
+          requestId: gone.headers.get("x-request-id")
+        })
         assert.strictEqual((yield* call(`/api/v1/items/${item.id}`, { method: "DELETE", token })).status, 404)
       }))
 
@@ -92,16 +99,17 @@ describe("items API", () => {
   })
 })
 
-describe("bad input: a JSON error that says what was wrong, nothing stored", () => {
+describe("bad input: a problem that says what was wrong, nothing stored", () => {
   layer(App.layer({ RATE_LIMIT: "3", MAX_BODY_SIZE: "64KiB" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     const expectError = (response: Response, status: number, message?: RegExp) =>
       Effect.gen(function*() {
         assert.strictEqual(response.status, status)
-        assert.match(response.headers.get("content-type") ?? "", /^application\/json/)
+        assert.strictEqual(response.headers.get("content-type"), "application/problem+json")
         const body = yield* json(response)
         assert.strictEqual(body.status, status)
-        assert.isString(body.error)
-        if (message !== undefined) assert.match(body.message, message)
+        assert.isString(body.title)
+        assert.strictEqual(body.requestId, response.headers.get("x-request-id"))
+        if (message !== undefined) assert.match(body.detail ?? body.message, message)
         assert.notInclude(JSON.stringify(body), "    at ")
         return body
       })
@@ -128,7 +136,7 @@ describe("bad input: a JSON error that says what was wrong, nothing stored", () 
         yield* expectError(yield* call("/api/v1/items/abc", { token: token3 }), 400, /params\.id/)
         yield* expectError(yield* call("/api/v1/nothing-here"), 404, /no route/)
         const wrongMethod = yield* expectError(yield* call("/api/v1/items", { method: "PUT" }), 405)
-        assert.strictEqual(wrongMethod.error, "Method Not Allowed")
+        assert.strictEqual(wrongMethod.title, "Method Not Allowed")
         const rows = yield* sqlOn(app.databaseUrl, "SELECT count(*)::int AS n FROM items")
         assert.strictEqual(rows[0]!.n, 0)
       }))

@@ -1,6 +1,6 @@
 /**
  * Arbitrary JSON bodies, query strings and path segments thrown at the items API: every answer is
- * a documented status with a JSON body, never a 500 and never a hang.
+ * a documented status with a JSON body (a problem for an error), never a 500 and never a hang.
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
@@ -17,8 +17,10 @@ const request = (path: string, init: Parameters<App["Service"]["fetch"]>[1]) =>
 const assertAnswered = (answer: { status: number; text: string; contentType: string }, allowed: ReadonlyArray<number>) => {
   assert.include(allowed, answer.status, answer.text)
   if (answer.status !== 204) {
-    assert.match(answer.contentType, /^application\/json/)
-    JSON.parse(answer.text)
+    // An answer is JSON; an error is a problem (RFC 9457).
+    assert.match(answer.contentType, answer.status >= 400 ? /^application\/problem\+json$/ : /^application\/json/)
+    const body = JSON.parse(answer.text)
+    if (answer.status >= 400) assert.strictEqual(body.status, answer.status)
   }
 }
 

@@ -17,10 +17,12 @@ describe("request ids in the log", () => {
     running.add(server)
     const answer = await request(server.port, "/debug/defect", { headers: { "x-request-id": "trace-7" } })
     expect(answer.status).toBe(500)
+    expect(answer.headers["content-type"]).toBe("application/problem+json")
     expect(JSON.parse(answer.body)).toEqual({
-      error: "Internal Server Error",
+      type: "about:blank",
+      title: "Internal Server Error",
       status: 500,
-      message: "an unexpected error occurred",
+      detail: "an unexpected error occurred",
       requestId: "trace-7"
     })
     await server.waitForLine((line) => line.message === "request" && line.annotations.requestId === "trace-7")

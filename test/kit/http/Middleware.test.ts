@@ -19,10 +19,12 @@ describe("Middleware", () => {
         const response = yield* call("/debug/defect", { headers: { "x-request-id": "defect-1" } })
         assert.strictEqual(response.status, 500)
         const body = yield* Effect.promise(() => response.json() as Promise<Record<string, unknown>>)
+        assert.strictEqual(response.headers.get("content-type"), "application/problem+json")
         assert.deepStrictEqual(body, {
-          error: "Internal Server Error",
+          type: "about:blank",
+          title: "Internal Server Error",
           status: 500,
-          message: "an unexpected error occurred",
+          detail: "an unexpected error occurred",
           requestId: "defect-1"
         })
         assert.strictEqual(response.headers.get("x-request-id"), "defect-1")
