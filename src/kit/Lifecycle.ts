@@ -125,6 +125,10 @@ export class Lifecycle extends Context.Service<Lifecycle, {
   /** Marks the run as failed (exit 1) with a reason for the log. */
   readonly fail: (reason: string, annotations?: Record<string, unknown>) => Effect.Effect<void>
   readonly totals: Totals
+  /** The phase now (`releasing <resource>` while one releases), read by the metrics on a scrape. */
+  readonly currentPhase: () => string
+  /** When the first signal arrived (Clock millis), undefined while serving. */
+  readonly stoppedAt: () => number | undefined
 }>()("scoped-server/Lifecycle") {
   /**
    * For tests of a service's own Layers: a Lifecycle with no signals and no exit, settings from
@@ -261,7 +265,9 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
     phase,
     release,
     fail,
-    totals
+    totals,
+    currentPhase: () => current,
+    stoppedAt: () => stoppedAt
   }
 
   const controller: Controller = {

@@ -2,7 +2,7 @@
  * Log output: one JSON line per entry (the request id added from the fiber), and the describers
  * that turn errors and causes into one readable line without a stack trace.
  */
-import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, References } from "effect"
+import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, References, Tracer } from "effect"
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
 import * as RequestId from "./http/RequestId.ts"
@@ -35,15 +35,21 @@ export const describeCause = (cause: Cause.Cause<unknown>): string => {
 
 /**
  * JSON lines on stdout. A line logged while handling a request carries its `requestId`, read
- * from the request when the line is written, so requests pay nothing for it otherwise.
+ * from the request when the line is written, so requests pay nothing for it otherwise; with
+ * tracing on, also the `traceId` and `spanId` it was written under.
  */
 export const jsonLogger: Logger.Logger<unknown, void> = Logger.make((options) => {
   const { cause, ...line } = Logger.formatStructured.log(options)
   const request = Context.getOrUndefined(options.fiber.context, HttpServerRequest.HttpServerRequest)
   const requestId = request === undefined ? undefined : RequestId.of(request)
-  const annotated = requestId === undefined || "requestId" in line.annotations
+  const withRequestId = requestId === undefined || "requestId" in line.annotations
     ? line
     : { ...line, annotations: { ...line.annotations, requestId } }
+  // With an exporter, the span the line was written in; Effect's own no-op spans are nobody's trace.
+  const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
+  const annotated = span === undefined || options.fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer
+    ? withRequestId
+    : { ...withRequestId, annotations: { ...withRequestId.annotations, traceId: span.traceId, spanId: span.spanId } }
   options.fiber.getRef(Console.Console).log(Formatter.formatJson(cause === undefined ? annotated : { ...annotated, cause }))
 })
 
