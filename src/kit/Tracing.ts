@@ -2,7 +2,7 @@
  * Traces, logs and metrics over OTLP/HTTP through Effect's own exporters, when the standard
  * OTEL_* variables name an endpoint; the exporters are one lifecycle resource, flushed after the drain.
  */
-import { Config, Effect, Layer, Option } from "effect"
+import { Config, ConfigProvider, Effect, Layer, Option } from "effect"
 import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/http"
 import { Otlp, OtlpSerialization } from "effect/observability"
 import * as Lifecycle from "./Lifecycle.ts"
@@ -54,7 +54,13 @@ export const layer = (settings: TracingSettings): Layer.Layer<never, never, Life
     loggerMergeWithExisting: true
   }).pipe(
     Layer.provide(settings.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
-    Layer.provide(FetchHttpClient.layer)
+    Layer.provide(FetchHttpClient.layer),
+    // The SDK's default for each OTEL_<SIGNAL>_EXPORTER is `otlp`; Effect's is none. Set, they win.
+    Layer.provide(ConfigProvider.layerAdd(ConfigProvider.fromUnknown({
+      OTEL_TRACES_EXPORTER: ["otlp"],
+      OTEL_LOGS_EXPORTER: ["otlp"],
+      OTEL_METRICS_EXPORTER: ["otlp"]
+    })))
   )
   return Layer.effectContext(Lifecycle.resource("telemetry", Layer.build(exporters))).pipe(
     Layer.merge(Layer.succeed(HttpMiddleware.TracerDisabledWhen)(untraced(untracedPaths)))
