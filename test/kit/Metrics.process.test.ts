@@ -5,6 +5,7 @@
 import { spawnSync } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
+import * as Path from "node:path"
 import parsePrometheusTextFormat from "parse-prometheus-text-format"
 import { afterEach, describe, expect, it } from "vitest"
 import { mint } from "../support/app.ts"
@@ -112,6 +113,23 @@ describe("GET /metrics", () => {
     const counts = requestCounts(parse(text), text)
     expect(counts.get("GET /livez 200")).toBe(1)
     expect(counts.get("GET - 404")).toBe(1)
+  })
+
+  it("feeds every metric the Grafana dashboard queries", async () => {
+    const dashboard = JSON.parse(Fs.readFileSync(Path.resolve(import.meta.dirname, "../../deploy/grafana/scoped-server.json"), "utf8")) as {
+      panels: Array<{ targets: Array<{ expr: string }> }>
+    }
+    const queried = new Set(
+      dashboard.panels.flatMap((panel) => panel.targets.flatMap((target) => [...target.expr.matchAll(/\b(?:http|scoped_server|nodejs|v8js|process)_\w+(?=\{)/g)].map(([name]) => name)))
+    )
+    expect(queried.size).toBeGreaterThan(10)
+    const server = await start()
+    expect((await request(server.port, "/livez")).status).toBe(200)
+    // The GC histogram has series only once a collection has happened, which a fresh server may not have had.
+    const text = await scrape(server.port)
+    const scraped = new Set(text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.split(/[{ ]/)[0]!))
+    const missing = [...queried].filter((name) => !scraped.has(name) && name !== "v8js_gc_duration_seconds_bucket")
+    expect(missing).toEqual([])
   })
 
   it("is off with METRICS=false", async () => {
