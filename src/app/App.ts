@@ -5,7 +5,19 @@
 import { Layer } from "effect"
 import { HttpRouter } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
-import { Cache, Cors, Health, HttpServer, Postgres, RateLimit, Recoverer, Redis, Validation } from "../kit/index.ts"
+import {
+  Cache,
+  Cors,
+  Health,
+  HttpServer,
+  Metrics,
+  Postgres,
+  RateLimit,
+  Recoverer,
+  Redis,
+  Tracing,
+  Validation
+} from "../kit/index.ts"
 import { Authentication } from "./Auth.ts"
 import * as Debug from "./Debug.ts"
 import * as Docs from "./Docs.ts"
@@ -25,6 +37,7 @@ export const Routes = Layer.mergeAll(
   Docs.routes,
   Debug.routes,
   Recoverer.layer(Api),
+  Metrics.routes,
   Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"] })
 )
 
@@ -38,5 +51,7 @@ export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
 export const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
   Layer.provideMerge(HttpServer.layerConfig({ documentPaths: Docs.documentPaths })),
   Layer.provide(Resources),
-  Layer.provideMerge(Health.layer)
+  Layer.provideMerge(Health.layer),
+  // Built first, released last: the exporters flush what the drain produced.
+  Layer.provide(Tracing.layerConfig)
 )

@@ -16,6 +16,9 @@ import * as Listener from "./http/Listener.ts"
 import { errorBodies, notReady } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
 import { Lifecycle } from "./Lifecycle.ts"
+import { metricsRoute, RequestMetrics } from "./metrics/Http.ts"
+import { observe } from "./metrics/Registry.ts"
+import { collect } from "./metrics/Runtime.ts"
 import { boolean, bytes, check, duration, formatDuration, optionalInt, port } from "./Settings.ts"
 import * as Worker from "./supervisor/Worker.ts"
 
@@ -47,7 +50,9 @@ export const HttpServerConfig = Config.all({
   maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024, { min: 1, max: 1024 ** 3 }),
   // Below 1 KiB a request line and Host header with a few cookies no longer fit.
   maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 }),
-  accessLog: boolean("ACCESS_LOG", true)
+  accessLog: boolean("ACCESS_LOG", true),
+  /** `/metrics` (admin server, else main) and the per-request histogram; false records nothing. */
+  metrics: boolean("METRICS", true)
 }).pipe(
   check((settings) => {
     if (Option.isSome(settings.listenFd) && Option.isSome(settings.port)) {
@@ -145,15 +150,32 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
 
   const logContext = yield* Effect.context<never>()
   const log = Effect.runSyncWith(logContext)
-  const ServerResponse = trackLatest(makeServerResponse({
+  // Registered before the drain's finalizer, so a scrape during the drain still sees them.
+  if (settings.metrics) yield* collect(lifecycle)
+  const responseOptions = {
     documentPaths: options.documentPaths ?? [],
     accessLog: settings.accessLog
       ? (line: AccessLogLine) => log(Effect.logInfo("request").pipe(Effect.annotateLogs({ ...line })))
       : undefined
-  }))
+  }
+  const requestMetrics = settings.metrics ? new RequestMetrics(logContext) : undefined
+  if (requestMetrics !== undefined) {
+    yield* observe("http_server_active_requests", "Requests in flight (http.server.active_requests).", () =>
+      requestMetrics.active)
+  }
+  const ServerResponse = trackLatest(makeServerResponse({ ...responseOptions, metrics: requestMetrics }))
   const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
+  // Probes and scrapes on the admin server stay out of the application's request metrics.
   const admin = Option.isSome(sources.admin)
-    ? Option.some(yield* makeServer("admin", sources.admin.value, settings, lifecycle, ServerResponse))
+    ? Option.some(
+      yield* makeServer(
+        "admin",
+        sources.admin.value,
+        settings,
+        lifecycle,
+        requestMetrics === undefined ? ServerResponse : trackLatest(makeServerResponse({ ...responseOptions, metrics: undefined }))
+      )
+    )
     : Option.none<DrainableServer>()
   const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
   const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
@@ -172,7 +194,9 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     )
 
   if (Option.isSome(admin)) {
-    const adminApp = yield* HttpRouter.toHttpEffect(Health.routes)
+    const adminApp = yield* HttpRouter.toHttpEffect(
+      settings.metrics ? Layer.mergeAll(Health.routes, metricsRoute) : Health.routes
+    )
     admin.value.setHandler(yield* handlerFor(adminApp).pipe(
       Effect.provideService(Health, health),
       Effect.provideService(Lifecycle, lifecycle)
@@ -218,6 +242,8 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
       })
   })
   return Context.make(HttpServer, {
+    metrics: settings.metrics,
+    requestMetrics,
     address: Listener.addressOf(main.server),
     port: Listener.portOf(main.server),
     adminAddress: Option.map(admin, (admin) => Listener.addressOf(admin.server)),
@@ -226,6 +252,10 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
 })
 
 export class HttpServer extends Context.Service<HttpServer, {
+  /** `METRICS`: whether the main server's routes should carry the route label (and `/metrics` without an admin server). */
+  readonly metrics: boolean
+  /** The per-request counters (requests in flight), undefined with `METRICS=false`. */
+  readonly requestMetrics: RequestMetrics | undefined
   readonly address: NetAddress.SocketAddress
   /** The main server's TCP port (the one picked when `PORT=0`). */
   readonly port: number

@@ -177,6 +177,10 @@ export class Lifecycle extends Context.Service<Lifecycle, {
    */
   readonly shutdown: (reason: string) => Effect.Effect<void>
   readonly totals: Totals
+  /** The phase now (`releasing <resource>` while one releases), read by the metrics on a scrape. */
+  readonly currentPhase: () => string
+  /** When the first signal arrived (Clock millis), undefined while serving. */
+  readonly stoppedAt: () => number | undefined
 }>()("scoped-server/Lifecycle") {
   /**
    * For tests of a service's own Layers: a Lifecycle with no signals and no exit, settings from
@@ -334,7 +338,9 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
         Effect.andThen(Deferred.succeed(stopRequested, "shutdown")),
         Effect.asVoid
       ),
-    totals
+    totals,
+    currentPhase: () => current,
+    stoppedAt: () => stoppedAt
   }
 
   const controller: Controller = {

@@ -2,7 +2,7 @@
  * Log output: one JSON line per entry for machines, one short line for a person at a terminal
  * (the request id in both), and the describers that turn errors and causes into one line.
  */
-import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, Option, References } from "effect"
+import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, Option, References, Tracer } from "effect"
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
 import * as RequestId from "./http/RequestId.ts"
@@ -50,16 +50,22 @@ export const describeCause = (cause: Cause.Cause<unknown>): string => {
 }
 
 /**
- * The structured entry with the request's `requestId` added when logged while handling one. It
- * is read from the request when the line is written, so requests pay nothing for it otherwise.
+ * The structured entry with the request's `requestId` added when logged while handling one (read
+ * from the request when the line is written, so requests pay nothing for it otherwise) and, with
+ * tracing on, the `traceId` and `spanId` it was written under.
  */
 const structured = (options: Logger.Options<unknown>) => {
   const line = Logger.formatStructured.log(options)
   const request = Context.getOrUndefined(options.fiber.context, HttpServerRequest.HttpServerRequest)
   const requestId = request === undefined ? undefined : RequestId.of(request)
-  return requestId === undefined || "requestId" in line.annotations
+  const withRequestId = requestId === undefined || "requestId" in line.annotations
     ? line
     : { ...line, annotations: { ...line.annotations, requestId } }
+  // With an exporter, the span the line was written in; Effect's own no-op spans are nobody's trace.
+  const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
+  return span === undefined || options.fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer
+    ? withRequestId
+    : { ...withRequestId, annotations: { ...withRequestId.annotations, traceId: span.traceId, spanId: span.spanId } }
 }
 
 /** JSON lines on stdout. */

@@ -19,6 +19,8 @@ export {
   type Totals
 } from "./Lifecycle.ts"
 export * as Log from "./Log.ts"
+export * as Metrics from "./Metrics.ts"
+export * as Tracing from "./Tracing.ts"
 export * as Settings from "./Settings.ts"
 export { type CheckResult, type CheckStatus, Health, HealthConfig, type Report } from "./Health.ts"
 export {

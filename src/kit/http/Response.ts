@@ -4,6 +4,7 @@
  * an optional access-log line.
  */
 import * as Http from "node:http"
+import type { RequestMetrics } from "../metrics/Http.ts"
 import * as RequestId from "./RequestId.ts"
 
 /**
@@ -40,6 +41,8 @@ export interface ResponseOptions {
   /** Paths served as documents (with or without a trailing slash or a query): they get `documentHeaders`. */
   readonly documentPaths: ReadonlyArray<string>
   readonly accessLog: ((line: AccessLogLine) => void) | undefined
+  /** `http.server.request.duration` and requests in flight; undefined records nothing. */
+  readonly metrics?: RequestMetrics | undefined
 }
 
 /** Whether `url` is one of `paths`, ignoring a trailing slash and the query. */
@@ -64,9 +67,16 @@ const matcher = (paths: ReadonlyArray<string>) => {
 export const makeServerResponse = (options: ResponseOptions) => {
   const isDocument = matcher(options.documentPaths)
   const accessLog = options.accessLog
+  const metrics = options.metrics
+  // One listener function for every response (`this` is the response): no closure per request.
+  // `close` fires for every response, finished or cut off, so the in-flight count cannot leak.
+  const onClose = function(this: Http.ServerResponse & { readonly startedAt: number }) {
+    metrics!.end(this.req, this.statusCode, this.writableFinished, (performance.now() - this.startedAt) / 1000)
+  }
   return class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage> extends Http.ServerResponse<Request> {
     private readonly requestId: string
     private readonly securityHeaders: Readonly<Record<string, string>>
+    startedAt = 0
 
     constructor(request: Request) {
       super(request)
@@ -74,6 +84,11 @@ export const makeServerResponse = (options: ResponseOptions) => {
       const url = request.url ?? "/"
       this.requestId = requestId
       this.securityHeaders = isDocument(url) ? documentHeaders : dataHeaders
+      if (metrics !== undefined) {
+        this.startedAt = performance.now()
+        metrics.active++
+        this.once("close", onClose)
+      }
       if (accessLog !== undefined) {
         const startedAt = performance.now()
         this.once("finish", () =>

@@ -1,0 +1,73 @@
+/**
+ * Traces, logs and metrics over OTLP/HTTP through Effect's own exporters, when the standard
+ * OTEL_* variables name an endpoint; the exporters are one lifecycle resource, flushed after the drain.
+ */
+import { Config, ConfigProvider, Effect, Layer, Option } from "effect"
+import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/http"
+import { Otlp, OtlpSerialization } from "effect/observability"
+import * as Lifecycle from "./Lifecycle.ts"
+import * as Settings from "./Settings.ts"
+
+/**
+ * The OpenTelemetry SDK's own variables: Effect reads the endpoint, per-signal endpoints,
+ * headers, timeouts, batch sizes and resource from them; these decide whether anything runs.
+ */
+export const TracingConfig = Config.all({
+  endpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_ENDPOINT")),
+  tracesEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+  logsEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")),
+  metricsEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")),
+  sdkDisabled: Settings.boolean("OTEL_SDK_DISABLED", false),
+  /** The spec's default is protobuf; `http/json` is easier to read off the wire. */
+  protocol: Settings.literal("OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"], { default: "http/protobuf" }),
+  serviceName: Config.option(Config.NonEmptyString("OTEL_SERVICE_NAME")),
+  resourceAttributes: Config.option(Config.String("OTEL_RESOURCE_ATTRIBUTES"))
+})
+export type TracingSettings = Config.Success<typeof TracingConfig>
+
+/** Probes and scrapes: frequent, uninteresting, and they would crowd out every real trace. */
+export const untracedPaths: ReadonlyArray<string> = ["/livez", "/readyz", "/health", "/metrics"]
+
+const untraced = (paths: ReadonlyArray<string>) => {
+  const set = new Set(paths)
+  return (request: HttpServerRequest.HttpServerRequest) => {
+    const query = request.url.indexOf("?")
+    return set.has(query === -1 ? request.url : request.url.slice(0, query))
+  }
+}
+
+const isConfigured = (settings: TracingSettings) =>
+  !settings.sdkDisabled && [settings.endpoint, settings.tracesEndpoint, settings.logsEndpoint, settings.metricsEndpoint]
+    .some(Option.isSome)
+
+/**
+ * The exporters for `settings`, as one resource: built before the server (so released after it
+ * has drained), flushed on release within the exporters' own timeout and `RELEASE_TIMEOUT`.
+ * Nothing at all when no endpoint is set: the server then takes Effect's untraced path.
+ */
+export const layer = (settings: TracingSettings): Layer.Layer<never, never, Lifecycle.Lifecycle> => {
+  if (!isConfigured(settings)) return Layer.empty
+  const named = Option.isSome(settings.serviceName) ||
+    Option.exists(settings.resourceAttributes, (attributes) => /(^|,)\s*service\.name\s*=/.test(attributes))
+  const exporters = Otlp.layerFromConfig({
+    resource: named ? undefined : { serviceName: "scoped-server" },
+    loggerMergeWithExisting: true
+  }).pipe(
+    Layer.provide(settings.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf),
+    Layer.provide(FetchHttpClient.layer),
+    // The SDK's default for each OTEL_<SIGNAL>_EXPORTER is `otlp`; Effect's is none. Set, they win.
+    Layer.provide(ConfigProvider.layerAdd(ConfigProvider.fromUnknown({
+      OTEL_TRACES_EXPORTER: ["otlp"],
+      OTEL_LOGS_EXPORTER: ["otlp"],
+      OTEL_METRICS_EXPORTER: ["otlp"]
+    })))
+  )
+  return Layer.effectContext(Lifecycle.resource("telemetry", Layer.build(exporters))).pipe(
+    Layer.merge(Layer.succeed(HttpMiddleware.TracerDisabledWhen)(untraced(untracedPaths)))
+  ) as Layer.Layer<never, never, Lifecycle.Lifecycle>
+}
+
+/** `layer` with the settings read from the environment (`TracingConfig`). */
+export const layerConfig: Layer.Layer<never, Config.ConfigError, Lifecycle.Lifecycle> = Layer.unwrap(
+  Effect.map(TracingConfig, layer)
+)

@@ -1,0 +1,105 @@
+/**
+ * Traces from the built server to a real OTLP/HTTP receiver in the test: the incoming
+ * traceparent honoured, the SQL child span, and the spans of a drain flushed before exit.
+ */
+import * as Http from "node:http"
+import type { AddressInfo } from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
+import { mint } from "../support/app.ts"
+import { request } from "../support/http.ts"
+import { type ServerProcess, spawnServer } from "../support/process.ts"
+
+const secret = "tracing-test-secret-0123456789abcdef"
+const running = new Set<ServerProcess>()
+const receivers = new Set<Http.Server>()
+afterEach(() => {
+  for (const server of running) server.child.kill("SIGKILL")
+  for (const receiver of receivers) receiver.close()
+  running.clear()
+  receivers.clear()
+})
+
+interface Span {
+  readonly traceId: string
+  readonly spanId: string
+  readonly parentSpanId?: string
+  readonly name: string
+  readonly kind: number
+  readonly attributes: ReadonlyArray<{ readonly key: string; readonly value: Record<string, unknown> }>
+}
+
+/** An OTLP/HTTP JSON collector: every span that arrives on /v1/traces, decoded. */
+const receiver = async () => {
+  const spans: Array<Span> = []
+  const paths: Array<string> = []
+  const server = Http.createServer((req, res) => {
+    let body = ""
+    req.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
+    req.on("end", () => {
+      paths.push(req.url ?? "")
+      if (req.url === "/v1/traces") {
+        const decoded = JSON.parse(body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<Span> }> }> }
+        for (const resource of decoded.resourceSpans) for (const scope of resource.scopeSpans) spans.push(...scope.spans)
+      }
+      res.writeHead(200, { "content-type": "application/json" }).end("{}")
+    })
+  })
+  receivers.add(server)
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
+  return { spans, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+}
+
+const hex = (length: number) => Array.from({ length }, () => Math.floor(Math.random() * 16).toString(16)).join("")
+const attribute = (span: Span, key: string) => span.attributes.find((entry) => entry.key === key)?.value
+
+describe("OTLP traces", () => {
+  it("exports the request's server span under the incoming traceparent with its SQL child, and a drain's spans before exit", async () => {
+    const otlp = await receiver()
+    const server = await spawnServer({
+      env: {
+        JWT_SECRET: secret,
+        ACCESS_LOG: "false",
+        OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_SERVICE_NAME: "tracing-test",
+        // No periodic export: whatever arrives was flushed by the shutdown.
+        OTEL_BSP_SCHEDULE_DELAY: "600000",
+        DRAIN_DELAY: "1s"
+      }
+    })
+    running.add(server)
+    const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
+    const [traceA, parentA, traceB] = [hex(32), hex(16), hex(32)]
+    const first = await request(server.port, "/api/v1/items/990001", {
+      headers: { ...headers, traceparent: `00-${traceA}-${parentA}-01` }
+    })
+    expect(first.status).toBe(404)
+    expect((await request(server.port, "/livez")).status).toBe(200)
+
+    server.signal("SIGTERM")
+    await server.waitForLine((line) => line.message === "signal")
+    const during = await request(server.port, "/api/v1/items/990002", {
+      headers: { ...headers, traceparent: `00-${traceB}-${hex(16)}-01` }
+    })
+    expect(during.status).toBe(404)
+    const { code } = await server.exited
+    expect(code).toBe(0)
+
+    const serverA = otlp.spans.find((span) => span.traceId === traceA && span.kind === 2)
+    expect(serverA, JSON.stringify([otlp.paths, otlp.spans.map((s) => [s.name, s.traceId, s.kind]), server.lines.slice(-8)])).toBeDefined()
+    expect(serverA!.parentSpanId).toBe(parentA)
+    expect(attribute(serverA!, "http.route")).toEqual({ stringValue: "/api/v1/items/:id" })
+    // The SQL query's span descends from the server span.
+    const byId = new Map(otlp.spans.map((span) => [span.spanId, span]))
+    const descends = (span: Span): boolean =>
+      span.parentSpanId === serverA!.spanId || (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && descends(byId.get(span.parentSpanId)!))
+    const sql = otlp.spans.filter((span) =>
+      span.traceId === traceA && span.attributes.some((entry) => entry.key.startsWith("db.")) && descends(span)
+    )
+    expect(sql.length, JSON.stringify(otlp.spans.filter((s) => s.traceId === traceA))).toBeGreaterThan(0)
+    // Served during the drain, delivered before the process exited.
+    expect(otlp.spans.some((span) => span.traceId === traceB && span.kind === 2)).toBe(true)
+    // Probes are not traced.
+    expect(otlp.spans.some((span) => JSON.stringify(span.attributes).includes("/livez"))).toBe(false)
+  })
+})
