@@ -351,7 +351,9 @@ describe("Problem: random bad input never gets a non-problem error", () => {
             })
             assert.strictEqual(answer.headers["x-request-id"], `fuzz-${n}`)
           } catch (error) {
-            throw new Error(`case ${n} (seed ${seed}): ${method} ${path}${query} → ${answer.status} ${answer.text}\n${error}`)
+            throw new Error(`case ${n} (seed ${seed}): ${method} ${path}${query} → ${answer.status} ${answer.text}\n${error}`, {
+              cause: error
+            })
           }
         }
         // The generator reaches the error classes it is meant to: not a run of 200s.
@@ -382,7 +384,9 @@ describe("Problem: random bad input never gets a non-problem error", () => {
               requestId: answer.headers.get("x-request-id") ?? null
             })
           } catch (error) {
-            throw new Error(`case ${n} (seed ${seed}): ${JSON.stringify(bytes.toString("latin1"))} → ${received}\n${error}`)
+            throw new Error(`case ${n} (seed ${seed}): ${JSON.stringify(bytes.toString("latin1"))} → ${received}\n${error}`, {
+              cause: error
+            })
           }
         }
       }))
