@@ -95,12 +95,24 @@ export class Os extends Context.Service<Os, {
    * The real process, stopping on `signals`: a program that gives one of them another meaning
    * (the supervisor's SIGHUP upgrade) leaves it out and handles it itself.
    */
-  static readonly layerSignals = (signals: ReadonlyArray<Signal>): Layer.Layer<Os> => Layer.effect(
+  static readonly layerSignals = (
+    signals: ReadonlyArray<Signal>,
+    options: {
+      /** Signals whose default action (ending the process at once) is replaced by a log line. */
+      readonly ignore?: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly reason: string }>
+    } = {}
+  ): Layer.Layer<Os> => Layer.effect(
     Os,
     Effect.gen(function*() {
       const queue = yield* Queue.unbounded<Signal>()
       const crashes = yield* Queue.unbounded<Crash>()
+      const log = Effect.runForkWith(yield* Effect.context<never>())
       const listeners: ReadonlyArray<readonly [string, (...args: Array<any>) => void]> = [
+        ...(options.ignore ?? []).map(({ reason, signal }) =>
+          [signal, () => {
+            log(Effect.logWarning("signal ignored").pipe(Effect.annotateLogs({ signal, reason })))
+          }] as const
+        ),
         ...signals.map((signal) =>
           [signal, () => {
             Queue.offerUnsafe(queue, signal)
@@ -126,8 +138,13 @@ export class Os extends Context.Service<Os, {
     })
   )
 
-  /** The real process, stopping on every signal in `stopSignals`. */
-  static readonly layer: Layer.Layer<Os> = Os.layerSignals(stopSignals)
+  /**
+   * The real process, stopping on every signal in `stopSignals`. SIGUSR2 asks a supervisor for an
+   * upgrade; one process has none, and Node's default for it would end the process unlogged.
+   */
+  static readonly layer: Layer.Layer<Os> = Os.layerSignals(stopSignals, {
+    ignore: [{ signal: "SIGUSR2", reason: "upgrades need a supervisor (WORKERS); this process keeps serving" }]
+  })
 }
 
 /** What the summary line reports; the HTTP servers count, the lifecycle prints. */

@@ -199,6 +199,16 @@ describe("crashes and other signals", () => {
       expect(phases(server.lines).some((phase) => phase.resource === "postgres" && phase.outcome === "ok")).toBe(true)
     })
   }
+
+  it("SIGUSR2 to a single process (no supervisor) is logged and ignored: it keeps serving", async () => {
+    const server = await start()
+    server.signal("SIGUSR2")
+    const ignored = await server.waitForLine((line) => line.message === "signal ignored")
+    expect(ignored.annotations.signal).toBe("SIGUSR2")
+    expect((await get(server.port, "/livez")).status).toBe(200)
+    server.signal("SIGTERM")
+    expect(await server.exited).toMatchObject({ code: 0, signal: null })
+  })
 })
 
 describe("drain delay and readiness", () => {
