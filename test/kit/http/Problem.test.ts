@@ -417,14 +417,17 @@ describe("Problem: outages answer 503 problems with Retry-After", () => {
           assert.strictEqual(back.status, 200)
           // The operator closes the database to connections and drops the pool's.
           const name = new URL(app.databaseUrl).pathname.slice(1)
-          yield* sqlOn(app.databaseUrl.replace(/\/[^/]*$/, "/postgres"), `ALTER DATABASE ${name} ALLOW_CONNECTIONS false`)
+          // Only the path names the database; the query carries the server's socket directory.
+          const admin = new URL(app.databaseUrl)
+          admin.pathname = "/postgres"
+          yield* sqlOn(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS false`)
           yield* sqlOn(
-            app.databaseUrl.replace(/\/[^/]*$/, "/postgres"),
+            admin.toString(),
             `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`
           )
           const down = expectProblem(yield* call("/api/v1/items", { token }), 503, /the database is unavailable/)
           assert.strictEqual(down.type, "about:blank")
-          yield* sqlOn(app.databaseUrl.replace(/\/[^/]*$/, "/postgres"), `ALTER DATABASE ${name} ALLOW_CONNECTIONS true`)
+          yield* sqlOn(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS true`)
         }).pipe(
           Effect.provide(App.layer({
             REDIS_URL: redis.url,
