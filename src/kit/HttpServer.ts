@@ -37,7 +37,8 @@ export const HttpServerConfig = Config.all({
   adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
-  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
+  // Up to an hour: behind a Google Cloud load balancer (backend keep-alive fixed at 600s) it must exceed 10 minutes.
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 hour" }),
   maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024, { min: 1, max: 1024 ** 3 }),
   // Below 1 KiB a request line and Host header with a few cookies no longer fit.
   maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 }),
