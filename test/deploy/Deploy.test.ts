@@ -257,7 +257,8 @@ describe("Kubernetes manifests", () => {
 
     it("grace period, probes and keep-alive agree with the server's settings", () => {
       for (const manifests of [base, production]) {
-        assert.deepStrictEqual(kubernetesTimingProblems(only(manifests, "Deployment")), [])
+        const problems = kubernetesTimingProblems(only(manifests, "Deployment"))
+        assert.deepStrictEqual(problems, [], problems.join("; "))
       }
     })
 
