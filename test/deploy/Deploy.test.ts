@@ -102,6 +102,8 @@ const typeImports: Record<string, [string, string]> = {
  * manifest as one. Returns tsc's complaints.
  */
 const unknownFields = (manifests: Array<Manifest>): string => {
+  // Inside the repository so the file resolves kubernetes-models; scratch/ is git-ignored.
+  Fs.mkdirSync(Path.join(root, "scratch"), { recursive: true })
   const dir = Fs.mkdtempSync(Path.join(root, "scratch", "deploy-types-"))
   try {
     const lines = manifests.map((manifest, index) => {
