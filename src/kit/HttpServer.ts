@@ -41,7 +41,8 @@ export const HttpServerConfig = Config.all({
   adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
   requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
-  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
+  // Up to an hour: behind a Google Cloud load balancer (backend keep-alive fixed at 600s) it must exceed 10 minutes.
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 hour" }),
   /**
    * A response whose client reads nothing for this long is cut and its socket closed: a client
    * that never reads holds neither memory nor the shutdown past it. 0 turns it off.
