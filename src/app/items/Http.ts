@@ -2,9 +2,10 @@
  * The items handlers: list pages served from the cache until a write invalidates them, writes
  * and their invalidation in one uninterruptible step, every failure a declared error.
  */
-import { Duration, Effect, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option, PubSub } from "effect"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import { Api, ItemNotFound, Unavailable } from "./Api.ts"
+import { ItemEvents } from "./Events.ts"
 import { ItemsRepo } from "./Repo.ts"
 import { Cache, CacheConfig, Log, makeCacheGenerations } from "../../kit/index.ts"
 
@@ -35,6 +36,7 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
     const repo = yield* ItemsRepo
     const cache = yield* Cache
     const { ttl } = yield* CacheConfig
+    const events = yield* ItemEvents
     const caching = Duration.toMillis(ttl) > 0
 
     // Every list page is filed under the current generation; a write starts a new one, so no
@@ -71,6 +73,7 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
           const item = yield* Effect.uninterruptible(
             Effect.tap(unavailable(repo.create(payload)), () => caching ? newGeneration : Effect.void)
           )
+          yield* PubSub.publish(events, { type: "created", item })
           return HttpApiSchema.withHeaders({ body: item, headers: { location: `/api/v1/items/${item.id}` } })
         }))
       .handle("remove", ({ params }) =>
@@ -79,6 +82,7 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
             Effect.tap(unavailable(repo.remove(params.id)), (removed) => removed && caching ? newGeneration : Effect.void)
           )
           if (!removed) return yield* ItemNotFound.of(params.id)
+          yield* PubSub.publish(events, { type: "removed", id: params.id })
         }))
   })
 ).pipe(Layer.provide(ItemsRepo.layer))
