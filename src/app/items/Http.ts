@@ -3,6 +3,7 @@
  * and their invalidation in one uninterruptible step, every failure a declared error.
  */
 import { Duration, Effect, Layer, Option, PubSub } from "effect"
+import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import { Api, ItemNotFound, Unavailable } from "./Api.ts"
 import { ItemEvents } from "./Events.ts"
@@ -58,7 +59,10 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
           const perPage = query.perPage ?? defaultPerPage
           const body = caching ? yield* cachedPage(page, perPage) : yield* listPage(page, perPage)
           const link = linkHeader(page, perPage, body.pagination.total)
-          return HttpApiSchema.withHeaders({ body, headers: link === undefined ? {} : { link } })
+          // Serialized once, straight to JSON: walking the page through ItemPage's encoder cost
+          // ~7 µs per request and can change nothing here (the rows are the schema's encoded form,
+          // typed by the table). ItemPage still drives OpenAPI, and the tests decode this body with it.
+          return HttpServerResponse.jsonUnsafe(body, { headers: link === undefined ? {} : { link } })
         }))
       .handle("get", ({ params }) =>
         unavailable(repo.get(params.id)).pipe(
