@@ -3,6 +3,7 @@
  * and an SSE stream its final event and a clean end, and the process exits 0 well before the deadline.
  */
 import * as Http from "node:http"
+import * as Net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { jwtSecret, mint } from "../support/app.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
@@ -106,6 +107,13 @@ describe("long-lived answers across SIGTERM", () => {
     expect(created.status).toBe(201)
     await events.waitFor("event: created")
     expect(events.text()).toContain("\"name\":\"live one\"")
+    const { id } = await created.json() as { id: number }
+    const removed = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/${id}`, {
+      method: "DELETE",
+      headers: { authorization: `Bearer ${token}` }
+    })
+    expect(removed.status).toBe(204)
+    await events.waitFor(`event: removed\ndata: {"type":"removed","id":${id}}\n\n`)
 
     const closed = closeOf(ws)
     const signalledAt = server.signal("SIGTERM")
@@ -145,6 +153,28 @@ describe("long-lived answers across SIGTERM", () => {
     expect(await message).toBe("still here")
     again.close(1000)
     server.signal("SIGTERM")
+    expect((await server.exited).code).toBe(0)
+  }, 30_000)
+
+  it("an upgrade asked for on an open connection once closing has started is refused with 503 and Retry-After", async () => {
+    server = await spawnServer({ env: { JWT_SECRET: jwtSecret, DRAIN_QUIET_WINDOW: "3s", SHUTDOWN_TIMEOUT: "10s" } })
+    const socket = Net.connect(server.port, "127.0.0.1")
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
+    let received = ""
+    socket.setEncoding("utf8").on("data", (chunk: string) => received += chunk)
+    const ended = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+    server.signal("SIGTERM")
+    // The draining phase (DRAIN_DELAY 0) has ended: closing has started, this socket is still open.
+    await server.waitForLine((line) => line.message === "phase" && line.annotations.phase === "draining")
+    socket.write(
+      "GET /ws/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    await ended
+    expect(received).toMatch(/^HTTP\/1\.1 503 /)
+    expect(received.toLowerCase()).toContain("retry-after: 1\r\n")
+    const body = JSON.parse(received.slice(received.indexOf("\r\n\r\n") + 4))
+    expect(body.detail ?? body.message).toMatch(/shutting down/)
     expect((await server.exited).code).toBe(0)
   }, 30_000)
 })

@@ -73,20 +73,23 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
         ))
       .handle("create", ({ payload }) =>
         Effect.gen(function*() {
-          // The insert commits and the cache moves on together, or neither: shutdown waits.
+          // The insert commits, the cache moves on and subscribers hear of it together, or none
+          // of them: shutdown waits.
           const item = yield* Effect.uninterruptible(
-            Effect.tap(unavailable(repo.create(payload)), () => caching ? newGeneration : Effect.void)
+            Effect.tap(unavailable(repo.create(payload)), (item) =>
+              Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "created", item })))
           )
-          yield* PubSub.publish(events, { type: "created", item })
           return HttpApiSchema.withHeaders({ body: item, headers: { location: `/api/v1/items/${item.id}` } })
         }))
       .handle("remove", ({ params }) =>
         Effect.gen(function*() {
           const removed = yield* Effect.uninterruptible(
-            Effect.tap(unavailable(repo.remove(params.id)), (removed) => removed && caching ? newGeneration : Effect.void)
+            Effect.tap(unavailable(repo.remove(params.id)), (removed) =>
+              removed
+                ? Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "removed", id: params.id }))
+                : Effect.void)
           )
           if (!removed) return yield* ItemNotFound.of(params.id)
-          yield* PubSub.publish(events, { type: "removed", id: params.id })
         }))
   })
 ).pipe(Layer.provide(ItemsRepo.layer))
