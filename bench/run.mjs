@@ -7,6 +7,7 @@
 // The Effect peers are the floor of the stack scoped-server is built on: the same request path
 // with nothing of ours on it.
 // Env: BENCH_ROUNDS (7), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_SCENARIO (livez,items),
+//      BENCH_LOAD (wrk when installed; "autocannon" forces it), BENCH_FIXED_RATE (5000, items),
 //      BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/scoped_server_bench).
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
@@ -148,6 +149,34 @@ function buildGoPeer() {
   return binary
 }
 
+// Saturation with wrk when installed: autocannon is Node and saturates near the peers' peak on
+// one core, so it measures itself as much as the server. The fixed-rate part stays autocannon
+// (wrk has no fixed rate); there the server's CPU per request is what is read, not the generator.
+const hasWrk = spawnSync("wrk", ["--version"]).error === undefined && process.env.BENCH_LOAD !== "autocannon"
+const wrkMillis = (text) => {
+  const [, value, unit] = /([\d.]+)(us|ms|s)/.exec(text) ?? []
+  return value === undefined ? NaN : Number(value) * (unit === "us" ? 1e-3 : unit === "s" ? 1e3 : 1)
+}
+const wrk = (port, scenario, duration) => {
+  const headerArgs = Object.entries(scenario.headers).flatMap(([name, value]) => ["-H", `${name}: ${value}`])
+  const [command, args] = pin(1, "wrk", [
+    "-t1", "-c", String(connections), "-d", `${duration}s`, "--latency", ...headerArgs, `http://127.0.0.1:${port}${scenario.path}`
+  ])
+  const result = spawnSync(command, args, { encoding: "utf8" })
+  if (result.status !== 0) throw new Error(result.stderr)
+  const out = result.stdout
+  const total = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0)
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out)
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0)
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0),
+    total,
+    p99: wrkMillis(/\s99%\s+(\S+)/.exec(out)?.[1] ?? ""),
+    errors: non2xx + (socketErrors ? socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0)
+  }
+}
+const saturate = (port, scenario, duration) => (hasWrk ? wrk(port, scenario, duration) : autocannon(port, scenario, duration))
+
 /** The bench database: created if missing, migrated by one start of the server, 1000 items. */
 async function prepareDatabase(scenario) {
   const admin = new pg.Client({ connectionString: databaseUrl.replace(/\/[^/]*$/, "/postgres") })
@@ -176,8 +205,8 @@ const runScenario = async (name, scenario) => {
     const order = round % 2 ? targets : [...targets].reverse()
     for (const target of order) {
       const { child, port, startupMs } = await startServer(target, scenario)
-      autocannon(port, scenario, 1) // warm-up: JIT and connection pools
-      const run = autocannon(port, scenario, seconds)
+      saturate(port, scenario, 1) // warm-up: JIT and connection pools
+      const run = saturate(port, scenario, seconds)
       const rss = rssMiB(child.pid)
       const cpuBefore = cpuSeconds(child.pid)
       const fixed = autocannon(port, scenario, Math.max(2, Math.floor(seconds / 2)), scenario.fixedRate)
@@ -196,14 +225,20 @@ const runScenario = async (name, scenario) => {
   // Ratios are taken within each round (same minutes, same machine state), then the median:
   // this machine's throughput drifts by ±20% between minutes, the ratio much less.
   const reference = scenario.reference
-  const ratio = (target, key) => median(samples[target][key].map((value, round) => value / samples[reference][key][round]))
-  console.log(`\n${name}: GET ${scenario.path}, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
+  const ratios = (target, key) => samples[target][key].map((value, round) => value / samples[reference][key][round])
+  const ratio = (target, key) => median(ratios(target, key))
+  const spread = (target, key) => `${Math.min(...ratios(target, key)).toFixed(2)}–${Math.max(...ratios(target, key)).toFixed(2)}`
+  console.log(`\n${name}: GET ${scenario.path}, load ${hasWrk ? "wrk" : "autocannon"} (fixed rate: autocannon), ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
   console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${scenario.fixedRate / 1000}k   req/s vs ${reference}   p99    RSS   CPU/req   errors`)
   for (const t of targets) {
     const s = samples[t.name]
     console.log(
       `${t.name.padEnd(14)} ${Math.round(median(s.rps)).toString().padStart(7)} ${median(s.p99).toFixed(1).padStart(10)} ${median(s.rss).toFixed(1).padStart(9)} ${median(s.startup).toFixed(0).padStart(12)} ${median(s.cpu).toFixed(1).padStart(16)} ${ratio(t.name, "rps").toFixed(2).padStart(17)} ${ratio(t.name, "p99").toFixed(2).padStart(6)} ${ratio(t.name, "rss").toFixed(2).padStart(6)} ${ratio(t.name, "cpu").toFixed(2).padStart(9)} ${String(s.errors).padStart(8)}`
     )
+  }
+  console.log(`per-round ratio spread (min–max) vs ${reference}:`)
+  for (const t of targets) {
+    console.log(`${t.name.padEnd(14)} req/s ${spread(t.name, "rps")}   CPU/req ${spread(t.name, "cpu")}   p99 ${spread(t.name, "p99")}`)
   }
 }
 

@@ -22,7 +22,9 @@ import { Authentication } from "./Auth.ts"
 import * as Debug from "./Debug.ts"
 import * as Docs from "./Docs.ts"
 import { Api } from "./items/Api.ts"
+import { ItemEvents } from "./items/Events.ts"
 import { ItemsHttp } from "./items/Http.ts"
+import * as Live from "./Live.ts"
 import { migrations } from "./migrations.ts"
 import { AddressRateLimited, RateLimited } from "./RateLimited.ts"
 
@@ -36,10 +38,11 @@ export const Routes = Layer.mergeAll(
   ApiRoutes,
   Docs.routes,
   Debug.routes,
+  Live.routes,
   Recoverer.layer(Api),
   Metrics.routes,
   Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"] })
-)
+).pipe(Layer.provide(ItemEvents.layer))
 
 // Each step is built after the one it is provided with, so it is released before it.
 export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(

@@ -3,16 +3,19 @@
  * HttpServer, with the drain phases run as its finalizer. The parts live in `http/`.
  */
 import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
+import * as NodeWS from "@effect/platform-node/NodeWS"
 import { Config, Context, Deferred, Duration, Effect, Exit, Layer, Option, Scope } from "effect"
 import * as ByteSize from "effect/ByteSize"
 import { HttpEffect, HttpIncomingMessage, type HttpMiddleware, HttpRouter, type HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import type * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
+import type { Duplex } from "node:stream"
 import { Health } from "./Health.ts"
 import * as Continue from "./http/Continue.ts"
 import { cutStalledWrites, DrainableServer, drainSockets, trackLatest } from "./http/Drain.ts"
 import * as Listener from "./http/Listener.ts"
+import { LiveConnections } from "./http/LongLived.ts"
 import { errorBodies, notReady } from "./http/Problem.ts"
 import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
 import { Lifecycle } from "./Lifecycle.ts"
@@ -141,6 +144,17 @@ const makeServer = Effect.fnUntraced(function*(
   })
 })
 
+/** A raw 503 on a socket Node handed over for an upgrade: there is no ServerResponse to answer with. */
+const refuseUpgrade = (socket: Duplex) => {
+  const body = JSON.stringify({ status: 503, title: "Service Unavailable", detail: "the server is shutting down; retry" })
+  socket.on("error", () => {})
+  socket.end(
+    `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${
+      Buffer.byteLength(body)
+    }\r\nretry-after: 1\r\nconnection: close\r\n\r\n${body}`
+  )
+}
+
 const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: HttpServerOptions) {
   const lifecycle = yield* Lifecycle
   const health = yield* Health
@@ -182,6 +196,22 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
   servers.forEach((server) => Continue.install(server.server, continueChecks))
 
+  const live = yield* LiveConnections.make(lifecycle.totals)
+  // WebSocket messages are bounded like request bodies (ws would take 100 MiB by default).
+  const webSockets = yield* Effect.acquireRelease(
+    Effect.sync(() => new NodeWS.WebSocketServer({ noServer: true, maxPayload: settings.maxBodySize })),
+    (wss) => Effect.callback<void>((resume) => wss.close(() => resume(Effect.void)))
+  )
+  // At the start of closing: streams send their final event, WebSockets are told "going away";
+  // their clients close, and the quiet window then closes what is left like any idle socket.
+  const closeLive = Effect.sync(() => {
+    live.close()
+    for (const ws of webSockets.clients) {
+      ws.close(1001, "server shutting down")
+      lifecycle.totals.webSocketsClosed++
+    }
+  })
+
   const preResponse = errorBodies(settings.maxBodySize)
   const handlerFor = <E, R>(
     app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
@@ -215,10 +245,13 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     ).pipe(
       Effect.andThen(lifecycle.phase(
         "closing",
-        Effect.forEach(servers, (server) => drainSockets(server, lifecycle), {
-          concurrency: "unbounded",
-          discard: true
-        }),
+        Effect.andThen(
+          closeLive,
+          Effect.forEach(servers, (server) => drainSockets(server, lifecycle), {
+            concurrency: "unbounded",
+            discard: true
+          })
+        ),
         { servers: servers.map((server) => server.name) }
       )),
       // Handlers still running at the deadline are interrupted; their sockets are already gone.
@@ -239,6 +272,15 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     serve: (app, middleware) =>
       Effect.gen(function*() {
         main.install(yield* handlerFor(app, middleware))
+        const upgrade = yield* NodeHttpServer.makeUpgradeHandler(Effect.succeed(webSockets), HttpEffect.withPreResponseHandler(app, preResponse), {
+          scope: requestScope,
+          middleware: middleware as any
+        }).pipe(Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize)))
+        main.server.on("upgrade", (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
+          // A connection the drain is closing takes no new long-lived answer: it would be cut at once.
+          if (live.service.isClosing()) return refuseUpgrade(socket)
+          upgrade(request, socket, head)
+        })
         yield* Effect.addFinalizer(() => drain)
       })
   })
@@ -249,7 +291,7 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     port: Listener.portOf(main.server),
     adminAddress: Option.map(admin, (admin) => Listener.addressOf(admin.server)),
     adminPort: Option.map(admin, (admin) => Listener.portOf(admin.server))
-  }).pipe(Context.add(EffectHttpServer.HttpServer, effectServer))
+  }).pipe(Context.add(EffectHttpServer.HttpServer, effectServer), Context.add(LiveConnections, live.service))
 })
 
 export class HttpServer extends Context.Service<HttpServer, {

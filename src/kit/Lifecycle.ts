@@ -159,6 +159,10 @@ export interface Totals {
   /** Responses cut at WRITE_TIMEOUT because their client read nothing. */
   responsesCut: number
   socketsDestroyed: number
+  /** Server-Sent Events streams sent their final event and ended at the start of closing. */
+  eventStreamsEnded: number
+  /** WebSockets sent close code 1001 (going away) at the start of closing. */
+  webSocketsClosed: number
 }
 
 export type Outcome = "ok" | "failed" | "timeout" | "forced"
@@ -278,7 +282,9 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
     socketsClosedIdle: 0,
     socketsClosedRaced: 0,
     responsesCut: 0,
-    socketsDestroyed: 0
+    socketsDestroyed: 0,
+    eventStreamsEnded: 0,
+    webSocketsClosed: 0
   }
   let current = "starting"
   // Phases that wait on `forced` are running: only then has a second signal anything to force.

@@ -58,3 +58,4 @@ export {
 } from "./Cache.ts"
 export { BoundedMap } from "./BoundedMap.ts"
 export { type Decision as RateLimitDecision, RateLimit, RateLimitConfig } from "./RateLimit.ts"
+export * as LongLived from "./http/LongLived.ts"

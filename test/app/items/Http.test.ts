@@ -3,7 +3,8 @@
  * headers, caching and its invalidation, and every bad input answered with a problem.
  */
 import { assert, describe, layer } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Schema } from "effect"
+import { ItemPage } from "../../../src/app/items/Api.ts"
 import { App, mint, sqlOn } from "../../support/app.ts"
 
 const json = (response: Response) => Effect.promise(() => response.json() as Promise<any>)
@@ -30,7 +31,13 @@ describe("items API", () => {
         const read = yield* call(`/api/v1/items/${item.id}`, { token })
         assert.deepStrictEqual(yield* json(read), item)
 
-        const list = yield* json(yield* call("/api/v1/items", { token }))
+        const listed = yield* call("/api/v1/items", { token })
+        assert.strictEqual(listed.headers.get("content-type"), "application/json")
+        // The list is serialized without the schema's encoder: its body must still be what the
+        // schema (and so /openapi.json) promises, exactly, with nothing extra.
+        const list = yield* json(listed)
+        const decoded = Schema.decodeUnknownSync(ItemPage)(list, { onExcessProperty: "error" })
+        assert.deepStrictEqual(Schema.encodeSync(ItemPage)(decoded), list)
         assert.deepInclude(list.items, item)
 
         assert.strictEqual((yield* call(`/api/v1/items/${item.id}`, { method: "DELETE", token })).status, 204)
