@@ -161,6 +161,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
 
   const adopt = (worker: WorkerProcess) =>
     Effect.sync(() => serving.add(worker)).pipe(
+      Effect.andThen(worker.serve),
       Effect.andThen(Effect.forkIn(
         Effect.flatMap(worker.exited, (exit) => serving.has(worker) ? crashed(worker, exit) : Effect.void),
         scope
@@ -217,6 +218,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   const retire = (workers: ReadonlyArray<WorkerProcess>) =>
     Effect.gen(function*() {
       workers.forEach((worker) => serving.delete(worker))
+      // No connection is handed to a worker after its drain message: the channel keeps the order.
+      yield* Effect.forEach(workers, (worker) => worker.unserve, { discard: true })
       // A drain ends within the worker's own SHUTDOWN_TIMEOUT; this bound is for one that hangs.
       const grace = Duration.sum(lifecycle.settings.shutdownTimeout, lifecycle.settings.releaseTimeout)
       return yield* Effect.forEach(workers, (worker) => Effect.map(stopWorker(worker, grace), (exit) => ({ pid: worker.pid, exit: describeExit(exit), ok: exit.code === 0 })), {

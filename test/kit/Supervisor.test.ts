@@ -11,6 +11,7 @@ import { makeHarness } from "../../src/kit/testing.ts"
 
 interface FakeWorker extends WorkerProcess {
   drains: number
+  serving: boolean
   killed: boolean
   readonly markReady: Effect.Effect<void>
   readonly exit: (code: number) => Effect.Effect<void>
@@ -50,6 +51,10 @@ const makeHost = Effect.gen(function*() {
             worker.killed = true
             return exit(null, "SIGKILL")
           }),
+          serving: false,
+          serve: Effect.sync(() => void (worker.serving = true)),
+          unserve: Effect.sync(() => void (worker.serving = false)),
+          counters: Effect.succeed({ open: 0, received: 0, requests: 0, inFlight: 0, handed: 0 }),
           markReady: Deferred.succeed(ready, undefined).pipe(Effect.asVoid),
           exit: (code) => exit(code),
           alive: () => !Deferred.isDoneUnsafe(exited)
