@@ -178,6 +178,38 @@ describe("Supervisor", () => {
       assert.strictEqual(yield* Fiber.join(fiber), 0)
     }))
 
+  it.effect("a worker that crashes during an upgrade is replaced in the generation serving at the time, and an old one is retired with its generation", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      const [first, second] = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      // An old worker dies while the new generation is still starting.
+      yield* first!.exit(1)
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      const replacement = fake.spawned.at(-1)!
+      assert.strictEqual(replacement.generation, 1, "the old generation still serves: its replacement is old too")
+      yield* replacement.markReady
+      yield* fake.readyAll(2)
+      yield* settle
+      assert.isTrue(!second!.alive() && !replacement.alive(), "the replacement is retired with the old generation")
+      assert.isTrue(fake.generation(2).every((worker) => worker.alive() && worker.serving))
+      const completed = upgradeLines(harness.logs).find((line) => line.step === "completed")!
+      assert.sameMembers((completed.retired as Array<{ pid: number }>).map((worker) => worker.pid), [second!.pid, replacement.pid])
+      // After the upgrade a crash is replaced in the new generation.
+      yield* fake.generation(2)[0]!.exit(1)
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      assert.strictEqual(fake.spawned.at(-1)!.generation, 2)
+      yield* fake.spawned.at(-1)!.markReady
+      yield* settle
+      assert.strictEqual(fake.spawned.filter((worker) => worker.alive() && worker.serving).length, 2)
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
   it.effect("a new worker not ready within UPGRADE_TIMEOUT is stopped; the old generation keeps serving untouched", () =>
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeTimeout: Duration.seconds(10) })
