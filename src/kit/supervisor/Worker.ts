@@ -168,4 +168,6 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
 )
 
 /** Runs `main` as a supervisor's worker: the one-process lifecycle on the supervisor's channel. */
-export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle.Lifecycle>): void => Lifecycle.run(main, layer)
+export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle.Lifecycle>): void =>
+  // Tagged so the supervisor's interleaved output says which worker, of which generation, spoke.
+  Lifecycle.run(main, layer, identity === undefined ? {} : { worker: `${identity.generation}.${identity.pid}` })
