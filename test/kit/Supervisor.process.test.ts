@@ -113,6 +113,17 @@ describe("supervisor (WORKERS=2)", () => {
     expect(Fs.existsSync(pidFile)).toBe(false)
   })
 
+  it("SIGQUIT stops the supervisor and its workers cleanly (SIGHUP, by contrast, upgrades: see the broken-build test)", async () => {
+    const server = await start()
+    expect((await ask(server.port)).status).toBe(200)
+    server.signal("SIGQUIT")
+    const exit = await server.exited
+    expect(exit.code).toBe(0)
+    expect(upgradeLines(server)).toEqual([])
+    const stopped = server.lines.find((line) => line.message === "workers stopped")!
+    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+  })
+
   it("64 keep-alive connections opened at once spread evenly: the busiest worker holds at most 1.5x the least busy one's share (2 and 4 workers)", async () => {
     for (const workers of [2, 4]) {
       const server = await start({ WORKERS: String(workers) })
