@@ -114,7 +114,7 @@ const makeServer = Effect.fnUntraced(function*(
   // holders serve what it queues. A request this process accepts before its routes are installed
   // waits for them, instead of the 503 a freshly bound port answers then.
   const parked: Array<readonly [Http.IncomingMessage, Http.ServerResponse]> = []
-  if (name === "main" && listener._tag === "Fd") {
+  if (name === "main" && listener._tag !== "Port") {
     drainable.setHandler((request, response) => {
       parked.push([request, response])
     })
@@ -134,6 +134,7 @@ const makeServer = Effect.fnUntraced(function*(
       response.setHeader("x-worker", tag)
     })
   }
+  if (listener._tag === "Handoff") Worker.handoff?.track(drainable.server)
   yield* Listener.listen(drainable.server, listener)
   return Object.assign(drainable, {
     /** Installs the handler and hands it whatever arrived before it. */
@@ -161,7 +162,9 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   const scope = yield* Effect.scope
   // Request fibers belong to the server, not to the routes' layer: they live through the drain.
   const requestScope = yield* Scope.fork(scope, "parallel")
-  const sources = Listener.listeners(settings, process.pid)
+  const listed = Listener.listeners(settings, process.pid)
+  // Under a supervisor that accepts for its workers, the main socket is its, not ours.
+  const sources = Worker.handoff === undefined ? listed : { ...listed, main: { _tag: "Handoff" as const, handle: Worker.handoff.handle } }
 
   const logContext = yield* Effect.context<never>()
   const log = Effect.runSyncWith(logContext)

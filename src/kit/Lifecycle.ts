@@ -491,8 +491,13 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
  * The process entry point: run `main` on the real OS and exit with the code it earned.
  * A supervisor's worker passes its own `os` (signals merged with the supervisor's channel).
  */
-export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle>, os: Layer.Layer<Os> = Os.layer): void => {
-  const program = runEffect(main).pipe(Effect.provide(os))
+export const run = <A, E>(
+  main: Layer.Layer<A, E, Lifecycle>,
+  os: Layer.Layer<Os> = Os.layer,
+  /** Added to every log line of the process (a worker's generation and pid). */
+  annotations: Readonly<Record<string, unknown>> = {}
+): void => {
+  const program = runEffect(main).pipe(Effect.annotateLogs(annotations), Effect.provide(os))
   const withLogger = program.pipe(
     Effect.provide(Log.layerConfig),
     Effect.catchCause((cause) =>

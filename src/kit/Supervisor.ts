@@ -161,6 +161,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
 
   const adopt = (worker: WorkerProcess) =>
     Effect.sync(() => serving.add(worker)).pipe(
+      Effect.andThen(worker.serve),
       Effect.andThen(Effect.forkIn(
         Effect.flatMap(worker.exited, (exit) => serving.has(worker) ? crashed(worker, exit) : Effect.void),
         scope
@@ -181,10 +182,15 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         exit: describeExit(exit),
         crashesInWindow: crashes.length
       }))
-      yield* replace(worker.generation)
+      yield* replace()
     })
 
-  const replace = (gen: number): Effect.Effect<void> =>
+  /**
+   * A replacement runs the code on disk now, so it belongs to the generation serving when it
+   * starts, not to the one it replaces: during an upgrade an old-generation replacement is retired
+   * with the rest of its generation, a new-generation one stays.
+   */
+  const replace = (): Effect.Effect<void> =>
     Effect.gen(function*() {
       if (crashes.length >= settings.restartLimit) {
         stopping = true
@@ -198,6 +204,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       const delay = Math.min(millis(settings.restartDelay) * 2 ** (crashes.length - 1), millis(settings.restartDelayMax))
       yield* Effect.sleep(delay)
       if (stopping) return
+      const gen = generation
       const started = yield* Effect.exit(startWorker(gen))
       if (Exit.isSuccess(started)) {
         yield* adopt(started.value)
@@ -210,18 +217,23 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         error: describeFailure(started),
         crashesInWindow: crashes.length
       }))
-      return yield* replace(gen)
+      return yield* replace()
     })
 
   /** Retires serving workers: out of `serving` first (their exit is no crash), then drained. */
   const retire = (workers: ReadonlyArray<WorkerProcess>) =>
     Effect.gen(function*() {
       workers.forEach((worker) => serving.delete(worker))
+      // No connection is handed to a worker after its drain message: the channel keeps the order.
+      yield* Effect.forEach(workers, (worker) => worker.unserve, { discard: true })
       // A drain ends within the worker's own SHUTDOWN_TIMEOUT; this bound is for one that hangs.
       const grace = Duration.sum(lifecycle.settings.shutdownTimeout, lifecycle.settings.releaseTimeout)
-      return yield* Effect.forEach(workers, (worker) => Effect.map(stopWorker(worker, grace), (exit) => ({ pid: worker.pid, exit: describeExit(exit), ok: exit.code === 0 })), {
-        concurrency: "unbounded"
-      })
+      return yield* Effect.forEach(workers, (worker) =>
+        Effect.gen(function*() {
+          const exit = yield* stopWorker(worker, grace)
+          const served = yield* worker.counters
+          return { pid: worker.pid, generation: worker.generation, exit: describeExit(exit), ok: exit.code === 0, requests: served.requests }
+        }), { concurrency: "unbounded" })
     })
 
   const upgrade = (request: UpgradeRequest) =>
@@ -260,7 +272,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         yield* Effect.forEach(fresh, adopt, { discard: true })
         generation = gen
         yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed }))
-        const retired = yield* retire(old)
+        // Crash replacements started while the new generation was starting are old too.
+        const retired = yield* retire([...serving].filter((worker) => worker.generation !== gen))
         yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
           step: "completed",
           outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
@@ -324,11 +337,12 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
                 return yield* worker.exited
               })
             )
-            return { pid: worker.pid, generation: worker.generation, exit }
+            const served = yield* worker.counters
+            return { pid: worker.pid, generation: worker.generation, exit, requests: served.requests }
           }), { concurrency: "unbounded" })
         const failures = results.filter((result) => result.exit.code !== 0)
         yield* Effect.logInfo("workers stopped").pipe(Effect.annotateLogs({
-          workers: results.map((result) => ({ pid: result.pid, generation: result.generation, exit: describeExit(result.exit) })),
+          workers: results.map((result) => ({ pid: result.pid, generation: result.generation, exit: describeExit(result.exit), requests: result.requests })),
           durationMs: (yield* Clock.currentTimeMillis) - startedAt
         }))
         if (failures.length > 0) {

@@ -11,6 +11,7 @@ import { makeHarness } from "../../src/kit/testing.ts"
 
 interface FakeWorker extends WorkerProcess {
   drains: number
+  serving: boolean
   killed: boolean
   readonly markReady: Effect.Effect<void>
   readonly exit: (code: number) => Effect.Effect<void>
@@ -50,6 +51,10 @@ const makeHost = Effect.gen(function*() {
             worker.killed = true
             return exit(null, "SIGKILL")
           }),
+          serving: false,
+          serve: Effect.sync(() => void (worker.serving = true)),
+          unserve: Effect.sync(() => void (worker.serving = false)),
+          counters: Effect.succeed({ open: 0, received: 0, requests: 0, inFlight: 0, handed: 0 }),
           markReady: Deferred.succeed(ready, undefined).pipe(Effect.asVoid),
           exit: (code) => exit(code),
           alive: () => !Deferred.isDoneUnsafe(exited)
@@ -169,6 +174,38 @@ describe("Supervisor", () => {
       yield* fake.requestUpgrade
       yield* settle
       assert.strictEqual(fake.generation(3).length, 2)
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("a worker that crashes during an upgrade is replaced in the generation serving at the time, and an old one is retired with its generation", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      const [first, second] = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      // An old worker dies while the new generation is still starting.
+      yield* first!.exit(1)
+      yield* settle
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      const replacement = fake.spawned.at(-1)!
+      assert.strictEqual(replacement.generation, 1, "the old generation still serves: its replacement is old too")
+      yield* replacement.markReady
+      yield* fake.readyAll(2)
+      yield* settle
+      assert.isTrue(!second!.alive() && !replacement.alive(), "the replacement is retired with the old generation")
+      assert.isTrue(fake.generation(2).every((worker) => worker.alive() && worker.serving))
+      const completed = upgradeLines(harness.logs).find((line) => line.step === "completed")!
+      assert.sameMembers((completed.retired as Array<{ pid: number }>).map((worker) => worker.pid), [second!.pid, replacement.pid])
+      // After the upgrade a crash is replaced in the new generation.
+      yield* fake.generation(2)[0]!.exit(1)
+      yield* TestClock.adjust("1 second")
+      yield* settle
+      assert.strictEqual(fake.spawned.at(-1)!.generation, 2)
+      yield* fake.spawned.at(-1)!.markReady
+      yield* settle
+      assert.strictEqual(fake.spawned.filter((worker) => worker.alive() && worker.serving).length, 2)
       yield* harness.send("SIGTERM")
       assert.strictEqual(yield* Fiber.join(fiber), 0)
     }))

@@ -20,6 +20,11 @@ export class ListenError extends Schema.TaggedError<ListenError>()("ListenError"
 export type Listener =
   | { readonly _tag: "Port"; readonly port: number; readonly host: string | undefined }
   | { readonly _tag: "Fd"; readonly fd: number; readonly source: "LISTEN_FD" | "LISTEN_FDS" | "ADMIN_LISTEN_FD" }
+  /** A supervisor accepts and hands the connections over; `handle` stands for its socket. */
+  | { readonly _tag: "Handoff"; readonly handle: object }
+
+/** A socket this process binds or inherits itself (what `listeners` finds in the settings). */
+export type Bindable = Exclude<Listener, { readonly _tag: "Handoff" }>
 
 /** What `listeners` reads; the HttpServer's settings carry these. */
 export interface ListenerSettings {
@@ -41,13 +46,13 @@ const systemdFirstFd = 3
 export const listeners = (
   settings: ListenerSettings,
   pid: number
-): { readonly main: Listener; readonly admin: Option.Option<Listener> } => {
+): { readonly main: Bindable; readonly admin: Option.Option<Bindable> } => {
   const systemd = Option.isSome(settings.systemdFds) && Option.getOrUndefined(settings.systemdPid) === pid
     ? settings.systemdFds.value
     : 0
-  const adminFd = Option.map(settings.adminListenFd ?? Option.none(), (fd): Listener => ({ _tag: "Fd", fd, source: "ADMIN_LISTEN_FD" }))
+  const adminFd = Option.map(settings.adminListenFd ?? Option.none(), (fd): Bindable => ({ _tag: "Fd", fd, source: "ADMIN_LISTEN_FD" }))
   const adminPort = Option.orElse(adminFd, () =>
-    Option.map(settings.adminPort, (port): Listener => ({
+    Option.map(settings.adminPort, (port): Bindable => ({
       _tag: "Port",
       port,
       host: Option.getOrUndefined(Option.orElse(settings.adminHost, () => settings.host))
@@ -59,14 +64,18 @@ export const listeners = (
       admin: systemd >= 2 ? Option.some({ _tag: "Fd", fd: systemdFirstFd + 1, source: "LISTEN_FDS" }) : adminPort
     }
   }
-  const main: Listener = Option.isSome(settings.listenFd)
+  const main: Bindable = Option.isSome(settings.listenFd)
     ? { _tag: "Fd", fd: settings.listenFd.value, source: "LISTEN_FD" }
     : { _tag: "Port", port: settings.port, host: Option.getOrUndefined(settings.host) }
   return { main, admin: adminPort }
 }
 
 export const describe = (listener: Listener) =>
-  listener._tag === "Fd" ? `fd ${listener.fd} (${listener.source})` : `${listener.host ?? "*"}:${listener.port}`
+  listener._tag === "Fd"
+    ? `fd ${listener.fd} (${listener.source})`
+    : listener._tag === "Handoff"
+    ? "the supervisor's socket"
+    : `${listener.host ?? "*"}:${listener.port}`
 
 export const listen = (server: Http.Server, listener: Listener) =>
   Effect.callback<void, ListenError>((resume) => {
@@ -80,6 +89,8 @@ export const listen = (server: Http.Server, listener: Listener) =>
     }
     if (listener._tag === "Fd") {
       server.listen({ fd: listener.fd }, onListening)
+    } else if (listener._tag === "Handoff") {
+      server.listen(listener.handle, onListening)
     } else {
       server.listen(listener.host === undefined ? { port: listener.port } : { port: listener.port, host: listener.host }, onListening)
     }

@@ -1,15 +1,16 @@
 /**
- * The operating system as the supervisor sees it: listening sockets it holds but never accepts on,
- * worker processes, upgrade signals, systemd notifications, the pid file. Tests provide their own.
+ * The operating system as the supervisor sees it: the listening sockets (it accepts on the main one
+ * and hands each connection to a worker), worker processes, upgrade signals, systemd, the pid file.
  */
 import { Config, Context, Deferred, Effect, Layer, Option, Queue, Schema } from "effect"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import * as Fs from "node:fs"
+import type * as Net from "node:net"
 import * as Path from "node:path"
 import * as Listener from "../http/Listener.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import { optionalInt, port } from "../Settings.ts"
-import { adminFd, generationEnv, isToSupervisor, mainFd } from "./Protocol.ts"
+import { adminFd, type Counters, generationEnv, isToSupervisor, mainAddressEnv } from "./Protocol.ts"
 
 /** Where the supervisor's sockets come from: the same variables a single process reads. */
 export const ListenerConfig = Config.all({
@@ -47,6 +48,12 @@ export interface WorkerProcess {
   /** Asks it to drain and exit (its SIGTERM); asked again, it forces its close. */
   readonly drain: Effect.Effect<void>
   readonly kill: Effect.Effect<void>
+  /** From now on new connections may be handed to it (it is ready and serving). */
+  readonly serve: Effect.Effect<void>
+  /** Hand it no more connections (before it is told to drain, so none arrives after). */
+  readonly unserve: Effect.Effect<void>
+  /** What it last reported, and how many connections were handed to it. */
+  readonly counters: Effect.Effect<Counters & { readonly handed: number }>
 }
 
 /** What asked for an upgrade: a signal to the supervisor, or one forwarded by a worker. */
@@ -61,8 +68,8 @@ export class Host extends Context.Service<Host, {
   /** Waits for the next upgrade request. */
   readonly upgrades: Effect.Effect<UpgradeRequest>
   /**
-   * Lets go of the listening sockets: once the workers holding them have closed theirs too, new
-   * connections are refused rather than queued for nobody (and reset when the last copy closes).
+   * Lets go of the listening sockets once no worker accepts any more (each says so when its drain
+   * stops accepting), so connections are served through the workers' drain delay, then refused.
    */
   readonly stopListening: Effect.Effect<void>
   /** systemd's notify protocol (READY=1, RELOADING=1, STOPPING=1, …); nothing without NOTIFY_SOCKET. */
@@ -77,9 +84,11 @@ export class Host extends Context.Service<Host, {
   )
 }
 
-/** Node's TCP handle: bound (or adopted) but never listened on here, so this process accepts nothing. */
+/** Node's TCP handle, bound (or adopted) here without a net.Server around it. */
 interface TcpHandle {
   readonly fd: number
+  onconnection: ((status: number, client: object) => void) | null
+  listen(backlog: number): number
   bind(address: string, port: number): number
   bind6(address: string, port: number, flags: number): number
   open(fd: number): number
@@ -88,8 +97,8 @@ interface TcpHandle {
 }
 
 const tcpWrap = (): { new(type: number): TcpHandle; readonly constants: { readonly SERVER: number } } => {
-  // There is no public way to hold a socket without polling it: a net.Server that listens also
-  // accepts, which would put the supervisor in the accept path. The workers call listen(2) on it.
+  // A net.Server would listen (and accept) at once: the raw handle lets the supervisor bind first
+  // and accept only once a worker can take the connections, and hand the admin socket on unpolled.
   const binding = (process as unknown as { binding: (name: string) => any }).binding("tcp_wrap")
   return Object.assign(binding.TCP, { constants: binding.constants })
 }
@@ -104,11 +113,13 @@ interface Held {
   readonly name: "main" | "admin"
   readonly fd: number
   readonly address: string
+  readonly sockname: Record<string, unknown>
+  readonly handle: TcpHandle
   readonly close: () => void
 }
 
-/** Binds (or adopts) one listening socket; `listen(2)` is left to the first worker. */
-const hold = (name: "main" | "admin", listener: Listener.Listener) =>
+/** Binds (or adopts) one listening socket; `listen(2)` comes later (main: here; admin: the first worker). */
+const hold = (name: "main" | "admin", listener: Listener.Bindable) =>
   Effect.try({
     try: (): Held => {
       const TCP = tcpWrap()
@@ -135,7 +146,7 @@ const hold = (name: "main" | "admin", listener: Listener.Listener) =>
         if (open) handle.close()
         open = false
       }
-      return { name, fd: handle.fd, address: `http://${host}:${out.port}`, close }
+      return { name, fd: handle.fd, address: `http://${host}:${out.port}`, sockname: out, handle, close }
     },
     catch: (cause) => new Listener.ListenError({ listener: Listener.describe(listener), cause })
   })
@@ -184,9 +195,12 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
   for (const [key, value] of Object.entries(process.env)) {
     if (value !== undefined && !supervisorOnly.includes(key)) baseEnv[key] = value
   }
+  // The main socket stays here (fd 3 is left empty so the admin socket keeps its place at 4).
   const stdio: StdioOptions = admin === undefined
-    ? ["ignore", "inherit", "inherit", main.fd, "ipc"]
-    : ["ignore", "inherit", "inherit", main.fd, admin.fd, "ipc"]
+    ? ["ignore", "inherit", "inherit", "ignore", "ipc"]
+    : ["ignore", "inherit", "inherit", "ignore", admin.fd, "ipc"]
+
+  const handoff = makeHandoff(main)
 
   const spawnWorker = (generation: number, env: Readonly<Record<string, string>>) =>
     Effect.gen(function*() {
@@ -200,7 +214,7 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
             ...baseEnv,
             ...env,
             [generationEnv]: String(generation),
-            LISTEN_FD: String(mainFd),
+            [mainAddressEnv]: JSON.stringify(main.sockname),
             ...(admin === undefined ? {} : { ADMIN_LISTEN_FD: String(adminFd) })
           },
           stdio,
@@ -214,10 +228,13 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
       child.on("error", (error) => {
         Deferred.doneUnsafe(ready, Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` })))
       })
+      const target = handoff.target(child)
       child.on("message", (message) => {
         if (!isToSupervisor(message)) return
         if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
-        else Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
+        else if (message.type === "upgrade") Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
+        else if (message.type === "counters") target.report(message)
+        else handoff.closed(target)
       })
       child.once("exit", (code, signal) => {
         const exit: WorkerExit = { code, signal }
@@ -225,6 +242,8 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
           ready,
           Effect.fail(new WorkerError({ reason: "ExitedBeforeReady", message: `worker exited before it was ready (${describeExit(exit)})` }))
         )
+        handoff.remove(target)
+        handoff.release(target)
         Deferred.doneUnsafe(exited, Effect.succeed(exit))
       })
       const alive = () => child.exitCode === null && child.signalCode === null
@@ -240,7 +259,12 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         }),
         kill: Effect.sync(() => {
           if (alive()) child.kill("SIGKILL")
-        })
+        }),
+        serve: Effect.sync(() => {
+          if (alive()) handoff.add(target)
+        }),
+        unserve: Effect.sync(() => handoff.remove(target)),
+        counters: Effect.sync(() => ({ ...target.counters, handed: target.handed }))
       }
       return worker
     })
@@ -264,9 +288,119 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
     spawn: spawnWorker,
     upgrades: Queue.take(upgrades),
     stopListening: Effect.sync(() => {
-      main.close()
+      handoff.closeWhenIdle()
       admin?.close()
     }),
     notify
   })
 })
+
+/** A worker as a destination for connections: what it reported, and what was handed to it since. */
+interface Target {
+  readonly child: ChildProcess
+  counters: Counters
+  handed: number
+  /** Handles sent and not yet reported received: ours to close once the worker has its copy. */
+  readonly inTransit: Array<{ close: () => void }>
+  /** Open connections, counting those handed over but not yet reported as received. */
+  readonly load: () => number
+  readonly report: (counters: Counters) => void
+}
+
+/** Connections accepted before any worker can take them wait here, up to a listen backlog's worth. */
+const pendingLimit = 511
+
+/**
+ * The main socket's accept loop: each connection goes to the serving worker with the fewest open
+ * connections (ties in turn), as its raw handle over the channel: the supervisor reads no byte of it,
+ * and closes its copy once the worker reports it received.
+ */
+const makeHandoff = (main: Held) => {
+  const targets: Array<Target> = []
+  const pending: Array<object> = []
+  let next = 0
+  let listening = false
+  let closing = false
+
+  const dispatch = (client: object) => {
+    if (targets.length === 0) {
+      if (pending.length < pendingLimit) pending.push(client)
+      else (client as { close: () => void }).close()
+      return
+    }
+    let best: Target | undefined
+    for (let index = 0; index < targets.length; index++) {
+      const target = targets[(next + index) % targets.length]!
+      if (best === undefined || target.load() < best.load()) best = target
+    }
+    next = (next + 1) % targets.length
+    best!.handed++
+    best!.inTransit.push(client as { close: () => void })
+    // Sent as the raw handle, never read here. Node may resend it until the worker acknowledges
+    // it, so our copy is closed only when the worker's counters say it has received it.
+    best!.child.send({ type: "connection" }, client as Net.Socket)
+  }
+
+  const closeIfIdle = () => {
+    if (!closing || targets.length > 0) return
+    main.close()
+    // Nobody is left to serve them (every worker has exited).
+    for (const client of pending.splice(0)) (client as { close: () => void }).close()
+  }
+
+  return {
+    target: (child: ChildProcess): Target => {
+      const target: Target = {
+        child,
+        counters: { open: 0, received: 0, requests: 0, inFlight: 0 },
+        handed: 0,
+        inTransit: [],
+        load: () => target.counters.open + target.handed - target.counters.received,
+        report: (counters) => {
+          for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) target.inTransit.shift()?.close()
+          target.counters = { open: counters.open, received: counters.received, requests: counters.requests, inFlight: counters.inFlight }
+        }
+      }
+      return target
+    },
+    add: (target: Target) => {
+      if (closing || targets.includes(target)) return
+      targets.push(target)
+      if (!listening) {
+        listening = true
+        main.handle.onconnection = (status, client) => {
+          if (status === 0) dispatch(client)
+        }
+        const code = main.handle.listen(pendingLimit)
+        if (code !== 0) throw errnoError(code, "listen")
+      }
+      for (const client of pending.splice(0)) dispatch(client)
+    },
+    /** The worker is gone: what it had not received is lost with it. */
+    release: (target: Target) => {
+      for (const client of target.inTransit.splice(0)) client.close()
+    },
+    /**
+     * The worker's drain stopped accepting. At shutdown every worker gets there together (same
+     * drain delay), so the first one closes the socket: from then on connecting is refused, where
+     * waiting for the last would accept connections only to find no worker that takes them.
+     * Whatever was already accepted still goes to the workers, which serve it in their drain.
+     */
+    closed: (target: Target) => {
+      if (closing) main.close()
+      else {
+        const index = targets.indexOf(target)
+        if (index >= 0) targets.splice(index, 1)
+      }
+    },
+    remove: (target: Target) => {
+      const index = targets.indexOf(target)
+      if (index >= 0) targets.splice(index, 1)
+      closeIfIdle()
+    },
+    closeWhenIdle: () => {
+      closing = true
+      closeIfIdle()
+    }
+  }
+}

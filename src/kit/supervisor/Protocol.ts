@@ -6,26 +6,56 @@
 /** Set in a worker's environment: the generation it belongs to (1 for the first start). */
 export const generationEnv = "SCOPED_SERVER_GENERATION"
 
-/** The fds a worker finds its listening sockets at (systemd's convention: from 3). */
+/**
+ * Set in a worker's environment: the main socket's address as the supervisor bound it (JSON of
+ * `getsockname`). Its presence means the supervisor accepts and hands each connection over.
+ */
+export const mainAddressEnv = "SCOPED_SERVER_MAIN_ADDRESS"
+
+/** The fds a worker finds its inherited listening sockets at (systemd's convention: from 3). */
 export const mainFd = 3
 export const adminFd = 4
+
+/** What a worker has served so far; sent whenever it changes, at most every `countersIntervalMs`. */
+export interface Counters {
+  /** Connections handed to it that are still open. */
+  readonly open: number
+  /** Connections it has received from the supervisor, ever (the supervisor subtracts what is in transit). */
+  readonly received: number
+  /** Requests answered (responses closed), ever. */
+  readonly requests: number
+  readonly inFlight: number
+}
+
+export const countersIntervalMs = 20
 
 export type ToSupervisor =
   /** Every resource of the worker proved itself; it is serving. */
   | { readonly type: "ready"; readonly pid: number }
   /** Someone sent the worker SIGUSR2 or SIGHUP: it asks the supervisor for an upgrade. */
   | { readonly type: "upgrade"; readonly pid: number; readonly signal: string }
+  | ({ readonly type: "counters"; readonly pid: number } & Counters)
+  /** The worker's drain stopped accepting: hand it no more connections. */
+  | { readonly type: "closed"; readonly pid: number }
 
 export type ToWorker =
   /** Drain and exit, exactly as on SIGTERM; a second one forces, as a second signal does. */
-  { readonly type: "drain" }
+  | { readonly type: "drain" }
+  /** Comes with an accepted connection's handle, to serve as if this worker had accepted it. */
+  | { readonly type: "connection" }
 
-export const isToSupervisor = (message: unknown): message is ToSupervisor =>
-  typeof message === "object" && message !== null &&
-  ((message as { type?: unknown }).type === "ready" || (message as { type?: unknown }).type === "upgrade")
+const typeOf = (message: unknown) =>
+  typeof message === "object" && message !== null ? (message as { type?: unknown }).type : undefined
 
-export const isToWorker = (message: unknown): message is ToWorker =>
-  typeof message === "object" && message !== null && (message as { type?: unknown }).type === "drain"
+export const isToSupervisor = (message: unknown): message is ToSupervisor => {
+  const type = typeOf(message)
+  return type === "ready" || type === "upgrade" || type === "counters" || type === "closed"
+}
+
+export const isToWorker = (message: unknown): message is ToWorker => {
+  const type = typeOf(message)
+  return type === "drain" || type === "connection"
+}
 
 /** Which of the three ways this process runs; WORKERS unset or empty keeps the single process. */
 export const mode = (env: NodeJS.ProcessEnv): "single" | "supervisor" | "worker" =>

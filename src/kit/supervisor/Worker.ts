@@ -3,8 +3,9 @@
  * lost, report readiness, forward upgrade signals. The rest of a worker is the one-process lifecycle.
  */
 import { Effect, Layer, Queue } from "effect"
+import type * as Http from "node:http"
 import * as Lifecycle from "../Lifecycle.ts"
-import { generationEnv, isToWorker, type ToSupervisor } from "./Protocol.ts"
+import { countersIntervalMs, generationEnv, isToWorker, mainAddressEnv, type ToSupervisor } from "./Protocol.ts"
 
 /** Which generation and process this is, when a supervisor started it. */
 export const identity: { readonly generation: number; readonly pid: number } | undefined =
@@ -16,6 +17,92 @@ const send = (message: ToSupervisor) => {
   // The channel may already be gone (supervisor killed); the disconnect handler deals with that.
   if (process.connected) process.send!(message, undefined, {}, () => {})
 }
+
+/** A TCP handle as libuv gives it to `net` (an accepted connection, passed over the channel). */
+type ClientHandle = object
+
+interface FakeListenHandle {
+  onconnection?: (status: number, handle: ClientHandle) => void
+}
+
+/**
+ * The main server's listening handle when the supervisor accepts: `net.Server#listen` takes it as
+ * it takes a bound TCP handle (Node's `cluster` does the same in its round-robin mode), so the
+ * server is `listening`, its address is the supervisor's socket, its timeouts run, and each
+ * connection handed over goes through Node's own `onconnection` (noDelay, keep-alive, counts).
+ * Its `close` is the drain's "stop accepting": the supervisor is told to hand over no more.
+ */
+const makeHandoff = (address: Record<string, unknown>) => {
+  const TCP = (process as unknown as { binding: (name: string) => { TCP: { prototype: object } } }).binding("tcp_wrap").TCP
+  let listening = false
+  const early: Array<ClientHandle> = []
+  const handle: FakeListenHandle & Record<string, unknown> = Object.assign(Object.create(TCP.prototype) as object, {
+    getAsyncId: () => -1,
+    getsockname: (out: Record<string, unknown>) => {
+      Object.assign(out, address)
+      return 0
+    },
+    listen: () => {
+      listening = true
+      for (const client of early.splice(0)) handle.onconnection?.(0, client)
+      return 0
+    },
+    close: (callback?: () => void) => {
+      send({ type: "closed", pid: process.pid })
+      if (callback !== undefined) process.nextTick(callback)
+    },
+    ref: () => {},
+    unref: () => {},
+    hasRef: () => false
+  })
+  const counters = { open: 0, received: 0, requests: 0, inFlight: 0 }
+  let reportScheduled = false
+  const report = () => {
+    if (reportScheduled) return
+    reportScheduled = true
+    // Batched: a burst of connections costs one message, and the supervisor's balancing counts
+    // what it has handed over itself, so a report a few milliseconds late skews nothing.
+    setTimeout(() => {
+      reportScheduled = false
+      send({ type: "counters", pid: process.pid, ...counters })
+    }, countersIntervalMs).unref()
+  }
+  process.on("message", (message: unknown, client: ClientHandle | undefined) => {
+    if (!isToWorker(message) || message.type !== "connection" || client === undefined) return
+    counters.received++
+    // One sent before the supervisor heard we stopped accepting is still served: the drain
+    // answers it with `Connection: close`, where dropping it would reset a client.
+    if (listening && handle.onconnection !== undefined) handle.onconnection(0, client)
+    else early.push(client)
+  })
+  return {
+    handle,
+    /** Counts `server`'s connections and requests into the reports to the supervisor. */
+    track: (server: Http.Server) => {
+      server.on("connection", (socket: { once: (event: "close", listener: () => void) => void }) => {
+        counters.open++
+        report()
+        socket.once("close", () => {
+          counters.open--
+          report()
+        })
+      })
+      server.prependListener("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+        counters.inFlight++
+        response.once("close", () => {
+          counters.inFlight--
+          counters.requests++
+          report()
+        })
+      })
+    }
+  }
+}
+
+/** Set when the supervisor accepts on the main socket and hands this worker its connections. */
+export const handoff: ReturnType<typeof makeHandoff> | undefined = identity !== undefined && process.env[mainAddressEnv] !== undefined
+  ? makeHandoff(JSON.parse(process.env[mainAddressEnv]!) as Record<string, unknown>)
+  : undefined
 
 /**
  * The OS as a worker sees it: SIGTERM, SIGINT, SIGQUIT and crashes as before, plus the supervisor's `drain` and the
@@ -37,7 +124,7 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
       Queue.offerUnsafe(signals, signal)
     }
     const onMessage = (message: unknown) => {
-      if (isToWorker(message)) Queue.offerUnsafe(signals, "SIGTERM")
+      if (isToWorker(message) && message.type === "drain") Queue.offerUnsafe(signals, "SIGTERM")
     }
     const onDisconnect = () => {
       // The supervisor is gone (SIGKILL, crash): nobody will tell us to stop, and nobody will
@@ -81,4 +168,6 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
 )
 
 /** Runs `main` as a supervisor's worker: the one-process lifecycle on the supervisor's channel. */
-export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle.Lifecycle>): void => Lifecycle.run(main, layer)
+export const run = <A, E>(main: Layer.Layer<A, E, Lifecycle.Lifecycle>): void =>
+  // Tagged so the supervisor's interleaved output says which worker, of which generation, spoke.
+  Lifecycle.run(main, layer, identity === undefined ? {} : { worker: `${identity.generation}.${identity.pid}` })
