@@ -121,7 +121,9 @@ describe("embedded PostgreSQL under the server", () => {
     running.add(server)
     const exit = await server.exited
     expect(exit.code).toBe(1)
-    expect(exit.at - started).toBeLessThan(2_500)
+    // Well inside the default 10s connect timeout, so the 1s setting is what ended it; the slack
+    // is Node's own boot, which varies with the machine's load.
+    expect(exit.at - started).toBeLessThan(6_000)
     const failure = server.lines.find((l) => l.message === "startup failed")!
     expect(failure.annotations.error).toMatch(/^cannot reach postgres at app@127\.0\.0\.1:1\/app/)
     expect(JSON.stringify(server.lines)).not.toContain("pw@")
