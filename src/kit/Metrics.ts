@@ -3,8 +3,10 @@
  * Names follow OpenTelemetry's semantic conventions mapped to Prometheus (base units, `_total`).
  */
 import { Effect, Layer, Option } from "effect"
+import type { Generations } from "./Cache.ts"
 import { HttpServer } from "./HttpServer.ts"
 import { metricsRoute, routeLabel } from "./metrics/Http.ts"
+import { observe } from "./metrics/Registry.ts"
 
 export { durationBuckets, kRoute, metricsRoute, RequestMetrics, routeLabel } from "./metrics/Http.ts"
 export { counter, observe } from "./metrics/Registry.ts"
@@ -18,3 +20,16 @@ export const routes = Layer.unwrap(Effect.gen(function*() {
   if (!server.metrics) return Layer.empty
   return Option.isSome(server.adminPort) ? routeLabel : Layer.merge(routeLabel, metricsRoute)
 }))
+
+/**
+ * A cache's reads as `scoped_server_cache_requests_total{cache, result}` (hit, miss, bypass), read
+ * on a scrape from the counts `generations` keeps; registered for the caller's scope.
+ */
+export const observeCache = (generations: Generations) =>
+  Effect.forEach(["hit", "miss", "bypass"] as const, (result) =>
+    observe(
+      "scoped_server_cache_requests_total",
+      "Cache reads: hit (served from the cache), miss (computed and filed), bypass (computed; the cache's state was not known).",
+      () => generations.counts[result],
+      { counter: true, attributes: { cache: generations.name, result } }
+    ), { discard: true })
