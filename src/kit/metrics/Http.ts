@@ -6,6 +6,9 @@ import { Context, Effect, Layer, Metric } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { PrometheusMetrics } from "effect/observability"
 import type * as Http from "node:http"
+import { errorResponse } from "../http/Problem.ts"
+import * as Worker from "../supervisor/Worker.ts"
+import { scrapeAll } from "./Workers.ts"
 
 /** OpenTelemetry's recommended boundaries for `http.server.request.duration`, in seconds. */
 export const durationBuckets: ReadonlyArray<number> = [
@@ -80,11 +83,20 @@ export const routeLabel: Layer.Layer<never, never, HttpRouter.HttpRouter> = Http
   { global: true }
 )
 
-/** `GET /metrics`: everything in the registry, as Prometheus text 0.0.4. */
+const exposition = (body: string) => HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+
+/**
+ * `GET /metrics`: everything in the registry, as Prometheus text 0.0.4. In a supervisor's worker,
+ * every worker's series and the supervisor's (see `Workers.ts`), or 503 if the supervisor does not answer.
+ */
 export const metricsRoute: Layer.Layer<never, never, HttpRouter.HttpRouter> = HttpRouter.add(
   "GET",
   "/metrics",
-  Effect.map(PrometheusMetrics.format(), (body) =>
-    HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" }))
+  Worker.identity === undefined
+    ? Effect.map(PrometheusMetrics.format(), exposition)
+    : Effect.map(scrapeAll, (body) =>
+      body === undefined
+        ? errorResponse(503, "the supervisor did not answer with the workers' metrics; try again", { "retry-after": "1" })
+        : exposition(body))
 )
 

@@ -8,6 +8,8 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Listener from "../http/Listener.ts"
 import * as Lifecycle from "../Lifecycle.ts"
+import { observe } from "../metrics/Registry.ts"
+import { makeGatherer } from "../metrics/Workers.ts"
 import { optionalInt, port } from "../Settings.ts"
 import { adminFd, generationEnv, isToSupervisor, mainFd } from "./Protocol.ts"
 
@@ -188,6 +190,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
     ? ["ignore", "inherit", "inherit", main.fd, "ipc"]
     : ["ignore", "inherit", "inherit", main.fd, admin.fd, "ipc"]
 
+  // Scrapes reach whichever worker accepts them; the supervisor merges every worker's series.
+  const gatherer = makeGatherer()
+  yield* observe(
+    "scoped_server_scrape_workers_missing",
+    "Workers left out of the last scrape for not answering within 1 s.",
+    gatherer.missing
+  )
+
   const spawnWorker = (generation: number, env: Readonly<Record<string, string>>) =>
     Effect.gen(function*() {
       const ready = yield* Deferred.make<void, WorkerError>()
@@ -214,8 +224,9 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
       child.on("error", (error) => {
         Deferred.doneUnsafe(ready, Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` })))
       })
+      gatherer.add(child, generation)
       child.on("message", (message) => {
-        if (!isToSupervisor(message)) return
+        if (gatherer.handle(child, message) || !isToSupervisor(message)) return
         if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
         else Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
       })
