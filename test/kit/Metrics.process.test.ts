@@ -289,6 +289,9 @@ describe("GET /metrics with WORKERS=2", () => {
     expect(text.match(/^# TYPE http_server_request_duration_seconds /gm)).toHaveLength(1)
     expect([...labelValues(text, "process_open_handles", "worker")].sort()).toEqual(first)
     expect([...labelValues(text, "process_open_handles", "generation")]).toEqual(["1"])
+    // Series with labels of their own get the worker's first (the histogram's, the phase's).
+    expect([...labelValues(text, "scoped_server_phase", "worker")].sort()).toEqual(first)
+    expect(text).toMatch(/^scoped_server_phase\{worker="\d+",generation="1",phase="ready"\} 1$/m)
     let livez = 0
     for (const [, labels, value] of text.matchAll(/^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$/gm)) {
       if (labels!.includes(`http_route="/livez"`)) livez += Number(value)
