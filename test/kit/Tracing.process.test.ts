@@ -1,6 +1,7 @@
 /**
  * Traces from the built server to a real OTLP/HTTP receiver in the test: the incoming
- * traceparent honoured, the SQL child span, and the spans of a drain flushed before exit.
+ * traceparent honoured, the SQL child span, the spans of a drain flushed before exit, the access
+ * log's trace ids, and log records exported over OTLP.
  */
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -28,9 +29,16 @@ interface Span {
   readonly attributes: ReadonlyArray<{ readonly key: string; readonly value: Record<string, unknown> }>
 }
 
+interface LogRecord {
+  readonly body?: { readonly stringValue?: string }
+  readonly severityText?: string
+  readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly stringValue?: string } }>
+}
+
 /** An OTLP/HTTP JSON collector: every span that arrives on /v1/traces, decoded. */
 const receiver = async () => {
   const spans: Array<Span> = []
+  const logs: Array<LogRecord> = []
   const paths: Array<string> = []
   const server = Http.createServer((req, res) => {
     let body = ""
@@ -41,12 +49,16 @@ const receiver = async () => {
         const decoded = JSON.parse(body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<Span> }> }> }
         for (const resource of decoded.resourceSpans) for (const scope of resource.scopeSpans) spans.push(...scope.spans)
       }
+      if (req.url === "/v1/logs") {
+        const decoded = JSON.parse(body) as { resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<LogRecord> }> }> }
+        for (const resource of decoded.resourceLogs) for (const scope of resource.scopeLogs) logs.push(...scope.logRecords)
+      }
       res.writeHead(200, { "content-type": "application/json" }).end("{}")
     })
   })
   receivers.add(server)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return { spans, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+  return { spans, logs, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
 }
 
 const hex = (length: number) => Array.from({ length }, () => Math.floor(Math.random() * 16).toString(16)).join("")
@@ -58,7 +70,7 @@ describe("OTLP traces", () => {
     const server = await spawnServer({
       env: {
         JWT_SECRET: secret,
-        ACCESS_LOG: "false",
+        ACCESS_LOG: "true",
         OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
         OTEL_SERVICE_NAME: "tracing-test",
@@ -99,6 +111,16 @@ describe("OTLP traces", () => {
     expect(sql.length, JSON.stringify(otlp.spans.filter((s) => s.traceId === traceA))).toBeGreaterThan(0)
     // Served during the drain, delivered before the process exited.
     expect(otlp.spans.some((span) => span.traceId === traceB && span.kind === 2)).toBe(true)
+    // The access-log line of the request names its trace and its server span.
+    const accessLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/api/v1/items/990001")
+    expect(accessLine?.annotations).toMatchObject({ traceId: traceA, spanId: serverA!.spanId, status: 404 })
+    // A probe is untraced: its line has no trace ids.
+    const probeLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/livez")
+    expect(probeLine?.annotations.traceId).toBeUndefined()
+    // Log records went out over OTLP too, down to the access line of the request served during the drain.
+    expect(otlp.paths).toContain("/v1/logs")
+    const pathOf = (record: LogRecord) => record.attributes?.find((entry) => entry.key === "path")?.value.stringValue
+    expect(otlp.logs.some((record) => record.body?.stringValue === "request" && pathOf(record) === "/api/v1/items/990002")).toBe(true)
     // Probes are not traced.
     expect(otlp.spans.some((span) => JSON.stringify(span.attributes).includes("/livez"))).toBe(false)
   })
