@@ -2,7 +2,7 @@
  * A string cache with TTLs (Redis when configured, else a byte-bounded in-memory store), and
  * generations over it that fail closed: an invalidation that did not land means no cached reads.
  */
-import { Config, Context, Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Schedule, Schema, Tracer } from "effect"
 import * as Crypto from "node:crypto"
 import { BoundedMap, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
@@ -226,12 +226,25 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
   const fill = <A, E, R>(generation: string, key: string, compute: Effect.Effect<A, E, R>) =>
     Effect.suspend(() => {
       counts.miss++
-      return Effect.tap(compute, (value) => store.set(entryKey(key), encode(generation, value), ttl))
+      return Effect.andThen(
+        annotateResult("miss"),
+        Effect.tap(compute, (value) => store.set(entryKey(key), encode(generation, value), ttl))
+      )
     })
   const bypass = <A, E, R>(warning: Effect.Effect<void>, compute: Effect.Effect<A, E, R>) =>
-    Effect.andThen(warning, Effect.suspend(() => (counts.bypass++, compute)))
+    Effect.andThen(warning, Effect.suspend(() => (counts.bypass++, Effect.andThen(annotateResult("bypass"), compute))))
 
+  const spanName = `cache ${name}`
+  // On the read's span when traced; without a span, a lookup that finds nothing to annotate.
+  const annotateResult = (result: "hit" | "miss" | "bypass") => Effect.annotateCurrentSpan("cache.result", result)
+  // A span per read when an exporter is installed (the result on it); otherwise no span at all.
   const through = <A, E, R>(key: string, compute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withFiber((fiber) => {
+      if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return read(key, compute)
+      return Effect.withSpan(read(key, compute), spanName, { attributes: { "cache.name": name } })
+    })
+
+  const read = <A, E, R>(key: string, compute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.suspend(() => {
       if (landed < requested) {
         // An invalidation failed to land: try again now; until one does, the source answers.
@@ -260,7 +273,7 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
               : decode(generation.value, stored.value)
             if (Option.isNone(hit)) return fill(generation.value, key, compute)
             counts.hit++
-            return Effect.succeed(hit.value as A)
+            return Effect.as(annotateResult("hit"), hit.value as A)
           }
         })
       )

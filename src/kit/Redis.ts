@@ -2,7 +2,7 @@
  * The Redis client as a scoped Layer (NodeRedis) when REDIS_URL is set: proven at startup,
  * health-checked, every command bounded and behind a breaker. Unset, stores use memory.
  */
-import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
+import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema, Tracer } from "effect"
 import * as EffectRedis from "effect/persistence/Redis"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Breaker from "./Breaker.ts"
@@ -202,8 +202,16 @@ export class Redis extends Context.Service<Redis, {
           breaker.guard(effect, { trips: (failure) => failure.trips, rejected }).pipe(
             Effect.mapError((error) => error instanceof RedisFailure ? error.error : error)
           )
+        // A client span per command when an exporter is installed; without one, not even Effect's no-op span.
+        const traced = (yield* Tracer.Tracer) === Tracer.nativeTracer
+          ? <A, E>(_command: string, effect: Effect.Effect<A, E>) => effect
+          : <A, E>(command: string, effect: Effect.Effect<A, E>) =>
+            Effect.withSpan(effect, `redis ${command}`, {
+              kind: "client",
+              attributes: { "db.system.name": "redis", "db.operation.name": command }
+            })
         const send = <A = unknown>(command: string, ...args: ReadonlyArray<string>) =>
-          guarded(bounded(command, client.send<A>(command, ...args)))
+          traced(command, guarded(bounded(command, client.send<A>(command, ...args))))
         // The library's stores (the rate limiter's) get the same bound and breaker; their errors
         // stay the library's type, carrying ours as the cause.
         const libraryError = (error: RedisError) => new EffectRedis.RedisError({ cause: error })
@@ -212,7 +220,7 @@ export class Redis extends Context.Service<Redis, {
           send: (command, ...args) => Effect.mapError(send(command, ...args), libraryError),
           eval: (script) => {
             const run = client.eval(script)
-            return (...params) => Effect.mapError(guarded(bounded("EVALSHA", run(...params))), libraryError)
+            return (...params) => Effect.mapError(traced("EVALSHA", guarded(bounded("EVALSHA", run(...params)))), libraryError)
           }
         }
 

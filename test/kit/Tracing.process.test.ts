@@ -3,12 +3,14 @@
  * traceparent honoured, the SQL child span, the spans of a drain flushed before exit, the access
  * log's trace ids, and log records exported over OTLP.
  */
+import { Effect, Exit, Scope } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { mint } from "../support/app.ts"
 import { request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
+import { privateRedis } from "../support/redis.ts"
 
 const secret = "tracing-test-secret-0123456789abcdef"
 const running = new Set<ServerProcess>()
@@ -123,5 +125,49 @@ describe("OTLP traces", () => {
     expect(otlp.logs.some((record) => record.body?.stringValue === "request" && pathOf(record) === "/api/v1/items/990002")).toBe(true)
     // Probes are not traced.
     expect(otlp.spans.some((span) => JSON.stringify(span.attributes).includes("/livez"))).toBe(false)
+  })
+
+  it("exports Redis commands and cache reads as children of the request's span, the cache's result on its span", async () => {
+    const scope = Effect.runSync(Scope.make())
+    try {
+      const redis = await Effect.runPromise(privateRedis.pipe(Scope.provide(scope)))
+      const otlp = await receiver()
+      const server = await spawnServer({
+        env: {
+          JWT_SECRET: secret,
+          REDIS_URL: redis.url,
+          OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_BSP_SCHEDULE_DELAY: "600000"
+        }
+      })
+      running.add(server)
+      const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
+      const [miss, hit] = [hex(32), hex(32)]
+      for (const trace of [miss, hit]) {
+        const answer = await request(server.port, "/api/v1/items?perPage=3", { headers: { ...headers, traceparent: `00-${trace}-${hex(16)}-01` } })
+        expect(answer.status).toBe(200)
+      }
+      server.signal("SIGTERM")
+      expect((await server.exited).code).toBe(0)
+
+      const byId = new Map(otlp.spans.map((span) => [span.spanId, span]))
+      const under = (root: Span, span: Span): boolean =>
+        span.parentSpanId === root.spanId || (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && under(root, byId.get(span.parentSpanId)!))
+      for (const [trace, result] of [[miss, "miss"], [hit, "hit"]] as const) {
+        const root = otlp.spans.find((span) => span.traceId === trace && span.kind === 2)
+        expect(root, JSON.stringify(otlp.spans.map((span) => [span.name, span.traceId, span.kind]))).toBeDefined()
+        const inTrace = otlp.spans.filter((span) => span.traceId === trace && under(root!, span))
+        const cache = inTrace.find((span) => span.name === "cache items")
+        expect(cache, JSON.stringify(inTrace.map((span) => span.name))).toBeDefined()
+        expect(attribute(cache!, "cache.result")).toEqual({ stringValue: result })
+        // The rate limiter's script and the cache's MGET, as Redis client spans (kind 3).
+        const commands = inTrace.filter((span) => attribute(span, "db.system.name")?.stringValue === "redis")
+        expect(commands.map((span) => span.name)).toEqual(expect.arrayContaining(["redis EVALSHA", "redis MGET"]))
+        expect(commands.every((span) => span.kind === 3)).toBe(true)
+      }
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
   })
 })
