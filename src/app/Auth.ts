@@ -9,7 +9,7 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Jose from "jose"
-import { Problem, Settings, throttledWarning } from "../kit/index.ts"
+import { Metrics, Problem, Settings, throttledWarning } from "../kit/index.ts"
 
 /** Asymmetric JWS algorithms a JWKS may sign with; HS* and `none` are never taken from a key set. */
 const jwksAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
@@ -80,6 +80,7 @@ export type Verify = (token: string, now: Date) => Promise<Jose.JWTPayload>
  */
 export const cachedVerify = (verify: Verify, options: { readonly size: number; readonly ttl: Duration.Duration }) => {
   const accepted = new Map<string, { readonly payload: Jose.JWTPayload; readonly until: number }>()
+  let hits = 0
   const ttlMillis = Duration.toMillis(options.ttl)
   const remember = (token: string, payload: Jose.JWTPayload, now: number) => {
     if (options.size === 0) return
@@ -91,14 +92,17 @@ export const cachedVerify = (verify: Verify, options: { readonly size: number; r
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       const hit = accepted.get(token)
       if (hit !== undefined) {
-        if (now < hit.until) return Effect.succeed(hit.payload)
+        if (now < hit.until) {
+          hits++
+          return Effect.succeed(hit.payload)
+        }
         accepted.delete(token)
       }
       return Effect.tryPromise({ try: () => verify(token, new Date(now)), catch: (cause) => cause }).pipe(
         Effect.tap((payload) => Effect.sync(() => remember(token, payload, now)))
       )
     })
-  return Object.assign(check, { size: () => accepted.size })
+  return Object.assign(check, { size: () => accepted.size, hits: () => hits })
 }
 
 /** The development secret: created once (0600) so `npm run token` and the server agree. */
@@ -303,6 +307,15 @@ export class Authenticator extends Context.Service<Authenticator, {
         return verify(token, now)
       }
       const check = cachedVerify(counted, { size: settings.cacheSize, ttl: rememberFor })
+      const described = "Bearer tokens checked: hit = a remembered verified token, miss = a signature verification ran."
+      yield* Metrics.observe("scoped_server_jwt_cache_requests_total", described, check.hits, {
+        counter: true,
+        attributes: { result: "hit" }
+      })
+      yield* Metrics.observe("scoped_server_jwt_cache_requests_total", described, () => verifications, {
+        counter: true,
+        attributes: { result: "miss" }
+      })
       const warn = throttledWarning("JWT signing keys unavailable; answering 503")
       const authenticate = (token: string) =>
         Effect.matchEffect(check(token), {

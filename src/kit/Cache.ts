@@ -2,7 +2,7 @@
  * A string cache with TTLs (Redis when configured, else a byte-bounded in-memory store), and
  * generations over it that fail closed: an invalidation that did not land means no cached reads.
  */
-import { Config, Context, Duration, Effect, Layer, Option, Schedule, Schema } from "effect"
+import { Config, Context, Duration, Effect, Layer, Option, Schedule, Schema, Tracer } from "effect"
 import * as Crypto from "node:crypto"
 import { BoundedMap, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
@@ -166,6 +166,12 @@ export interface Generations {
   readonly invalidate: Effect.Effect<void>
   /** Whether an invalidation is still waiting to land (reads skip the cache meanwhile). */
   readonly pending: () => boolean
+  readonly name: string
+  /**
+   * Reads so far: served from the cache, computed and filed, computed without the cache (the
+   * store did not answer or an invalidation had not landed).
+   */
+  readonly counts: Readonly<Record<"hit" | "miss" | "bypass", number>>
 }
 
 /**
@@ -183,6 +189,7 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
   // this process may not know the current generation, so it reads through to the source.
   let requested = 0
   let landed = 0
+  const counts = { hit: 0, miss: 0, bypass: 0 }
 
   const startGeneration = (upTo: number) =>
     Effect.suspend(() => {
@@ -217,15 +224,33 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
   }
 
   const fill = <A, E, R>(generation: string, key: string, compute: Effect.Effect<A, E, R>) =>
-    Effect.tap(compute, (value) => store.set(entryKey(key), encode(generation, value), ttl))
+    Effect.suspend(() => {
+      counts.miss++
+      return Effect.andThen(
+        annotateResult("miss"),
+        Effect.tap(compute, (value) => store.set(entryKey(key), encode(generation, value), ttl))
+      )
+    })
+  const bypass = <A, E, R>(warning: Effect.Effect<void>, compute: Effect.Effect<A, E, R>) =>
+    Effect.andThen(warning, Effect.suspend(() => (counts.bypass++, Effect.andThen(annotateResult("bypass"), compute))))
 
+  const spanName = `cache ${name}`
+  // On the read's span when traced; without a span, a lookup that finds nothing to annotate.
+  const annotateResult = (result: "hit" | "miss" | "bypass") => Effect.annotateCurrentSpan("cache.result", result)
+  // A span per read when an exporter is installed (the result on it); otherwise no span at all.
   const through = <A, E, R>(key: string, compute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.withFiber((fiber) => {
+      if (fiber.getRef(Tracer.Tracer) === Tracer.nativeTracer) return read(key, compute)
+      return Effect.withSpan(read(key, compute), spanName, { attributes: { "cache.name": name } })
+    })
+
+  const read = <A, E, R>(key: string, compute: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
     Effect.suspend(() => {
       if (landed < requested) {
         // An invalidation failed to land: try again now; until one does, the source answers.
         return startGeneration(requested).pipe(
           Effect.matchEffect({
-            onFailure: (error) => Effect.andThen(warnInvalidate(error), compute),
+            onFailure: (error) => bypass(warnInvalidate(error), compute),
             onSuccess: (generation) => fill(generation, key, compute)
           })
         )
@@ -233,12 +258,12 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
       return store.lookup([generationKey, entryKey(key)]).pipe(
         Effect.matchEffect({
           // Never a new generation on a failed read: that would empty the cache on a blip.
-          onFailure: (error) => Effect.andThen(warnRead(error), compute),
+          onFailure: (error) => bypass(warnRead(error), compute),
           onSuccess: ([generation, stored]) => {
             if (generation === undefined || Option.isNone(generation)) {
               return startGeneration(landed).pipe(
                 Effect.matchEffect({
-                  onFailure: (error) => Effect.andThen(warnRead(error), compute),
+                  onFailure: (error) => bypass(warnRead(error), compute),
                   onSuccess: (fresh) => fill(fresh, key, compute)
                 })
               )
@@ -246,11 +271,13 @@ export const makeGenerations = (store: Store, name: string, ttl: Duration.Durati
             const hit = stored === undefined || Option.isNone(stored)
               ? Option.none()
               : decode(generation.value, stored.value)
-            return Option.isSome(hit) ? Effect.succeed(hit.value as A) : fill(generation.value, key, compute)
+            if (Option.isNone(hit)) return fill(generation.value, key, compute)
+            counts.hit++
+            return Effect.as(annotateResult("hit"), hit.value as A)
           }
         })
       )
     })
 
-  return { through, invalidate, pending: () => landed < requested }
+  return { through, invalidate, pending: () => landed < requested, name, counts }
 }

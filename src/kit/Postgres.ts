@@ -15,6 +15,7 @@ import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
+import { observe } from "./metrics/Registry.ts"
 import { duration, int } from "./Settings.ts"
 
 /** The Postgres pool. */
@@ -170,11 +171,16 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
   // waiters (first come, first served) for at most DB_ACQUIRE_TIMEOUT. Only that wait is
   // interruptible (so the timeout can cut it); a permit once taken is always given back.
   let waiting = 0
+  let timeouts = 0
+  yield* poolMetrics(settings.poolSize, admission, () => waiting, () => timeouts)
   const wait = (restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>) =>
     Effect.suspend(() => {
       waiting++
       return restore(admission.take(1)).pipe(
-        Effect.timeoutOrElse({ duration: settings.acquireTimeout, orElse: () => Effect.fail(timedOut) }),
+        Effect.timeoutOrElse({
+          duration: settings.acquireTimeout,
+          orElse: () => Effect.suspend(() => (timeouts++, Effect.fail(timedOut)))
+        }),
         Effect.ensuring(Effect.sync(() => waiting--))
       )
     })
@@ -198,6 +204,39 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
   const service: Service = { sql, use }
   return service
 })
+
+/**
+ * The pool as OTel's `db.client.connection.*` metrics, read on a scrape from the admission
+ * semaphore every request already passes: a permit held is a connection in use, a free one is a
+ * connection the pool holds idle or would open on demand (both within DB_POOL_SIZE).
+ */
+const poolMetrics = (
+  poolSize: number,
+  admission: Semaphore.Semaphore,
+  waiting: () => number,
+  timeouts: () => number
+) =>
+  Effect.gen(function*() {
+    // SemaphoreImpl keeps its count in `taken`; read directly, a scrape costs no fiber.
+    const used = () => (admission as unknown as { readonly taken: number }).taken
+    // db.client.connection.count maps to `_count`, which Prometheus reserves for histograms and
+    // summaries (promtool refuses it on a gauge): the semconv's earlier name, connections.usage.
+    const count = "Connections by state (db.client.connection.count): used = checked out, idle = free slots."
+    yield* observe("db_client_connections_usage", count, used, { attributes: { state: "used" } })
+    yield* observe("db_client_connections_usage", count, () => poolSize - used(), { attributes: { state: "idle" } })
+    yield* observe("db_client_connection_max", "DB_POOL_SIZE (db.client.connection.max).", () => poolSize)
+    yield* observe(
+      "db_client_connection_pending_requests",
+      "Requests waiting for a connection (db.client.connection.pending_requests).",
+      waiting
+    )
+    yield* observe(
+      "db_client_connection_timeouts_total",
+      "Waits for a connection that exceeded DB_ACQUIRE_TIMEOUT (db.client.connection.timeouts).",
+      timeouts,
+      { counter: true }
+    )
+  })
 
 export class Postgres extends Context.Service<Postgres, Service>()("scoped-server/Postgres") {
   /**

@@ -5,6 +5,7 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
+import { observe } from "./metrics/Registry.ts"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
 import { duration, int, literal } from "./Settings.ts"
 
@@ -136,14 +137,34 @@ export class RateLimit extends Context.Service<RateLimit, Limit & {
             })
           )
       }
-      const limitOf = (limit: number, prefix: string): Limit => ({
-        limit,
-        window: settings.window,
-        policy: policy(limit),
-        consume: makeConsume(limit, prefix)
-      })
+      const limitOf = (limit: number, prefix: string, name: "subject" | "address") =>
+        Effect.gen(function*() {
+          // Counted per decision with plain increments; Prometheus reads them on a scrape.
+          const counts = { allowed: 0, exceeded: 0, store_unavailable: 0 }
+          const tally = (decision: Decision) => {
+            if (decision._tag === "Exceeded") counts.exceeded++
+            else if (decision._tag === "StoreUnavailable" || decision.unknown === true) counts.store_unavailable++
+            else counts.allowed++
+            return decision
+          }
+          for (const result of ["allowed", "exceeded", "store_unavailable"] as const) {
+            yield* observe(
+              "scoped_server_rate_limit_decisions_total",
+              "Rate-limit decisions per limit: allowed, exceeded (429), store_unavailable (let through or 503 per RATE_LIMIT_ON_STORE_ERROR).",
+              () => counts[result],
+              { counter: true, attributes: { limit: name, decision: result } }
+            )
+          }
+          const consume = makeConsume(limit, prefix)
+          return {
+            limit,
+            window: settings.window,
+            policy: policy(limit),
+            consume: (key: string) => Effect.map(consume(key), tally)
+          } satisfies Limit
+        })
       // Subjects keep the unprefixed key space they always had in Redis; addresses get their own.
-      return { ...limitOf(settings.limit, ""), perAddress: limitOf(perAddress, "addr:") }
+      return { ...(yield* limitOf(settings.limit, "", "subject")), perAddress: yield* limitOf(perAddress, "addr:", "address") }
     })
   )
 }

@@ -2,7 +2,7 @@
  * The Redis client as a scoped Layer (NodeRedis) when REDIS_URL is set: proven at startup,
  * health-checked, every command bounded and behind a breaker. Unset, stores use memory.
  */
-import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
+import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema, Tracer } from "effect"
 import * as EffectRedis from "effect/persistence/Redis"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Breaker from "./Breaker.ts"
@@ -10,6 +10,7 @@ import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
+import { observe } from "./metrics/Registry.ts"
 import { duration, parseBoolean, parsed } from "./Settings.ts"
 
 /** Redis; unset REDIS_URL means in-memory stores. */
@@ -87,6 +88,32 @@ export interface Connected {
   readonly breaker: () => Breaker.BreakerState
 }
 
+/**
+ * Redis as the breaker sees it, read on a scrape: up (commands are being sent), the breaker's
+ * state and openings, and failed commands by why (an error reply or lost connection, a timeout,
+ * refused at once by the open breaker).
+ */
+const redisMetrics = (breaker: Breaker.Breaker, failures: Readonly<Record<"error" | "timeout" | "rejected", number>>) =>
+  Effect.gen(function*() {
+    yield* observe("scoped_server_redis_up", "1 while commands are sent to Redis (its breaker is closed).", () =>
+      breaker.state() === "closed" ? 1 : 0)
+    for (const state of ["closed", "open", "probing"] as const) {
+      yield* observe("scoped_server_redis_breaker_state", "The Redis breaker's state (1 for the current one).", () =>
+        breaker.state() === state ? 1 : 0, { attributes: { state } })
+    }
+    yield* observe("scoped_server_redis_breaker_openings_total", "Times the Redis breaker opened.", breaker.openings, {
+      counter: true
+    })
+    for (const reason of ["error", "timeout", "rejected"] as const) {
+      yield* observe(
+        "scoped_server_redis_command_failures_total",
+        "Redis commands that failed: error (a reply or lost connection), timeout, rejected (breaker open).",
+        () => failures[reason],
+        { counter: true, attributes: { reason } }
+      )
+    }
+  })
+
 export class Redis extends Context.Service<Redis, {
   /** None when REDIS_URL is unset. */
   readonly connection: Option.Option<Connected>
@@ -134,22 +161,24 @@ export class Redis extends Context.Service<Redis, {
         // caller's to handle, not a reason to stop calling. Anything else means it is not answering.
         const answered = (error: EffectRedis.RedisError) => error.cause instanceof ErrorReply
         const commandTimeoutMs = Duration.toMillis(settings.commandTimeout)
+        // Failures are counted where they are made: plain increments, read on a scrape.
+        const failures = { error: 0, timeout: 0, rejected: 0 }
         const bounded = <A>(command: string, effect: Effect.Effect<A, EffectRedis.RedisError>) =>
           effect.pipe(
             Effect.mapError((cause) =>
-              new RedisFailure(
+              (failures.error++, new RedisFailure(
                 new RedisError({ reason: "CommandFailed", message: `${command} failed: ${describeError(cause)}` }),
                 !answered(cause)
-              )
+              ))
             ),
             Effect.timeoutOrElse({
               duration: settings.commandTimeout,
               orElse: () =>
                 Effect.fail(
-                  new RedisFailure(
+                  (failures.timeout++, new RedisFailure(
                     new RedisError({ reason: "Timeout", message: `${command} timed out after ${commandTimeoutMs}ms` }),
                     true
-                  )
+                  ))
                 )
             })
           )
@@ -165,16 +194,24 @@ export class Redis extends Context.Service<Redis, {
           onClose: Effect.logInfo("redis answers again; commands resume")
         })
         const rejected = () =>
-          new RedisError({
+          (failures.rejected++, new RedisError({
             reason: "Unreachable",
             message: `redis at ${target} failed recently; not called until a probe succeeds`
-          })
+          }))
         const guarded = <A>(effect: Effect.Effect<A, RedisFailure>) =>
           breaker.guard(effect, { trips: (failure) => failure.trips, rejected }).pipe(
             Effect.mapError((error) => error instanceof RedisFailure ? error.error : error)
           )
+        // A client span per command when an exporter is installed; without one, not even Effect's no-op span.
+        const traced = (yield* Tracer.Tracer) === Tracer.nativeTracer
+          ? <A, E>(_command: string, effect: Effect.Effect<A, E>) => effect
+          : <A, E>(command: string, effect: Effect.Effect<A, E>) =>
+            Effect.withSpan(effect, `redis ${command}`, {
+              kind: "client",
+              attributes: { "db.system.name": "redis", "db.operation.name": command }
+            })
         const send = <A = unknown>(command: string, ...args: ReadonlyArray<string>) =>
-          guarded(bounded(command, client.send<A>(command, ...args)))
+          traced(command, guarded(bounded(command, client.send<A>(command, ...args))))
         // The library's stores (the rate limiter's) get the same bound and breaker; their errors
         // stay the library's type, carrying ours as the cause.
         const libraryError = (error: RedisError) => new EffectRedis.RedisError({ cause: error })
@@ -183,7 +220,7 @@ export class Redis extends Context.Service<Redis, {
           send: (command, ...args) => Effect.mapError(send(command, ...args), libraryError),
           eval: (script) => {
             const run = client.eval(script)
-            return (...params) => Effect.mapError(guarded(bounded("EVALSHA", run(...params))), libraryError)
+            return (...params) => Effect.mapError(traced("EVALSHA", guarded(bounded("EVALSHA", run(...params)))), libraryError)
           }
         }
 
@@ -193,6 +230,7 @@ export class Redis extends Context.Service<Redis, {
         // The check pings past the breaker: readiness reports what Redis does now, not what it did.
         const critical = Option.getOrElse(settings.critical, () => settings.rateLimitOnStoreError.toLowerCase() === "closed")
         yield* health.register("redis", unguarded("PING"), { timeout: settings.checkTimeout, critical })
+        yield* redisMetrics(breaker, failures)
         yield* Effect.logInfo("redis ready").pipe(Effect.annotateLogs({ redis: target }))
         return { connection: Option.some({ redis, send, keyPrefix: settings.keyPrefix, breaker: breaker.state }) }
       })

@@ -21,6 +21,7 @@ import {
 import * as Os from "node:os"
 import { EmbeddedPostgres } from "./EmbeddedPostgres.ts"
 import * as Lifecycle from "./Lifecycle.ts"
+import { observe } from "./metrics/Registry.ts"
 import { duration } from "./Settings.ts"
 import { describeExit, Host, type UpgradeRequest, WorkerError, type WorkerExit, type WorkerProcess } from "./supervisor/Host.ts"
 
@@ -104,6 +105,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   let upgrading = false
   let stopping = false
   const crashes: Array<number> = []
+  const upgrades = { completed: 0, failed: 0, lastSeconds: 0, restarts: 0 }
+  yield* supervisorMetrics(() => generation, () => serving.size, upgrades)
 
   const pids = (workers: Iterable<WorkerProcess>) => [...workers].map((worker) => worker.pid)
 
@@ -207,6 +210,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       const gen = generation
       const started = yield* Effect.exit(startWorker(gen))
       if (Exit.isSuccess(started)) {
+        upgrades.restarts++
         yield* adopt(started.value)
         yield* Effect.logInfo("worker replaced").pipe(Effect.annotateLogs({ pid: started.value.pid, generation: gen, delayMs: delay }))
         return
@@ -242,6 +246,10 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       const old = [...serving]
       const startedAt = yield* Clock.currentTimeMillis
       const elapsed = Effect.map(Clock.currentTimeMillis, (now) => now - startedAt)
+      const completed = Effect.map(elapsed, (durationMs) => {
+        upgrades.completed++
+        upgrades.lastSeconds = durationMs / 1000
+      })
       yield* host.notify("RELOADING=1", `MONOTONIC_USEC=${process.hrtime.bigint() / 1000n}`)
       yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
         step: "starting",
@@ -254,7 +262,10 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       }))
       const failed = (error: string, started: number) =>
         Effect.flatMap(elapsed, (durationMs) =>
-          Effect.logError("upgrade").pipe(Effect.annotateLogs({
+          Effect.andThen(Effect.sync(() => {
+            upgrades.failed++
+            upgrades.lastSeconds = durationMs / 1000
+          }), Effect.logError("upgrade")).pipe(Effect.annotateLogs({
             step: "failed",
             outcome: started === 0 ? "old generation kept" : "generations mixed",
             generation: gen,
@@ -274,6 +285,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed }))
         // Crash replacements started while the new generation was starting are old too.
         const retired = yield* retire([...serving].filter((worker) => worker.generation !== gen))
+        yield* completed
         yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
           step: "completed",
           outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
@@ -299,6 +311,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       // Crash replacements of the old generation started during the upgrade are old too.
       const leftovers = [...serving].filter((worker) => worker.generation !== gen)
       if (leftovers.length > 0) retired.push(...(yield* retire(leftovers)))
+      yield* completed
       yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
         step: "completed",
         outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
@@ -381,6 +394,26 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   )
   yield* host.notify("READY=1", `MAINPID=${process.pid}`)
 })
+
+/** The process model as metrics, read on a scrape; every worker's own series come with them (metrics/Workers.ts). */
+const supervisorMetrics = (
+  generation: () => number,
+  serving: () => number,
+  upgrades: { readonly completed: number; readonly failed: number; readonly lastSeconds: number; readonly restarts: number }
+) =>
+  Effect.gen(function*() {
+    yield* observe("scoped_server_generation", "The generation of workers serving (the newest one to have started serving).", generation)
+    yield* observe("scoped_server_workers", "Workers serving.", serving)
+    for (const outcome of ["completed", "failed"] as const) {
+      yield* observe("scoped_server_upgrades_total", "Upgrades (SIGUSR2 / SIGHUP) by outcome.", () => upgrades[outcome], {
+        counter: true,
+        attributes: { outcome }
+      })
+    }
+    yield* observe("scoped_server_upgrade_duration_seconds", "How long the last upgrade took, from request to outcome.", () =>
+      upgrades.lastSeconds)
+    yield* observe("scoped_server_worker_restarts_total", "Crashed workers replaced.", () => upgrades.restarts, { counter: true })
+  })
 
 const describeFailure = (exit: Exit.Exit<unknown, WorkerError>) =>
   Exit.isFailure(exit) ? (Option.getOrUndefined(Exit.findErrorOption(exit)) as WorkerError | undefined)?.message ?? "interrupted" : "ok"

@@ -1,13 +1,16 @@
 /**
  * Traces from the built server to a real OTLP/HTTP receiver in the test: the incoming
- * traceparent honoured, the SQL child span, and the spans of a drain flushed before exit.
+ * traceparent honoured, the SQL child span, the spans of a drain flushed before exit, the access
+ * log's trace ids, and log records exported over OTLP.
  */
+import { Effect, Exit, Scope } from "effect"
 import * as Http from "node:http"
 import type { AddressInfo } from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { mint } from "../support/app.ts"
 import { request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
+import { privateRedis } from "../support/redis.ts"
 
 const secret = "tracing-test-secret-0123456789abcdef"
 const running = new Set<ServerProcess>()
@@ -28,9 +31,16 @@ interface Span {
   readonly attributes: ReadonlyArray<{ readonly key: string; readonly value: Record<string, unknown> }>
 }
 
+interface LogRecord {
+  readonly body?: { readonly stringValue?: string }
+  readonly severityText?: string
+  readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly stringValue?: string } }>
+}
+
 /** An OTLP/HTTP JSON collector: every span that arrives on /v1/traces, decoded. */
 const receiver = async () => {
   const spans: Array<Span> = []
+  const logs: Array<LogRecord> = []
   const paths: Array<string> = []
   const server = Http.createServer((req, res) => {
     let body = ""
@@ -41,12 +51,16 @@ const receiver = async () => {
         const decoded = JSON.parse(body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<Span> }> }> }
         for (const resource of decoded.resourceSpans) for (const scope of resource.scopeSpans) spans.push(...scope.spans)
       }
+      if (req.url === "/v1/logs") {
+        const decoded = JSON.parse(body) as { resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<LogRecord> }> }> }
+        for (const resource of decoded.resourceLogs) for (const scope of resource.scopeLogs) logs.push(...scope.logRecords)
+      }
       res.writeHead(200, { "content-type": "application/json" }).end("{}")
     })
   })
   receivers.add(server)
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return { spans, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
+  return { spans, logs, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
 }
 
 const hex = (length: number) => Array.from({ length }, () => Math.floor(Math.random() * 16).toString(16)).join("")
@@ -58,7 +72,7 @@ describe("OTLP traces", () => {
     const server = await spawnServer({
       env: {
         JWT_SECRET: secret,
-        ACCESS_LOG: "false",
+        ACCESS_LOG: "true",
         OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
         OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
         OTEL_SERVICE_NAME: "tracing-test",
@@ -99,7 +113,61 @@ describe("OTLP traces", () => {
     expect(sql.length, JSON.stringify(otlp.spans.filter((s) => s.traceId === traceA))).toBeGreaterThan(0)
     // Served during the drain, delivered before the process exited.
     expect(otlp.spans.some((span) => span.traceId === traceB && span.kind === 2)).toBe(true)
+    // The access-log line of the request names its trace and its server span.
+    const accessLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/api/v1/items/990001")
+    expect(accessLine?.annotations).toMatchObject({ traceId: traceA, spanId: serverA!.spanId, status: 404 })
+    // A probe is untraced: its line has no trace ids.
+    const probeLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/livez")
+    expect(probeLine?.annotations.traceId).toBeUndefined()
+    // Log records went out over OTLP too, down to the access line of the request served during the drain.
+    expect(otlp.paths).toContain("/v1/logs")
+    const pathOf = (record: LogRecord) => record.attributes?.find((entry) => entry.key === "path")?.value.stringValue
+    expect(otlp.logs.some((record) => record.body?.stringValue === "request" && pathOf(record) === "/api/v1/items/990002")).toBe(true)
     // Probes are not traced.
     expect(otlp.spans.some((span) => JSON.stringify(span.attributes).includes("/livez"))).toBe(false)
+  })
+
+  it("exports Redis commands and cache reads as children of the request's span, the cache's result on its span", async () => {
+    const scope = Effect.runSync(Scope.make())
+    try {
+      const redis = await Effect.runPromise(privateRedis.pipe(Scope.provide(scope)))
+      const otlp = await receiver()
+      const server = await spawnServer({
+        env: {
+          JWT_SECRET: secret,
+          REDIS_URL: redis.url,
+          OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+          OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+          OTEL_BSP_SCHEDULE_DELAY: "600000"
+        }
+      })
+      running.add(server)
+      const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
+      const [miss, hit] = [hex(32), hex(32)]
+      for (const trace of [miss, hit]) {
+        const answer = await request(server.port, "/api/v1/items?perPage=3", { headers: { ...headers, traceparent: `00-${trace}-${hex(16)}-01` } })
+        expect(answer.status).toBe(200)
+      }
+      server.signal("SIGTERM")
+      expect((await server.exited).code).toBe(0)
+
+      const byId = new Map(otlp.spans.map((span) => [span.spanId, span]))
+      const under = (root: Span, span: Span): boolean =>
+        span.parentSpanId === root.spanId || (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && under(root, byId.get(span.parentSpanId)!))
+      for (const [trace, result] of [[miss, "miss"], [hit, "hit"]] as const) {
+        const root = otlp.spans.find((span) => span.traceId === trace && span.kind === 2)
+        expect(root, JSON.stringify(otlp.spans.map((span) => [span.name, span.traceId, span.kind]))).toBeDefined()
+        const inTrace = otlp.spans.filter((span) => span.traceId === trace && under(root!, span))
+        const cache = inTrace.find((span) => span.name === "cache items")
+        expect(cache, JSON.stringify(inTrace.map((span) => span.name))).toBeDefined()
+        expect(attribute(cache!, "cache.result")).toEqual({ stringValue: result })
+        // The rate limiter's script and the cache's MGET, as Redis client spans (kind 3).
+        const commands = inTrace.filter((span) => attribute(span, "db.system.name")?.stringValue === "redis")
+        expect(commands.map((span) => span.name)).toEqual(expect.arrayContaining(["redis EVALSHA", "redis MGET"]))
+        expect(commands.every((span) => span.kind === 3)).toBe(true)
+      }
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
   })
 })

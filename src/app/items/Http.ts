@@ -8,7 +8,7 @@ import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import { Api, ItemNotFound, Unavailable } from "./Api.ts"
 import { ItemEvents } from "./Events.ts"
 import { ItemsRepo } from "./Repo.ts"
-import { Cache, CacheConfig, Log, makeCacheGenerations } from "../../kit/index.ts"
+import { Cache, CacheConfig, Log, makeCacheGenerations, Metrics } from "../../kit/index.ts"
 
 const defaultPerPage = 20
 
@@ -43,6 +43,7 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
     // Every list page is filed under the current generation; a write starts a new one, so no
     // page from before the write is served after it (and none at all until the new one lands).
     const pages = makeCacheGenerations(cache, "items", ttl)
+    yield* Metrics.observeCache(pages)
     const newGeneration = pages.invalidate
 
     const listPage = (page: number, perPage: number) =>

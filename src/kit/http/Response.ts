@@ -4,7 +4,7 @@
  * an optional access-log line.
  */
 import * as Http from "node:http"
-import type { RequestMetrics } from "../metrics/Http.ts"
+import { kSpan, type RequestMetrics } from "../metrics/Http.ts"
 import * as RequestId from "./RequestId.ts"
 
 /**
@@ -35,6 +35,9 @@ export interface AccessLogLine {
   readonly path: string
   readonly status: number
   readonly durationMs: number
+  /** With tracing on, the request's server span. */
+  readonly traceId?: string
+  readonly spanId?: string
 }
 
 export interface ResponseOptions {
@@ -87,18 +90,22 @@ export const makeServerResponse = (options: ResponseOptions) => {
       if (metrics !== undefined) {
         this.startedAt = performance.now()
         metrics.active++
-        this.once("close", onClose)
+        // `on`, not `once`: close fires once, and `once` would allocate a wrapper per response.
+        this.on("close", onClose)
       }
       if (accessLog !== undefined) {
         const startedAt = performance.now()
-        this.once("finish", () =>
-          accessLog({
+        this.once("finish", () => {
+          const line: AccessLogLine = {
             requestId,
             method: request.method ?? "",
             path: url.split("?")[0]!,
             status: this.statusCode,
             durationMs: Math.round((performance.now() - startedAt) * 10) / 10
-          }))
+          }
+          const span = (request as { [kSpan]?: { readonly traceId: string; readonly spanId: string } })[kSpan]
+          accessLog(span === undefined ? line : { ...line, traceId: span.traceId, spanId: span.spanId })
+        })
       }
     }
 

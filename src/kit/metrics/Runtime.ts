@@ -5,7 +5,9 @@
 import { Effect, Metric } from "effect"
 import * as PerfHooks from "node:perf_hooks"
 import type { Lifecycle } from "../Lifecycle.ts"
+import * as Worker from "../supervisor/Worker.ts"
 import { observe } from "./Registry.ts"
+import { answerCollects } from "./Workers.ts"
 
 const phases = ["starting", "ready", "draining", "closing", "releasing", "stopped"] as const
 
@@ -27,7 +29,17 @@ const lifecycleMetrics = Effect.fnUntraced(function*(lifecycle: Lifecycle["Servi
   yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
     totals.socketsClosedIdle, { counter: true, attributes: { reason: "idle" } })
   yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
+    totals.socketsClosedRaced, { counter: true, attributes: { reason: "raced" } })
+  yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
     totals.socketsDestroyed, { counter: true, attributes: { reason: "destroyed" } })
+  yield* observe(
+    "scoped_server_drain_requests_not_run_total",
+    "Requests parsed on a closing socket and never run (pipelined or late; the client may retry them).",
+    () => totals.requestsNotRun,
+    { counter: true }
+  )
+  yield* observe("scoped_server_responses_cut_total", "Responses cut at WRITE_TIMEOUT because their client read nothing.", () =>
+    totals.responsesCut, { counter: true })
   yield* observe("scoped_server_shutdowns_total", "Shutdowns begun (a signal received).", () =>
     lifecycle.stoppedAt() === undefined ? 0 : 1, { counter: true })
   yield* observe(
@@ -98,5 +110,9 @@ const runtimeMetrics = Effect.gen(function*() {
 })
 
 
-/** Registers both for the current scope. */
-export const collect = (lifecycle: Lifecycle["Service"]) => Effect.andThen(lifecycleMetrics(lifecycle), runtimeMetrics)
+/** Registers both for the current scope; a supervisor's worker also answers its collects. */
+export const collect = (lifecycle: Lifecycle["Service"]) =>
+  Effect.andThen(
+    lifecycleMetrics(lifecycle),
+    Worker.identity === undefined ? runtimeMetrics : Effect.andThen(runtimeMetrics, answerCollects)
+  )

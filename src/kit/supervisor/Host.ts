@@ -9,6 +9,8 @@ import type * as Net from "node:net"
 import * as Path from "node:path"
 import * as Listener from "../http/Listener.ts"
 import * as Lifecycle from "../Lifecycle.ts"
+import { observe } from "../metrics/Registry.ts"
+import { makeGatherer } from "../metrics/Workers.ts"
 import { optionalInt, port } from "../Settings.ts"
 import { adminFd, type Counters, generationEnv, isToSupervisor, mainAddressEnv } from "./Protocol.ts"
 
@@ -202,6 +204,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
 
   const handoff = makeHandoff(main)
 
+  // Scrapes reach whichever worker accepts them; the supervisor merges every worker's series.
+  const gatherer = makeGatherer()
+  yield* observe(
+    "scoped_server_scrape_workers_missing",
+    "Workers left out of the last scrape for not answering within 1 s.",
+    gatherer.missing
+  )
+
   const spawnWorker = (generation: number, env: Readonly<Record<string, string>>) =>
     Effect.gen(function*() {
       const ready = yield* Deferred.make<void, WorkerError>()
@@ -229,8 +239,9 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         Deferred.doneUnsafe(ready, Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` })))
       })
       const target = handoff.target(child)
+      gatherer.add(child, generation)
       child.on("message", (message) => {
-        if (!isToSupervisor(message)) return
+        if (gatherer.handle(child, message) || !isToSupervisor(message)) return
         if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
         else if (message.type === "upgrade") Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
         else if (message.type === "counters") target.report(message)

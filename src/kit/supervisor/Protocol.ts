@@ -64,3 +64,21 @@ export const mode = (env: NodeJS.ProcessEnv): "single" | "supervisor" | "worker"
     : env.WORKERS !== undefined && env.WORKERS.trim() !== ""
     ? "supervisor"
     : "single"
+
+/**
+ * The metrics exchange: a worker that receives a scrape asks the supervisor (`scrape`), which asks
+ * every worker for its own registry (`collect` / `metrics`) and answers with the merged text (`scraped`).
+ */
+export type MetricsMessage =
+  | { readonly type: "scrape"; readonly id: number }
+  | { readonly type: "collect"; readonly id: number }
+  | { readonly type: "metrics"; readonly id: number; readonly text: string }
+  | { readonly type: "scraped"; readonly id: number; readonly text: string }
+
+export const isMetricsMessage = (message: unknown): message is MetricsMessage => {
+  if (typeof message !== "object" || message === null) return false
+  const { id, type } = message as { type?: unknown; id?: unknown }
+  if (typeof id !== "number") return false
+  if (type === "scrape" || type === "collect") return true
+  return (type === "metrics" || type === "scraped") && typeof (message as { text?: unknown }).text === "string"
+}
