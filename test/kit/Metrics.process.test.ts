@@ -322,13 +322,20 @@ describe("GET /metrics with WORKERS=2", () => {
     const [stopped, serving] = workerPids(server)
     process.kill(stopped!, "SIGSTOP")
     try {
+      // The supervisor hands connections to workers; a stopped one takes a share until it is seen
+      // not to acknowledge them (a second), then none while its peer can take them.
+      const probes = Array.from({ length: 4 }, () => request(server.port, "/livez").catch(() => undefined))
+      await new Promise((resolve) => setTimeout(resolve, 1_200))
       const startedAt = performance.now()
-      // The stopped worker accepts nothing; its peer answers the scrape without it.
+      // The stopped worker receives nothing now; its peer answers the scrape without it.
       const text = await scrape(server.port)
       expect(performance.now() - startedAt).toBeLessThan(2_500)
       parse(text)
       expect([...labelValues(text, "process_open_handles", "worker")]).toEqual([String(serving)])
       expect(sample(text, "scoped_server_scrape_workers_missing")).toBe(1)
+      // Every probe is answered: the ones held by the stopped worker once it continues.
+      process.kill(stopped!, "SIGCONT")
+      expect((await Promise.all(probes)).every((answer) => answer?.status === 200)).toBe(true)
     } finally {
       process.kill(stopped!, "SIGCONT")
     }

@@ -312,7 +312,7 @@ interface Target {
   counters: Counters
   handed: number
   /** Handles sent and not yet reported received: ours to close once the worker has its copy. */
-  readonly inTransit: Array<{ close: () => void }>
+  readonly inTransit: Array<{ readonly client: { close: () => void }; readonly at: number }>
   /** Open connections, counting those handed over but not yet reported as received. */
   readonly load: () => number
   readonly report: (counters: Counters) => void
@@ -320,6 +320,13 @@ interface Target {
 
 /** Connections accepted before any worker can take them wait here, up to a listen backlog's worth. */
 const pendingLimit = 511
+
+/**
+ * A worker that has not reported receiving a handle this long after it was sent is not reading
+ * its channel (hung, stopped, stuck in a loop): it gets no more connections while any other can
+ * take them, or one stuck worker would keep its share of new connections it never serves.
+ */
+const stuckAfterMs = 1_000
 
 /**
  * The main socket's accept loop: each connection goes to the serving worker with the fewest open
@@ -339,14 +346,18 @@ const makeHandoff = (main: Held) => {
       else (client as { close: () => void }).close()
       return
     }
+    const now = Date.now()
+    const stuck = (target: Target) => target.inTransit.length > 0 && now - target.inTransit[0]!.at > stuckAfterMs
+    const healthy = targets.some((target) => !stuck(target))
     let best: Target | undefined
     for (let index = 0; index < targets.length; index++) {
       const target = targets[(next + index) % targets.length]!
+      if (healthy && stuck(target)) continue
       if (best === undefined || target.load() < best.load()) best = target
     }
     next = (next + 1) % targets.length
     best!.handed++
-    best!.inTransit.push(client as { close: () => void })
+    best!.inTransit.push({ client: client as { close: () => void }, at: now })
     // Sent as the raw handle, never read here. Node may resend it until the worker acknowledges
     // it, so our copy is closed only when the worker's counters say it has received it.
     best!.child.send({ type: "connection" }, client as Net.Socket)
@@ -368,7 +379,7 @@ const makeHandoff = (main: Held) => {
         inTransit: [],
         load: () => target.counters.open + target.handed - target.counters.received,
         report: (counters) => {
-          for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) target.inTransit.shift()?.close()
+          for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) target.inTransit.shift()?.client.close()
           target.counters = { open: counters.open, received: counters.received, requests: counters.requests, inFlight: counters.inFlight }
         }
       }
@@ -389,7 +400,7 @@ const makeHandoff = (main: Held) => {
     },
     /** The worker is gone: what it had not received is lost with it. */
     release: (target: Target) => {
-      for (const client of target.inTransit.splice(0)) client.close()
+      for (const { client } of target.inTransit.splice(0)) client.close()
     },
     /**
      * The worker's drain stopped accepting. At shutdown every worker gets there together (same
