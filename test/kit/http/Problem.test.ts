@@ -298,8 +298,10 @@ describe("Problem: random bad input never gets a non-problem error", () => {
         const token = yield* Effect.promise(() => mint({ subject: "fuzzer" }))
         const statuses = new Map<number, number>()
         for (let n = 0; n < 300; n++) {
-          const method = pick(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
-          const path = pick([
+          // The first case is always an oversized body, so every seed reaches the 413 class.
+          const oversized = n === 0
+          const method = oversized ? "POST" : pick(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
+          const path = oversized ? "/debug/echo" : pick([
             "/api/v1/items",
             "/api/v1/items",
             "/api/v1/items/",
@@ -316,7 +318,9 @@ describe("Problem: random bad input never gets a non-problem error", () => {
               .replace(/[^\x20-\x7e]/g, "")
           }
           if (random() < 0.7) headers.authorization = `Bearer ${random() < 0.8 ? token : junk(30).replace(/[^\x20-\x7e]/g, "")}`
-          const body = method === "GET" || method === "HEAD"
+          const body = oversized
+            ? "x".repeat(5000)
+            : method === "GET" || method === "HEAD"
             ? undefined
             : pick([
               JSON.stringify({ name: junk(30), description: junk(50) }),
