@@ -40,7 +40,11 @@ export const HttpServerConfig = Config.all({
   /** The admin listening socket inherited from the parent, as LISTEN_FD is the main one. */
   adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
-  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
+  /**
+   * Below the default SHUTDOWN_TIMEOUT (25s): a client trickling its body is cut here, so by
+   * default it cannot hold a shutdown to the deadline and turn a clean exit into 1.
+   */
+  requestTimeout: duration("REQUEST_TIMEOUT", "20 seconds", { min: "100 millis", max: "1 hour" }),
   keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "10 minutes" }),
   /**
    * A response whose client reads nothing for this long is cut and its socket closed: a client
