@@ -183,7 +183,10 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     : Option.none<DrainableServer>()
   const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
   const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
-  servers.forEach((server) => Continue.install(server.server, continueChecks))
+  servers.forEach((server) => {
+    Continue.install(server.server, continueChecks)
+    Continue.installExpectation(server.server)
+  })
 
   const preResponse = errorBodies(settings.maxBodySize)
   const handlerFor = <E, R>(
@@ -194,6 +197,7 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
       scope: requestScope,
       middleware: middleware as any
     }).pipe(
+      Effect.map((handler) => Continue.refuseOversized(settings.maxBodySize, handler)),
       Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
     )
 

@@ -253,6 +253,27 @@ describe("limits", () => {
     expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
   })
 
+  it("refuses a declared Content-Length over MAX_BODY_SIZE from the head, without Expect: 413 at once, the route never run", async () => {
+    const server = await start({ MAX_BODY_SIZE: "1KiB" })
+    const socket = Net.connect(server.port, "127.0.0.1")
+    let received = ""
+    socket.setEncoding("latin1").on("data", (chunk: string) => (received += chunk))
+    socket.on("error", () => {})
+    const sentAt = performance.now()
+    socket.write("POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 99999999999\r\n\r\nabc")
+    await new Promise((resolve) => socket.once("close", resolve))
+    expect(performance.now() - sentAt).toBeLessThan(1_000)
+    const [head, body] = received.split("\r\n\r\n")
+    expect(head).toMatch(/^HTTP\/1\.1 413 /)
+    expect(head).toMatch(/\r\nConnection: close\r\n/i)
+    expect(head).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/i)
+    const problem = JSON.parse(body!)
+    expect(problem.status).toBe(413)
+    expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
+    expect(head).toContain(`x-request-id: ${problem.requestId}`)
+    expect(server.lines.some((line) => line.message === "request" && line.annotations.path === "/debug/echo" && line.annotations.status !== 413)).toBe(false)
+  })
+
   it("answers oversized headers with a 431 problem", async () => {
     const server = await start()
     const response = await request(server.port, "/livez", { headers: { "x-big": "a".repeat(20_000) } })
