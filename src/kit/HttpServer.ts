@@ -189,14 +189,23 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   })
 
   const preResponse = errorBodies(settings.maxBodySize)
+  // A handler can outlive its socket (a client gone mid-transaction): it counts as work to cut.
+  let running = 0
+  const leave = Effect.sync(() => {
+    running--
+  })
+  yield* lifecycle.trackWork(() => running > 0 || servers.some((server) => server.sockets.size > 0))
   const handlerFor = <E, R>(
     app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
     middleware?: HttpMiddleware.HttpMiddleware
   ) =>
-    NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), {
-      scope: requestScope,
-      middleware: middleware as any
-    }).pipe(
+    NodeHttpServer.makeHandler(
+      Effect.suspend(() => {
+        running++
+        return Effect.ensuring(HttpEffect.withPreResponseHandler(app, preResponse), leave)
+      }),
+      { scope: requestScope, middleware: middleware as any }
+    ).pipe(
       Effect.map((handler) => Continue.refuseOversized(settings.maxBodySize, handler)),
       Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
     )
@@ -217,7 +226,10 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
       "draining",
       Effect.andThen(
         Effect.sync(() => servers.forEach((server) => server.startDraining())),
-        Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+        Effect.raceFirst(
+          Effect.sleep(lifecycle.settings.drainDelay),
+          Effect.raceFirst(Deferred.await(lifecycle.forced), Deferred.await(lifecycle.hurried))
+        )
       )
     ).pipe(
       Effect.andThen(lifecycle.phase(

@@ -82,6 +82,17 @@ describe("deadline and second signal", () => {
     expect(stopped).toMatchObject({ exitCode: 1, socketsDestroyed: 1 })
   })
 
+  it("a second signal 5 ms after the first with nothing in flight ends DRAIN_DELAY early and exits 0", async () => {
+    const server = await start({ DRAIN_DELAY: "5s", SHUTDOWN_TIMEOUT: "10s" })
+    const firstAt = server.signal("SIGTERM")
+    await sleep(5)
+    server.signal("SIGTERM")
+    const exit = await server.exited
+    expect(exit.code).toBe(0)
+    expect(exit.at - firstAt).toBeLessThan(2_000)
+    expect(server.lines.find((line) => line.message === "shutdown forced")).toBeUndefined()
+  })
+
   it("forces the close at once on a second signal and exits 1", async () => {
     const server = await start()
     void get(server.port, "/debug/sleep?ms=10000").catch(() => undefined)
