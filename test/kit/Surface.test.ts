@@ -26,7 +26,10 @@ describe("the kit's public surface", () => {
 
   it("exports every Problem., Settings. and ClientAddress. name that src/app and docs/ use", () => {
     const text = [...sources(Path.join(root, "src/app")), ...sources(Path.join(root, "docs"))].join("\n")
-    const namespaces = { Problem: Kit.Problem, Settings: Kit.Settings, ClientAddress: Kit.ClientAddress } as Record<string, object>
+    const namespaces = { Problem: Kit.Problem, Settings: Kit.Settings, ClientAddress: Kit.ClientAddress } as Record<
+      string,
+      object
+    >
     // File names (`Problem.ts`, `Settings.test.ts`) are not members.
     const used = new Set(
       [...text.matchAll(/\b(Problem|Settings|ClientAddress)\.([A-Za-z]\w*)\b/g)]
@@ -34,7 +37,13 @@ describe("the kit's public surface", () => {
         .map((m) => `${m[1]}.${m[2]}`)
     )
     // Type-only names (interfaces) have no runtime value to find.
-    const typeOnly = new Set(["Problem.Problem", "Problem.Issue", "ClientAddress.Trusted", "Settings.ConfigError", "Settings.DurationOptions"])
+    const typeOnly = new Set([
+      "Problem.Problem",
+      "Problem.Issue",
+      "ClientAddress.Trusted",
+      "Settings.ConfigError",
+      "Settings.DurationOptions"
+    ])
     const missing = [...used].filter((name) => {
       const [space, member] = name.split(".") as [string, string]
       return !typeOnly.has(name) && !(member in namespaces[space]!)

@@ -16,6 +16,6 @@ export {
   typeUri,
   Unauthorized,
   UnsupportedMediaType,
-  validationType,
-  ValidationProblem
+  ValidationProblem,
+  validationType
 } from "../http/Problem.ts"
