@@ -43,7 +43,11 @@ export const HttpServerConfig = Config.all({
   /** The admin listening socket inherited from the parent, as LISTEN_FD is the main one. */
   adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
   headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
-  requestTimeout: duration("REQUEST_TIMEOUT", "30 seconds", { min: "100 millis", max: "1 hour" }),
+  /**
+   * Below the default SHUTDOWN_TIMEOUT (25s): a client trickling its body is cut here, so by
+   * default it cannot hold a shutdown to the deadline and turn a clean exit into 1.
+   */
+  requestTimeout: duration("REQUEST_TIMEOUT", "20 seconds", { min: "100 millis", max: "1 hour" }),
   // Up to an hour: behind a Google Cloud load balancer (backend keep-alive fixed at 600s) it must exceed 10 minutes.
   keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 hour" }),
   /**
@@ -197,7 +201,10 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     : Option.none<DrainableServer>()
   const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
   const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
-  servers.forEach((server) => Continue.install(server.server, continueChecks))
+  servers.forEach((server) => {
+    Continue.install(server.server, continueChecks)
+    Continue.installExpectation(server.server)
+  })
 
   const live = yield* LiveConnections.make(lifecycle.totals)
   // WebSocket messages are bounded like request bodies (ws would take 100 MiB by default).
@@ -216,14 +223,24 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   })
 
   const preResponse = errorBodies(settings.maxBodySize)
+  // A handler can outlive its socket (a client gone mid-transaction): it counts as work to cut.
+  let running = 0
+  const leave = Effect.sync(() => {
+    running--
+  })
+  yield* lifecycle.trackWork(() => running > 0 || servers.some((server) => server.sockets.size > 0))
   const handlerFor = <E, R>(
     app: Effect.Effect<HttpServerResponse.HttpServerResponse, E, R>,
     middleware?: HttpMiddleware.HttpMiddleware
   ) =>
-    NodeHttpServer.makeHandler(HttpEffect.withPreResponseHandler(app, preResponse), {
-      scope: requestScope,
-      middleware: middleware as any
-    }).pipe(
+    NodeHttpServer.makeHandler(
+      Effect.suspend(() => {
+        running++
+        return Effect.ensuring(HttpEffect.withPreResponseHandler(app, preResponse), leave)
+      }),
+      { scope: requestScope, middleware: middleware as any }
+    ).pipe(
+      Effect.map((handler) => Continue.refuseOversized(settings.maxBodySize, handler)),
       Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize))
     )
 
@@ -243,7 +260,10 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
       "draining",
       Effect.andThen(
         Effect.sync(() => servers.forEach((server) => server.startDraining())),
-        Effect.raceFirst(Effect.sleep(lifecycle.settings.drainDelay), Deferred.await(lifecycle.forced))
+        Effect.raceFirst(
+          Effect.sleep(lifecycle.settings.drainDelay),
+          Effect.raceFirst(Deferred.await(lifecycle.forced), Deferred.await(lifecycle.hurried))
+        )
       )
     ).pipe(
       Effect.andThen(lifecycle.phase(

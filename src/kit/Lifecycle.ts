@@ -174,6 +174,16 @@ export class Lifecycle extends Context.Service<Lifecycle, {
   /** Completes when the deadline fires or a second signal arrives: stop waiting, force. */
   readonly forced: Deferred.Deferred<void>
   readonly isForced: () => boolean
+  /**
+   * Completes when a second signal finds nothing to cut (see `trackWork`): stop waiting (the
+   * drain delay) and go on, without forcing, so the exit code stays what the run earned.
+   */
+  readonly hurried: Deferred.Deferred<void>
+  /**
+   * Tells the lifecycle, for the scope's life, whether forcing would cut anything (open
+   * sockets, requests running). Without any tracker a second signal always forces.
+   */
+  readonly trackWork: (hasWork: () => boolean) => Effect.Effect<void, never, Scope.Scope>
   /** Runs one phase of the timeline and logs one line with its duration and outcome. */
   readonly phase: <A, E, R>(
     name: Phase,
@@ -275,6 +285,8 @@ interface Controller {
 
 const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) {
   const forced = yield* Deferred.make<void>()
+  const hurried = yield* Deferred.make<void>()
+  const work = new Set<() => boolean>()
   const stopRequested = yield* Deferred.make<"shutdown">()
   const totals: Totals = {
     requestsDuringDrain: 0,
@@ -352,6 +364,9 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
     isStopping: () => stopping,
     forced,
     isForced: () => Deferred.isDoneUnsafe(forced),
+    hurried,
+    trackWork: (hasWork) =>
+      Effect.acquireRelease(Effect.sync(() => work.add(hasWork)), () => Effect.sync(() => work.delete(hasWork))),
     phase,
     release,
     fail,
@@ -388,6 +403,13 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
         if (reason === "second signal" && forceable === 0) {
           // The drain is over: forcing would cut nothing, so the exit code stays what it earned.
           return Effect.logInfo("second signal: nothing left to force").pipe(Effect.annotateLogs({ phase: current }))
+        }
+        if (reason === "second signal" && work.size > 0 && ![...work].some((hasWork) => hasWork())) {
+          // Only waits are left (the drain delay): a hurried operator gets them ended, not an exit 1.
+          return Effect.logInfo("second signal: nothing left to force").pipe(
+            Effect.annotateLogs({ phase: current }),
+            Effect.andThen(Deferred.succeed(hurried, undefined))
+          )
         }
         return fail(reason === "deadline" ? "shutdown deadline exceeded" : "shutdown forced", {
           reason,

@@ -21,7 +21,7 @@ export {
 export * as Log from "./Log.ts"
 export * as Metrics from "./Metrics.ts"
 export * as Tracing from "./Tracing.ts"
-export * as Settings from "./Settings.ts"
+export * as Settings from "./public/Settings.ts"
 export { type CheckResult, type CheckStatus, Health, HealthConfig, type Report } from "./Health.ts"
 export {
   HttpServer,
@@ -30,10 +30,10 @@ export {
   type HttpServerSettings
 } from "./HttpServer.ts"
 export { ListenError } from "./http/Listener.ts"
-export * as ClientAddress from "./http/ClientAddress.ts"
+export * as ClientAddress from "./public/ClientAddress.ts"
 export type { ContinueCheck } from "./http/Continue.ts"
 export * as Cors from "./http/Cors.ts"
-export * as Problem from "./http/Problem.ts"
+export * as Problem from "./public/Problem.ts"
 export * as Recoverer from "./http/Recoverer.ts"
 export * as RequestId from "./http/RequestId.ts"
 export { Validation } from "./http/Validation.ts"

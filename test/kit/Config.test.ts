@@ -41,7 +41,7 @@ describe("Config", () => {
       const http = yield* load(HttpServerConfig, {})
       assert.strictEqual(http.port, 3000)
       assert.strictEqual(http.maxBodySize, 1024 * 1024)
-      assert.deepStrictEqual([http.headersTimeout, http.requestTimeout, http.keepAliveTimeout].map(Duration.toMillis), [10_000, 30_000, 5_000])
+      assert.deepStrictEqual([http.headersTimeout, http.requestTimeout, http.keepAliveTimeout].map(Duration.toMillis), [10_000, 20_000, 5_000])
     }))
 
   it.effect("reads byte sizes and durations from the environment", () =>

@@ -82,6 +82,17 @@ describe("deadline and second signal", () => {
     expect(stopped).toMatchObject({ exitCode: 1, socketsDestroyed: 1 })
   })
 
+  it("a second signal 5 ms after the first with nothing in flight ends DRAIN_DELAY early and exits 0", async () => {
+    const server = await start({ DRAIN_DELAY: "5s", SHUTDOWN_TIMEOUT: "10s" })
+    const firstAt = server.signal("SIGTERM")
+    await sleep(5)
+    server.signal("SIGTERM")
+    const exit = await server.exited
+    expect(exit.code).toBe(0)
+    expect(exit.at - firstAt).toBeLessThan(2_000)
+    expect(server.lines.find((line) => line.message === "shutdown forced")).toBeUndefined()
+  })
+
   it("forces the close at once on a second signal and exits 1", async () => {
     const server = await start()
     void get(server.port, "/debug/sleep?ms=10000").catch(() => undefined)
@@ -251,6 +262,27 @@ describe("limits", () => {
     const problem = JSON.parse(tooLarge.body)
     expect(problem).toMatchObject({ status: 413 })
     expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
+  })
+
+  it("refuses a declared Content-Length over MAX_BODY_SIZE from the head, without Expect: 413 at once, the route never run", async () => {
+    const server = await start({ MAX_BODY_SIZE: "1KiB" })
+    const socket = Net.connect(server.port, "127.0.0.1")
+    let received = ""
+    socket.setEncoding("latin1").on("data", (chunk: string) => (received += chunk))
+    socket.on("error", () => {})
+    const sentAt = performance.now()
+    socket.write("POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 99999999999\r\n\r\nabc")
+    await new Promise((resolve) => socket.once("close", resolve))
+    expect(performance.now() - sentAt).toBeLessThan(1_000)
+    const [head, body] = received.split("\r\n\r\n")
+    expect(head).toMatch(/^HTTP\/1\.1 413 /)
+    expect(head).toMatch(/\r\nConnection: close\r\n/i)
+    expect(head).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/i)
+    const problem = JSON.parse(body!)
+    expect(problem.status).toBe(413)
+    expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
+    expect(head).toContain(`x-request-id: ${problem.requestId}`)
+    expect(server.lines.some((line) => line.message === "request" && line.annotations.path === "/debug/echo" && line.annotations.status !== 413)).toBe(false)
   })
 
   it("answers oversized headers with a 431 problem", async () => {

@@ -5,6 +5,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, type Duration, Effect, Fiber, Layer } from "effect"
 import { TestClock } from "effect/testing"
+import { Health } from "../../src/kit/Health.ts"
+import { HttpServer } from "../../src/kit/HttpServer.ts"
 import * as Lifecycle from "../../src/kit/Lifecycle.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
@@ -33,6 +35,12 @@ const drainQuickly = Layer.effectDiscard(Effect.gen(function*() {
   const lifecycle = yield* Lifecycle.Lifecycle
   yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.void, Deferred.await(lifecycle.forced))))
 }))
+
+/** Waits in real time (the server's sockets are real) for `done`, at most 2 s. */
+const realTimeUntil = (done: () => boolean) =>
+  Effect.promise(async () => {
+    for (let waited = 0; !done() && waited < 2_000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10))
+  })
 
 const chain = (...layers: ReadonlyArray<Layer.Layer<never, any, Lifecycle.Lifecycle>>) =>
   layers.reduce((below, above) => Layer.provide(above, below))
@@ -236,5 +244,26 @@ describe("Lifecycle", () => {
       assert.strictEqual(yield* Fiber.join(fiber), 0)
       assert.isUndefined(harness.logs.find((entry) => entry.message === "shutdown forced"))
       assert.isDefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
+    }))
+
+  it.effect("a second signal during DRAIN_DELAY with no socket and no request ends the delay and leaves the exit code 0", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const server = HttpServer.layerConfig().pipe(Layer.provide(Health.layer))
+      const env = { PORT: "0", HOST: "127.0.0.1", ACCESS_LOG: "false", METRICS: "false", DRAIN_DELAY: "5s" }
+      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal), server), env))
+      yield* realTimeUntil(() => harness.logs.some((entry) => entry.message === "ready"))
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("5 millis")
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* harness.send("SIGTERM")
+      // No clock advance: the 5s delay must end on the second signal alone.
+      yield* realTimeUntil(() => fiber.pollUnsafe() !== undefined)
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+      assert.include(journal, "release postgres")
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "shutdown forced"))
+      assert.isDefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
+      assert.isBelow(harness.phases().find((p) => p.phase === "draining")?.durationMs as number, 5_000)
     }))
 })

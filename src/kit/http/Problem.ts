@@ -257,10 +257,37 @@ const clientErrorDetail = (status: number): string =>
 
 const rawHeaders = Object.entries(dataHeaders).map(([name, value]) => `${name}: ${value}\r\n`).join("")
 
+/** How long an error answer written before a close may take to flush before the socket is destroyed anyway. */
+const flushBoundMs = 1_000
+
+/**
+ * Ends a request that will never complete (its body timed out at REQUEST_TIMEOUT, or did not
+ * parse) on the response still waiting for it, as Node does without a listener: the problem
+ * goes out with `Connection: close` and the socket is destroyed once it has flushed, or at the
+ * bound when the client reads nothing. The handler, still waiting for the body, finds its
+ * response ended and writes nothing.
+ */
+const answerPending = (pending: Http.ServerResponse, socket: Net.Socket, status: number) => {
+  const requestId = RequestId.assign(pending.req)
+  const body = JSON.stringify({ ...make(status, clientErrorDetail(status)), requestId })
+  const destroy = () => socket.destroy()
+  setTimeout(destroy, flushBoundMs).unref()
+  pending.shouldKeepAlive = false
+  pending.writeHead(status, {
+    ...dataHeaders,
+    "content-type": contentType,
+    "content-length": Buffer.byteLength(body),
+    "x-request-id": requestId,
+    connection: "close"
+  })
+  pending.end(body, destroy)
+}
+
 /**
  * Bytes Node could not parse as HTTP get a problem and a closed connection, never a hang. No
  * request exists, so an id is made here and sent as `X-Request-Id` too: every problem carries
- * one, and the two always agree.
+ * one, and the two always agree. With a listener installed Node closes nothing itself, so
+ * every path here ends the socket or leaves a response that will.
  */
 export function onClientError(error: Error & { code?: string }, socket: Net.Socket) {
   // Node sets `_httpMessage` to null once a response is done: a keep-alive socket that sends
@@ -273,13 +300,16 @@ export function onClientError(error: Error & { code?: string }, socket: Net.Sock
     socket.destroy()
     return
   }
+  const status = clientErrorStatus(error.code)
   if (pending != null) {
+    // The request being answered never arrived whole (a body trickled past REQUEST_TIMEOUT, or
+    // one that does not parse): its handler would wait for it forever.
+    if (!pending.req.complete) return answerPending(pending, socket, status)
     // A valid request is still being answered and bytes after it are not HTTP: writing here
     // would interleave with its response. It finishes, says `Connection: close`, and Node closes.
     pending.shouldKeepAlive = false
     return
   }
-  const status = clientErrorStatus(error.code)
   const requestId = RequestId.generate()
   const body = JSON.stringify({ ...make(status, clientErrorDetail(status)), requestId })
   socket.end(

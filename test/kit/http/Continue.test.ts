@@ -13,7 +13,7 @@ let port = 0
 let bodiesRead = 0
 
 beforeAll(async () => {
-  server = Http.createServer((request, response) => {
+  server = Http.createServer(Continue.refuseOversized(100, (request, response) => {
     // A handler that answers without reading unless asked to.
     if (request.url === "/ignore-body") return response.writeHead(204).end()
     let length = 0
@@ -22,7 +22,8 @@ beforeAll(async () => {
       bodiesRead++
       response.writeHead(200, { "content-type": "text/plain" }).end(`read ${length}`)
     })
-  })
+  }))
+  Continue.installExpectation(server)
   Continue.install(server, [
     Continue.declaredSize(100),
     (request) => request.headers["x-refuse"] === "yes" ? errorResponse(403, "refused from the head") : undefined
@@ -63,6 +64,65 @@ const exchange = (head: string, body?: string, settleMs = 300) =>
 
 const head = (path: string, length: number, extra: Array<string> = []) =>
   [`POST ${path} HTTP/1.1`, "Host: x", `Content-Length: ${length}`, "Expect: 100-continue", ...extra, "", ""].join("\r\n")
+
+/** Status line, lower-cased headers and the JSON body of one raw answer. */
+const parse = (text: string) => {
+  const end = text.indexOf("\r\n\r\n")
+  const [statusLine, ...lines] = text.slice(0, end).split("\r\n")
+  const headers = Object.fromEntries(lines.map((line) => {
+    const colon = line.indexOf(":")
+    return [line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim()]
+  }))
+  return { status: Number(statusLine!.split(" ")[1]), headers, body: JSON.parse(text.slice(end + 4)) }
+}
+
+/** What every refusal from the head carries: a problem with the id the header names, security headers, a close. */
+const expectRefusal = (text: string, status: number, detail: RegExp) => {
+  const answer = parse(text)
+  expect(answer.status).toBe(status)
+  expect(answer.headers["content-type"]).toBe("application/problem+json")
+  expect(answer.headers.connection).toBe("close")
+  expect(answer.headers["x-content-type-options"]).toBe("nosniff")
+  expect(answer.headers["content-security-policy"]).toContain("default-src 'none'")
+  expect(answer.headers["x-request-id"]).toMatch(/.+/)
+  expect(answer.body.requestId).toBe(answer.headers["x-request-id"])
+  expect(answer.body.status).toBe(status)
+  expect(answer.body.detail ?? answer.body.message).toMatch(detail)
+}
+
+describe("refusals from the head", () => {
+  it("a 413 before 100 Continue is a problem with the request id and the security headers", async () => {
+    expectRefusal(await exchange(head("/", 101)), 413, /larger than 100 bytes/)
+  })
+
+  it("the client's own X-Request-Id is kept in the refusal", async () => {
+    const answer = parse(await exchange(head("/", 101, ["X-Request-Id: trace-42"])))
+    expect(answer.headers["x-request-id"]).toBe("trace-42")
+    expect(answer.body.requestId).toBe("trace-42")
+  })
+
+  it("a declared Content-Length over the bound without Expect is 413 at once, the handler never runs", async () => {
+    const before = bodiesRead
+    const startedAt = performance.now()
+    const text = await exchange(["POST / HTTP/1.1", "Host: x", "Content-Length: 99999999999", "", ""].join("\r\n"), undefined, 100)
+    expect(performance.now() - startedAt).toBeLessThan(900)
+    expectRefusal(text, 413, /larger than 100 bytes/)
+    expect(bodiesRead).toBe(before)
+  })
+
+  it("an Expect other than 100-continue is a 417 problem, the handler never runs", async () => {
+    const before = bodiesRead
+    const text = await exchange(["POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Expect: teapot", "", "hello"].join("\r\n"))
+    expectRefusal(text, 417, /100-continue/)
+    expect(bodiesRead).toBe(before)
+  })
+
+  it("a declared length within the bound without Expect is served", async () => {
+    const text = await exchange(["POST / HTTP/1.1", "Host: x", "Content-Length: 5", "", "hello"].join("\r\n"))
+    expect(text).toMatch(/^HTTP\/1\.1 200 /)
+    expect(text).toContain("read 5")
+  })
+})
 
 describe("Expect: 100-continue hook", () => {
   it("a declared length over the bound is 413 and closed, with no 100 and no handler run", async () => {

@@ -253,6 +253,50 @@ describe("half-sent heads and think time near the quiet window", () => {
 
 const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))![1])
 
+describe("bodies trickled past REQUEST_TIMEOUT", () => {
+  const trickle = (socket: Net.Socket) => {
+    socket.write("POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n")
+    const timer = setInterval(() => socket.writable && socket.write("a"), 500)
+    socket.once("close", () => clearInterval(timer))
+    return timer
+  }
+
+  it("a body one byte per 500 ms gets a 408 problem with Connection: close at REQUEST_TIMEOUT, and the socket closes", async () => {
+    const server = await start({ REQUEST_TIMEOUT: "2s", HEADERS_TIMEOUT: "1s" })
+    const socket = await connect(server.port)
+    const received = collect(socket)
+    const openedAt = performance.now()
+    trickle(socket)
+    const outcome = await Promise.race([received, sleep(6_000).then(() => "still open" as const)])
+    expect(outcome).not.toBe("still open")
+    const { text } = outcome as Awaited<typeof received>
+    expect(performance.now() - openedAt).toBeLessThan(4_500)
+    const [answer, ...more] = responses(text)
+    expect(more).toEqual([])
+    expect(answer!.status).toBe(408)
+    expect(answer!.headers.connection).toBe("close")
+    expect(answer!.headers["content-type"]).toBe("application/problem+json")
+    expect(answer!.headers["x-content-type-options"]).toBe("nosniff")
+    const body = JSON.parse(answer!.body)
+    expect(body).toMatchObject({ status: 408, title: "Request Timeout" })
+    expect(body.requestId).toBe(answer!.headers["x-request-id"])
+    expect(body.detail ?? body.message).toMatch(/in time/)
+  })
+
+  it("SIGTERM with such a client exits 0 once REQUEST_TIMEOUT cuts it, well before the deadline", async () => {
+    const server = await start({ REQUEST_TIMEOUT: "2s", HEADERS_TIMEOUT: "1s", SHUTDOWN_TIMEOUT: "10s" })
+    const socket = await connect(server.port)
+    const received = collect(socket)
+    trickle(socket)
+    await sleep(300)
+    const signalledAt = server.signal("SIGTERM")
+    const [{ text }, exit] = await Promise.all([received, server.exited])
+    expect(responses(text).map((answer) => answer.status)).toEqual([408])
+    expect(exit.code).toBe(0)
+    expect(exit.at - signalledAt).toBeLessThan(4_000)
+  })
+})
+
 describe("slow readers", () => {
   it("60 clients that never read /docs hold neither memory nor the shutdown: cut at WRITE_TIMEOUT, exit 0", async () => {
     const server = await start({ WRITE_TIMEOUT: "1s", SHUTDOWN_TIMEOUT: "10s" })
