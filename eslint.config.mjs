@@ -1,7 +1,7 @@
 // Lint and format, as Effect's own repositories set them up: ESLint's and typescript-eslint's
 // recommended rules, and dprint as an ESLint rule (`@effect/dprint`) so one command does both.
-import js from "@eslint/js"
 import * as effectEslint from "@effect/eslint-plugin"
+import js from "@eslint/js"
 import globals from "globals"
 import tseslint from "typescript-eslint"
 

@@ -6,10 +6,10 @@
 // Env: BENCH_PATH (/livez), BENCH_AUTH (1: send a Bearer token for the items routes),
 //      BENCH_ROUNDS (9), BENCH_REQUESTS (20000 per round), BENCH_CONNECTIONS (10),
 //      BENCH_DATABASE_URL (as npm run bench), BENCH_ENV (KEY=value,... for every variant).
+import { SignJWT } from "jose"
 import { spawn, spawnSync } from "node:child_process"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { SignJWT } from "jose"
 
 const root = Path.resolve(import.meta.dirname, "..")
 const rounds = Number(process.env.BENCH_ROUNDS ?? 9)
@@ -20,7 +20,8 @@ const benchSecret = "bench-secret-0123456789abcdef0123456789"
 const token = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("bench").setExpirationTime("1d")
   .sign(new TextEncoder().encode(benchSecret))
 const headers = process.env.BENCH_AUTH === "1" ? { authorization: `Bearer ${token}` } : {}
-const parseEnv = (text) => Object.fromEntries((text ?? "").split(",").filter(Boolean).map((kv) => kv.split(/=(.*)/s).slice(0, 2)))
+const parseEnv = (text) =>
+  Object.fromEntries((text ?? "").split(",").filter(Boolean).map((kv) => kv.split(/=(.*)/s).slice(0, 2)))
 const baseEnv = {
   LOG_LEVEL: "Warn",
   ACCESS_LOG: "false",
@@ -49,10 +50,14 @@ let nextPort = 30_000 + Math.floor(Math.random() * 2_000)
 
 const start = (variant, core) => {
   const args = ["--import", Path.join(root, "bench/inprocess/hook.mjs"), Path.resolve(root, variant.script)]
-  const child = spawn(hasTaskset ? "taskset" : process.execPath, hasTaskset ? ["-c", String(core), process.execPath, ...args] : args, {
-    env: { ...process.env, ...baseEnv, ...variant.env, PORT: String(nextPort++) },
-    stdio: ["ignore", "ignore", "inherit", "ipc"]
-  })
+  const child = spawn(
+    hasTaskset ? "taskset" : process.execPath,
+    hasTaskset ? ["-c", String(core), process.execPath, ...args] : args,
+    {
+      env: { ...process.env, ...baseEnv, ...variant.env, PORT: String(nextPort++) },
+      stdio: ["ignore", "ignore", "inherit", "ipc"]
+    }
+  )
   const ask = (bench) =>
     new Promise((resolve, reject) => {
       child.once("message", (message) => (message.error ? reject(new Error(message.error)) : resolve(message.result)))
@@ -98,11 +103,25 @@ for (let round = 0; round < rounds; round++) {
       setTimeout(() => child.kill("SIGKILL"), 5_000).unref()
     })
   ))
-  console.error(`round ${round + 1}: ${variants.map((v, i) => `${v.name} ${results[i].cpuMicros.toFixed(2)} µs`).join(", ")}`)
+  console.error(
+    `round ${round + 1}: ${variants.map((v, i) => `${v.name} ${results[i].cpuMicros.toFixed(2)} µs`).join(", ")}`
+  )
 }
 const ratios = samples[0].map((a, round) => a / samples[1][round]).sort((a, b) => a - b)
-console.log(`\nin-process GET ${path}: ${count} requests x ${rounds} rounds over ${connections} in-memory connections, node ${process.version}, ${Os.cpus()[0].model}`)
+console.log(
+  `\nin-process GET ${path}: ${count} requests x ${rounds} rounds over ${connections} in-memory connections, node ${process.version}, ${
+    Os.cpus()[0].model
+  }`
+)
 variants.forEach((v, i) => {
-  console.log(`${v.name.padEnd(12)} median ${median(samples[i]).toFixed(2)} µs CPU/request (min ${Math.min(...samples[i]).toFixed(2)}, max ${Math.max(...samples[i]).toFixed(2)}), statuses ${JSON.stringify(stats[i])}`)
+  console.log(
+    `${v.name.padEnd(12)} median ${median(samples[i]).toFixed(2)} µs CPU/request (min ${
+      Math.min(...samples[i]).toFixed(2)
+    }, max ${Math.max(...samples[i]).toFixed(2)}), statuses ${JSON.stringify(stats[i])}`
+  )
 })
-console.log(`${variants[0].name}/${variants[1].name}: median ${median(ratios).toFixed(3)}, per-round ratios ${ratios[0].toFixed(3)}–${ratios[ratios.length - 1].toFixed(3)}; difference ${(median(samples[0]) - median(samples[1])).toFixed(2)} µs`)
+console.log(
+  `${variants[0].name}/${variants[1].name}: median ${median(ratios).toFixed(3)}, per-round ratios ${
+    ratios[0].toFixed(3)
+  }–${ratios[ratios.length - 1].toFixed(3)}; difference ${(median(samples[0]) - median(samples[1])).toFixed(2)} µs`
+)

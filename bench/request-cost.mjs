@@ -19,7 +19,9 @@ const hook = Path.join(root, "bench/request-cost/driver.mjs")
 const variants = [
   { name: "metrics on", main: Path.join(root, "dist/main.js"), env: { METRICS: "true" } },
   { name: "METRICS=false", main: Path.join(root, "dist/main.js"), env: { METRICS: "false" } },
-  ...(process.env.BENCH_BASELINE ? [{ name: "baseline build", main: process.env.BENCH_BASELINE, env: { METRICS: "true" } }] : [])
+  ...(process.env.BENCH_BASELINE
+    ? [{ name: "baseline build", main: process.env.BENCH_BASELINE, env: { METRICS: "true" } }]
+    : [])
 ]
 
 const start = (variant) =>
@@ -36,7 +38,9 @@ const start = (variant) =>
         // Each variant its own embedded database unless one is given.
         ...(process.env.BENCH_DATABASE_URL
           ? { DATABASE_URL: process.env.BENCH_DATABASE_URL }
-          : { EMBEDDED_POSTGRES_DIR: Path.join(Os.tmpdir(), `request-cost-${process.pid}-${variants.indexOf(variant)}`) }),
+          : {
+            EMBEDDED_POSTGRES_DIR: Path.join(Os.tmpdir(), `request-cost-${process.pid}-${variants.indexOf(variant)}`)
+          }),
         ...variant.env
       },
       stdio: ["ignore", "pipe", "inherit", "ipc"]
@@ -45,7 +49,7 @@ const start = (variant) =>
     child.stdout.setEncoding("utf8").on("data", (chunk) => {
       out += chunk
       if (process.env.BENCH_DEBUG) process.stderr.write(chunk)
-      if (out.includes('"message":"ready"')) resolve(child)
+      if (out.includes("\"message\":\"ready\"")) resolve(child)
     })
     child.once("exit", (code) => reject(new Error(`${variant.name} exited (${code}) before it was ready:\n${out}`)))
   })
@@ -81,21 +85,29 @@ try {
     for (let index = 0; index < children.length; index++) differences[index].push(thisRound[index] - thisRound[1])
   }
   const format = (n) => n.toFixed(2)
-  console.log(`rounds ${rounds} × ${requests} GET /livez, in-process, ${hasTaskset ? "server pinned to core 0" : "unpinned"}`)
+  console.log(
+    `rounds ${rounds} × ${requests} GET /livez, in-process, ${hasTaskset ? "server pinned to core 0" : "unpinned"}`
+  )
   for (let index = 0; index < variants.length; index++) {
     const all = quartiles(perRequest[index])
     const diff = quartiles(differences[index])
     console.log(
       `${variants[index].name.padEnd(16)} ${format(all.median)} µs/request (IQR ${format(all.q1)}–${format(all.q3)})` +
-        (index === 1 ? "" : `; vs METRICS=false, paired per round: ${format(diff.median)} µs (IQR ${format(diff.q1)}–${format(diff.q3)})`)
+        (index === 1
+          ? ""
+          : `; vs METRICS=false, paired per round: ${format(diff.median)} µs (IQR ${format(diff.q1)}–${
+            format(diff.q3)
+          })`)
     )
   }
 } finally {
   // SIGTERM: each stops its embedded database on the way out.
-  await Promise.all(children.map((child) => new Promise((resolve) => {
-    child.once("exit", resolve)
-    child.kill("SIGTERM")
-  })))
+  await Promise.all(children.map((child) =>
+    new Promise((resolve) => {
+      child.once("exit", resolve)
+      child.kill("SIGTERM")
+    })
+  ))
   if (!process.env.BENCH_DATABASE_URL) {
     variants.forEach((_, index) =>
       Fs.rmSync(Path.join(Os.tmpdir(), `request-cost-${process.pid}-${index}`), { recursive: true, force: true })

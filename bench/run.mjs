@@ -9,12 +9,12 @@
 // Env: BENCH_ROUNDS (7), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_SCENARIO (livez,items),
 //      BENCH_LOAD (wrk when installed; "autocannon" forces it), BENCH_FIXED_RATE (5000, items),
 //      BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/scoped_server_bench).
+import { SignJWT } from "jose"
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { SignJWT } from "jose"
 import pg from "pg"
 
 const root = Path.resolve(import.meta.dirname, "..")
@@ -24,7 +24,11 @@ const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 // A rate every target sustains: CPU time per request at this rate is far steadier than peak req/s.
 const fixedRate = Number(process.env.BENCH_FIXED_RATE ?? 5_000)
 const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0
-const pin = (core, command, args) => (hasTaskset ? ["taskset", ["-c", String(core), command, ...args]] : [command, args])
+const pin = (
+  core,
+  command,
+  args
+) => (hasTaskset ? ["taskset", ["-c", String(core), command, ...args]] : [command, args])
 const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim() || 100)
 
 const goPeer = buildGoPeer()
@@ -127,14 +131,25 @@ const autocannon = (port, scenario, duration, rate) => {
   const headerArgs = Object.entries(scenario.headers).flatMap(([name, value]) => ["-H", `${name}=${value}`])
   const [command, args] = pin(1, process.execPath, [
     Path.join(root, "node_modules/autocannon/autocannon.js"),
-    "-c", String(connections), "-d", String(duration), "-j", "--latency", ...headerArgs,
+    "-c",
+    String(connections),
+    "-d",
+    String(duration),
+    "-j",
+    "--latency",
+    ...headerArgs,
     ...(rate === undefined ? [] : ["-R", String(rate)]),
     `http://127.0.0.1:${port}${scenario.path}`
   ])
   const result = spawnSync(command, args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
   if (result.status !== 0) throw new Error(result.stderr)
   const json = JSON.parse(result.stdout)
-  return { rps: json.requests.average, total: json.requests.total, p99: json.latency.p99, errors: json.errors + json.non2xx }
+  return {
+    rps: json.requests.average,
+    total: json.requests.total,
+    p99: json.latency.p99,
+    errors: json.errors + json.non2xx
+  }
 }
 
 /** Go's net/http peer built into a temporary directory, or undefined when `go` is not on the PATH. */
@@ -144,7 +159,10 @@ function buildGoPeer() {
     return undefined
   }
   const binary = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-bench-go-")), "go-nethttp")
-  const result = spawnSync("go", ["build", "-o", binary, "."], { cwd: Path.join(root, "bench/peers/go-nethttp"), encoding: "utf8" })
+  const result = spawnSync("go", ["build", "-o", binary, "."], {
+    cwd: Path.join(root, "bench/peers/go-nethttp"),
+    encoding: "utf8"
+  })
   if (result.status !== 0) throw new Error(`go build of the net/http peer failed:\n${result.stderr}`)
   return binary
 }
@@ -160,7 +178,14 @@ const wrkMillis = (text) => {
 const wrk = (port, scenario, duration) => {
   const headerArgs = Object.entries(scenario.headers).flatMap(([name, value]) => ["-H", `${name}: ${value}`])
   const [command, args] = pin(1, "wrk", [
-    "-t1", "-c", String(connections), "-d", `${duration}s`, "--latency", ...headerArgs, `http://127.0.0.1:${port}${scenario.path}`
+    "-t1",
+    "-c",
+    String(connections),
+    "-d",
+    `${duration}s`,
+    "--latency",
+    ...headerArgs,
+    `http://127.0.0.1:${port}${scenario.path}`
   ])
   const result = spawnSync(command, args, { encoding: "utf8" })
   if (result.status !== 0) throw new Error(result.stderr)
@@ -175,7 +200,11 @@ const wrk = (port, scenario, duration) => {
     errors: non2xx + (socketErrors ? socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0)
   }
 }
-const saturate = (port, scenario, duration) => (hasWrk ? wrk(port, scenario, duration) : autocannon(port, scenario, duration))
+const saturate = (
+  port,
+  scenario,
+  duration
+) => (hasWrk ? wrk(port, scenario, duration) : autocannon(port, scenario, duration))
 
 /** The bench database: created if missing, migrated by one start of the server, 1000 items. */
 async function prepareDatabase(scenario) {
@@ -191,7 +220,10 @@ async function prepareDatabase(scenario) {
   await client.connect()
   const { rows } = await client.query("SELECT count(*)::int AS n FROM items")
   if (rows[0].n < 1000) {
-    await client.query("INSERT INTO items (name, description) SELECT 'item ' || g, 'seeded for the benchmark' FROM generate_series(1, $1) g", [1000 - rows[0].n])
+    await client.query(
+      "INSERT INTO items (name, description) SELECT 'item ' || g, 'seeded for the benchmark' FROM generate_series(1, $1) g",
+      [1000 - rows[0].n]
+    )
   }
   await client.end()
 }
@@ -199,7 +231,9 @@ async function prepareDatabase(scenario) {
 const runScenario = async (name, scenario) => {
   if (scenario.prepare) await scenario.prepare(scenario)
   const targets = scenario.targets
-  const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], cpu: [], errors: 0 }]))
+  const samples = Object.fromEntries(
+    targets.map((t) => [t.name, { rps: [], p99: [], rss: [], startup: [], cpu: [], errors: 0 }])
+  )
   for (let round = 1; round <= rounds; round++) {
     // Alternate the order each round so no target always runs on a warmer machine.
     const order = round % 2 ? targets : [...targets].reverse()
@@ -219,7 +253,13 @@ const runScenario = async (name, scenario) => {
       s.startup.push(startupMs)
       s.cpu.push(cpuMicros)
       s.errors += run.errors + fixed.errors
-      console.error(`${name} round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${rss.toFixed(1)} MiB, startup ${startupMs.toFixed(0)} ms, ${cpuMicros.toFixed(1)} µs CPU/request at ${scenario.fixedRate} req/s`)
+      console.error(
+        `${name} round ${round} ${target.name}: ${Math.round(run.rps)} req/s, p99 ${run.p99} ms, rss ${
+          rss.toFixed(1)
+        } MiB, startup ${startupMs.toFixed(0)} ms, ${
+          cpuMicros.toFixed(1)
+        } µs CPU/request at ${scenario.fixedRate} req/s`
+      )
     }
   }
   // Ratios are taken within each round (same minutes, same machine state), then the median:
@@ -227,18 +267,39 @@ const runScenario = async (name, scenario) => {
   const reference = scenario.reference
   const ratios = (target, key) => samples[target][key].map((value, round) => value / samples[reference][key][round])
   const ratio = (target, key) => median(ratios(target, key))
-  const spread = (target, key) => `${Math.min(...ratios(target, key)).toFixed(2)}–${Math.max(...ratios(target, key)).toFixed(2)}`
-  console.log(`\n${name}: GET ${scenario.path}, load ${hasWrk ? "wrk" : "autocannon"} (fixed rate: autocannon), ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${Os.cpus()[0].model}, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`)
-  console.log(`target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${scenario.fixedRate / 1000}k   req/s vs ${reference}   p99    RSS   CPU/req   errors`)
+  const spread = (target, key) =>
+    `${Math.min(...ratios(target, key)).toFixed(2)}–${Math.max(...ratios(target, key)).toFixed(2)}`
+  console.log(
+    `\n${name}: GET ${scenario.path}, load ${
+      hasWrk ? "wrk" : "autocannon"
+    } (fixed rate: autocannon), ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians), node ${process.version}, ${
+      Os.cpus()[0].model
+    }, ${hasTaskset ? "server on core 0, load on core 1" : "unpinned"}`
+  )
+  console.log(
+    `target          req/s      p99 ms   RSS MiB   startup ms   µs CPU/req @${
+      scenario.fixedRate / 1000
+    }k   req/s vs ${reference}   p99    RSS   CPU/req   errors`
+  )
   for (const t of targets) {
     const s = samples[t.name]
     console.log(
-      `${t.name.padEnd(14)} ${Math.round(median(s.rps)).toString().padStart(7)} ${median(s.p99).toFixed(1).padStart(10)} ${median(s.rss).toFixed(1).padStart(9)} ${median(s.startup).toFixed(0).padStart(12)} ${median(s.cpu).toFixed(1).padStart(16)} ${ratio(t.name, "rps").toFixed(2).padStart(17)} ${ratio(t.name, "p99").toFixed(2).padStart(6)} ${ratio(t.name, "rss").toFixed(2).padStart(6)} ${ratio(t.name, "cpu").toFixed(2).padStart(9)} ${String(s.errors).padStart(8)}`
+      `${t.name.padEnd(14)} ${Math.round(median(s.rps)).toString().padStart(7)} ${
+        median(s.p99).toFixed(1).padStart(10)
+      } ${median(s.rss).toFixed(1).padStart(9)} ${median(s.startup).toFixed(0).padStart(12)} ${
+        median(s.cpu).toFixed(1).padStart(16)
+      } ${ratio(t.name, "rps").toFixed(2).padStart(17)} ${ratio(t.name, "p99").toFixed(2).padStart(6)} ${
+        ratio(t.name, "rss").toFixed(2).padStart(6)
+      } ${ratio(t.name, "cpu").toFixed(2).padStart(9)} ${String(s.errors).padStart(8)}`
     )
   }
   console.log(`per-round ratio spread (min–max) vs ${reference}:`)
   for (const t of targets) {
-    console.log(`${t.name.padEnd(14)} req/s ${spread(t.name, "rps")}   CPU/req ${spread(t.name, "cpu")}   p99 ${spread(t.name, "p99")}`)
+    console.log(
+      `${t.name.padEnd(14)} req/s ${spread(t.name, "rps")}   CPU/req ${spread(t.name, "cpu")}   p99 ${
+        spread(t.name, "p99")
+      }`
+    )
   }
 }
 

@@ -25,7 +25,10 @@ const buildGoPeer = () => {
     return undefined
   }
   const binary = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-bench-go-")), "go-nethttp")
-  const result = spawnSync("go", ["build", "-o", binary, "."], { cwd: Path.join(root, "bench/peers/go-nethttp"), encoding: "utf8" })
+  const result = spawnSync("go", ["build", "-o", binary, "."], {
+    cwd: Path.join(root, "bench/peers/go-nethttp"),
+    encoding: "utf8"
+  })
   if (result.status !== 0) throw new Error(`go build of the net/http peer failed:\n${result.stderr}`)
   return binary
 }
@@ -34,7 +37,10 @@ process.on("exit", () => goPeer && Fs.rmSync(Path.dirname(goPeer), { recursive: 
 
 const node = (script, env = {}) => ({ command: process.execPath, args: [Path.join(root, script)], env })
 const targets = [
-  { name: "scoped-server", ...node("dist/main.js", { LOG_LEVEL: "Warn", ACCESS_LOG: "false", DATABASE_URL: databaseUrl }) },
+  {
+    name: "scoped-server",
+    ...node("dist/main.js", { LOG_LEVEL: "Warn", ACCESS_LOG: "false", DATABASE_URL: databaseUrl })
+  },
   { name: "effect", ...node("bench/peers/effect.mjs") },
   { name: "node:http", ...node("bench/peers/node-http.mjs") },
   { name: "fastify", ...node("bench/peers/fastify.mjs") },
@@ -63,12 +69,16 @@ const get = (port) =>
 
 const start = async (target) => {
   const port = nextPort++
-  const [command, args] = hasTaskset ? ["taskset", ["-c", "0", target.command, ...target.args]] : [target.command, target.args]
+  const [command, args] = hasTaskset
+    ? ["taskset", ["-c", "0", target.command, ...target.args]]
+    : [target.command, target.args]
   const child = spawn(command, args, {
     env: { ...process.env, ...target.env, PORT: String(port), HOST: "127.0.0.1" },
     stdio: ["ignore", "ignore", "inherit"]
   })
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal, at: performance.now() })))
+  const exited = new Promise((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal, at: performance.now() }))
+  )
   const started = performance.now()
   while ((await get(port)) !== 200) {
     if (performance.now() - started > 20_000) throw new Error(`${target.name} did not start`)
@@ -127,7 +137,12 @@ const round = async (target) => {
   const exit = await exited
   clearTimeout(killer)
   await load
-  return { ...tally, answeredAfter: tally.answered - answeredBefore, exitCode: exit.code ?? exit.signal, stopMs: exit.at - signalled }
+  return {
+    ...tally,
+    answeredAfter: tally.answered - answeredBefore,
+    exitCode: exit.code ?? exit.signal,
+    stopMs: exit.at - signalled
+  }
 }
 
 const median = (values) => {
@@ -148,18 +163,32 @@ for (let r = 1; r <= rounds; r++) {
   for (const target of r % 2 ? targets : [...targets].reverse()) {
     const result = await round(target)
     results[target.name].push(result)
-    console.error(`round ${r} ${target.name}: ${result.answeredAfter} answered after SIGTERM, ${result.refused} refused at connect, ${result.lost.length} lost${describeLost(result.lost)}, exit ${result.exitCode} after ${result.stopMs.toFixed(0)} ms`)
+    console.error(
+      `round ${r} ${target.name}: ${result.answeredAfter} answered after SIGTERM, ${result.refused} refused at connect, ${result.lost.length} lost${
+        describeLost(result.lost)
+      }, exit ${result.exitCode} after ${result.stopMs.toFixed(0)} ms`
+    )
   }
 }
 
-console.log(`\nshutdown: GET /livez from ${clients} keep-alive clients back to back, SIGTERM after 0.5 s of load, ${rounds} rounds, node ${process.version}, ${Os.cpus()[0].model}`)
-console.log("target          lost/round (median)   lost in all rounds   how lost              answered after SIGTERM (median)   exit codes   stop ms (median)")
+console.log(
+  `\nshutdown: GET /livez from ${clients} keep-alive clients back to back, SIGTERM after 0.5 s of load, ${rounds} rounds, node ${process.version}, ${
+    Os.cpus()[0].model
+  }`
+)
+console.log(
+  "target          lost/round (median)   lost in all rounds   how lost              answered after SIGTERM (median)   exit codes   stop ms (median)"
+)
 for (const target of targets) {
   const runs = results[target.name]
   const lost = runs.map((run) => run.lost.length)
   console.log(
-    `${target.name.padEnd(15)} ${String(median(lost)).padStart(19)} ${String(lost.reduce((a, b) => a + b, 0)).padStart(20)}   ${
-      (describeLost(runs.flatMap((run) => run.lost)).slice(2, -1) || "-").padEnd(21)
-    } ${String(median(runs.map((run) => run.answeredAfter))).padStart(31)}   ${[...new Set(runs.map((run) => run.exitCode))].join(",").padStart(10)} ${median(runs.map((run) => run.stopMs)).toFixed(0).padStart(18)}`
+    `${target.name.padEnd(15)} ${String(median(lost)).padStart(19)} ${
+      String(lost.reduce((a, b) => a + b, 0)).padStart(20)
+    }   ${(describeLost(runs.flatMap((run) => run.lost)).slice(2, -1) || "-").padEnd(21)} ${
+      String(median(runs.map((run) => run.answeredAfter))).padStart(31)
+    }   ${[...new Set(runs.map((run) => run.exitCode))].join(",").padStart(10)} ${
+      median(runs.map((run) => run.stopMs)).toFixed(0).padStart(18)
+    }`
   )
 }

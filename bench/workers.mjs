@@ -30,14 +30,22 @@ const clockTicks = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
 
-const serverEnv = { PATH: process.env.PATH, LOG_LEVEL: "Info", ACCESS_LOG: "false", EMBEDDED_POSTGRES_DIR: pgDir, RATE_LIMIT: "1000000000" }
+const serverEnv = {
+  PATH: process.env.PATH,
+  LOG_LEVEL: "Info",
+  ACCESS_LOG: "false",
+  EMBEDDED_POSTGRES_DIR: pgDir,
+  RATE_LIMIT: "1000000000"
+}
 
 /** The node processes of a tree (the embedded PostgreSQL is left out: it does nothing for /livez). */
 const nodeTree = (pid) => {
   const out = [pid]
   for (let index = 0; index < out.length; index++) {
     for (const task of Fs.readdirSync(`/proc/${out[index]}/task`)) {
-      const children = Fs.readFileSync(`/proc/${out[index]}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number)
+      const children = Fs.readFileSync(`/proc/${out[index]}/task/${task}/children`, "utf8").trim().split(/\s+/).filter(
+        Boolean
+      ).map(Number)
       for (const child of children) {
         // Node names its main thread MainThread; the embedded PostgreSQL is the one to leave out.
         if (Fs.readFileSync(`/proc/${child}/comm`, "utf8").trim() !== "postgres") out.push(child)
@@ -114,11 +122,21 @@ const stopServer = (child) =>
 const autocannon = (port, duration) => {
   const [command, args] = onLoadCore(process.execPath, [
     Path.join(root, "node_modules/autocannon/autocannon.js"),
-    "-j", "-c", String(connections), "-d", String(duration), `http://127.0.0.1:${port}/livez`
+    "-j",
+    "-c",
+    String(connections),
+    "-d",
+    String(duration),
+    `http://127.0.0.1:${port}/livez`
   ])
   const result = spawnSync(command, args, { encoding: "utf8", maxBuffer: 64 * 1024 * 1024 })
   const json = JSON.parse(result.stdout)
-  return { rps: json.requests.average, total: json.requests.total, p99: json.latency.p99, errors: json.errors + json.non2xx }
+  return {
+    rps: json.requests.average,
+    total: json.requests.total,
+    p99: json.latency.p99,
+    errors: json.errors + json.non2xx
+  }
 }
 
 /** The load child (on core 1): keep-alive or connection-per-request clients; prints requests per 100 ms. */
@@ -155,7 +173,13 @@ async function loadChild(port, durationMs, kind) {
 }
 
 const runLoad = (port, durationMs, kind) => {
-  const [command, args] = onLoadCore(process.execPath, [import.meta.filename, "load", String(port), String(durationMs), kind])
+  const [command, args] = onLoadCore(process.execPath, [
+    import.meta.filename,
+    "load",
+    String(port),
+    String(durationMs),
+    kind
+  ])
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"] })
   let out = ""
   child.stdout.on("data", (chunk) => (out += chunk))
@@ -167,12 +191,23 @@ const targets = [
   { name: "scoped-server (one process)", script: "dist/main.js", env: {}, supervised: false },
   ...workerCounts.flatMap((n) => [
     { name: `scoped-server WORKERS=${n}`, script: "dist/main.js", env: { WORKERS: String(n) }, supervised: true },
-    { name: `fastify cluster ${n}`, script: "bench/peers/fastify-cluster.mjs", env: { WORKERS: String(n) }, supervised: false }
+    {
+      name: `fastify cluster ${n}`,
+      script: "bench/peers/fastify-cluster.mjs",
+      env: { WORKERS: String(n) },
+      supervised: false
+    }
   ])
 ]
 
-console.error(`node ${process.version}, ${Os.cpus().length} cores (${Os.cpus()[0].model}), load ${hasTaskset ? "on core 1" : "unpinned"}`)
-const samples = Object.fromEntries(targets.map((t) => [t.name, { rps: [], p99: [], cpu: [], fresh: [], startup: [], rss: [], errors: 0 }]))
+console.error(
+  `node ${process.version}, ${Os.cpus().length} cores (${Os.cpus()[0].model}), load ${
+    hasTaskset ? "on core 1" : "unpinned"
+  }`
+)
+const samples = Object.fromEntries(
+  targets.map((t) => [t.name, { rps: [], p99: [], cpu: [], fresh: [], startup: [], rss: [], errors: 0 }])
+)
 for (let round = 1; round <= rounds; round++) {
   for (const target of targets) {
     const port = nextPort++
@@ -192,22 +227,34 @@ for (let round = 1; round <= rounds; round++) {
     s.startup.push(server.startupMs)
     s.rss.push(rssMiB(server.child.pid))
     s.errors += run.errors + fresh.failures.length
-    console.error(`round ${round} ${target.name}: ${Math.round(run.rps)} req/s, ${cpuMicros.toFixed(1)} µs CPU/request, ${Math.round(s.fresh.at(-1))} new connections/s, startup ${server.startupMs.toFixed(0)} ms, top process RSS ${s.rss.at(-1).toFixed(1)} MiB`)
+    console.error(
+      `round ${round} ${target.name}: ${Math.round(run.rps)} req/s, ${cpuMicros.toFixed(1)} µs CPU/request, ${
+        Math.round(s.fresh.at(-1))
+      } new connections/s, startup ${server.startupMs.toFixed(0)} ms, top process RSS ${s.rss.at(-1).toFixed(1)} MiB`
+    )
     await stopServer(server.child)
   }
 }
 
-console.log(`\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians); new connections: 16 clients, one connection per request, 3 s`)
+console.log(
+  `\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians); new connections: 16 clients, one connection per request, 3 s`
+)
 console.log("target                         req/s   p99 ms  µs CPU/req  new conn/s  startup ms  top RSS MiB  errors")
 for (const t of targets) {
   const s = samples[t.name]
-  console.log(`${t.name.padEnd(29)} ${Math.round(median(s.rps)).toString().padStart(6)} ${median(s.p99).toFixed(1).padStart(8)} ${median(s.cpu).toFixed(1).padStart(11)} ${Math.round(median(s.fresh)).toString().padStart(11)} ${median(s.startup).toFixed(0).padStart(11)} ${median(s.rss).toFixed(1).padStart(12)} ${String(s.errors).padStart(7)}`)
+  console.log(
+    `${t.name.padEnd(29)} ${Math.round(median(s.rps)).toString().padStart(6)} ${median(s.p99).toFixed(1).padStart(8)} ${
+      median(s.cpu).toFixed(1).padStart(11)
+    } ${Math.round(median(s.fresh)).toString().padStart(11)} ${median(s.startup).toFixed(0).padStart(11)} ${
+      median(s.rss).toFixed(1).padStart(12)
+    } ${String(s.errors).padStart(7)}`
+  )
 }
 
 // An upgrade under load: 32 keep-alive clients and 4 connection-per-request clients for 8 s,
 // SIGUSR2 at 2 s; requests answered per 100 ms.
 {
-  const port = nextPort++
+  const port = nextPort
   const server = await startServer({ name: "timeline", script: "dist/main.js", env: { WORKERS: "2" } }, port)
   await sleep(300)
   const loadStart = performance.now()
@@ -215,7 +262,9 @@ for (const t of targets) {
   await sleep(2_000)
   const signalledAt = performance.now() - loadStart
   server.child.kill("SIGUSR2")
-  const done = await server.waitFor((line) => line.message === "upgrade" && (line.annotations.step === "completed" || line.annotations.step === "failed"))
+  const done = await server.waitFor((line) =>
+    line.message === "upgrade" && (line.annotations.step === "completed" || line.annotations.step === "failed")
+  )
   const result = await load
   const rss = rssMiB(server.child.pid)
   await stopServer(server.child)
@@ -223,8 +272,20 @@ for (const t of targets) {
   const toOffset = (line) => line.at - (server.lines.find((l) => l.message === "upgrade").at - signalledAt)
   const buckets = result.buckets
   const total = buckets.reduce((a, b) => a + b, 0)
-  console.log(`\nupgrade under load (WORKERS=2): outcome ${done.annotations.outcome}, ${done.annotations.durationMs} ms; ${total} requests, ${result.failures.length} failed, statuses ${JSON.stringify(result.statuses)}; min per 100 ms after the clients' first 300 ms ${Math.min(...buckets.slice(3))}, median ${median(buckets)}; per 100 ms: ${buckets.join(" ")}; supervisor RSS ${rss.toFixed(1)} MiB`)
-  writePlot(buckets, signalledAt, readyLine === undefined ? undefined : toOffset(readyLine), toOffset(done), result.failures.length)
+  console.log(
+    `\nupgrade under load (WORKERS=2): outcome ${done.annotations.outcome}, ${done.annotations.durationMs} ms; ${total} requests, ${result.failures.length} failed, statuses ${
+      JSON.stringify(result.statuses)
+    }; min per 100 ms after the clients' first 300 ms ${Math.min(...buckets.slice(3))}, median ${
+      median(buckets)
+    }; per 100 ms: ${buckets.join(" ")}; supervisor RSS ${rss.toFixed(1)} MiB`
+  )
+  writePlot(
+    buckets,
+    signalledAt,
+    readyLine === undefined ? undefined : toOffset(readyLine),
+    toOffset(done),
+    result.failures.length
+  )
 }
 
 function writePlot(buckets, signalledAt, readyAt, doneAt, failures) {
@@ -237,12 +298,25 @@ function writePlot(buckets, signalledAt, readyAt, doneAt, failures) {
   const x = (ms) => left + (ms / (buckets.length * 100)) * (width - left - 20)
   const y = (count) => height - bottom - (count / max) * (height - bottom - top)
   const bars = buckets.map((count, index) =>
-    `<rect x="${x(index * 100).toFixed(1)}" y="${y(count).toFixed(1)}" width="${(x(100) - x(0) - 1).toFixed(1)}" height="${(height - bottom - y(count)).toFixed(1)}" fill="#3b82f6"/>`
+    `<rect x="${x(index * 100).toFixed(1)}" y="${y(count).toFixed(1)}" width="${
+      (x(100) - x(0) - 1).toFixed(1)
+    }" height="${(height - bottom - y(count)).toFixed(1)}" fill="#3b82f6"/>`
   ).join("")
   const marker = (ms, label, color, row) =>
-    ms === undefined ? "" : `<line x1="${x(ms)}" y1="${top}" x2="${x(ms)}" y2="${height - bottom}" stroke="${color}" stroke-width="2" stroke-dasharray="5,3"/><text x="${x(ms) + 4}" y="${top + 14 + row * 16}" font-size="12" fill="${color}">${label}</text>`
-  const ticks = Array.from({ length: buckets.length / 10 + 1 }, (_, s) => `<text x="${x(s * 1000)}" y="${height - bottom + 16}" font-size="11" text-anchor="middle">${s}s</text>`).join("")
-  const yTicks = [0, 0.5, 1].map((f) => Math.round(f * max / 1.1)).map((v) => `<text x="${left - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end">${v}</text>`).join("")
+    ms === undefined
+      ? ""
+      : `<line x1="${x(ms)}" y1="${top}" x2="${x(ms)}" y2="${
+        height - bottom
+      }" stroke="${color}" stroke-width="2" stroke-dasharray="5,3"/><text x="${x(ms) + 4}" y="${
+        top + 14 + row * 16
+      }" font-size="12" fill="${color}">${label}</text>`
+  const ticks = Array.from(
+    { length: buckets.length / 10 + 1 },
+    (_, s) => `<text x="${x(s * 1000)}" y="${height - bottom + 16}" font-size="11" text-anchor="middle">${s}s</text>`
+  ).join("")
+  const yTicks = [0, 0.5, 1].map((f) => Math.round(f * max / 1.1)).map((v) =>
+    `<text x="${left - 6}" y="${y(v) + 4}" font-size="11" text-anchor="end">${v}</text>`
+  ).join("")
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
 <text x="${left}" y="22" font-size="14">Requests answered per 100 ms across a SIGUSR2 upgrade (WORKERS=2, 32 keep-alive + 4 new-connection clients); failed: ${failures}</text>
@@ -250,14 +324,25 @@ ${bars}
 <line x1="${left}" y1="${height - bottom}" x2="${width - 20}" y2="${height - bottom}" stroke="black"/>
 <line x1="${left}" y1="${top}" x2="${left}" y2="${height - bottom}" stroke="black"/>
 ${ticks}${yTicks}
-${marker(signalledAt, "SIGUSR2", "#dc2626", 0)}${marker(readyAt, "new generation ready", "#16a34a", 0)}${marker(doneAt, "old generation drained, exited 0", "#9333ea", 1)}
+${marker(signalledAt, "SIGUSR2", "#dc2626", 0)}${marker(readyAt, "new generation ready", "#16a34a", 0)}${
+    marker(doneAt, "old generation drained, exited 0", "#9333ea", 1)
+  }
 </svg>`
   const svgPath = Path.join(root, "bench/upgrade-timeline.svg")
   Fs.writeFileSync(svgPath, svg)
   // Rendered by a headless Chromium when there is one (Debian's `chromium`); the SVG stays either way.
   const converted = spawnSync("chromium", [
-    "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-    `--screenshot=${Path.join(root, "bench/upgrade-timeline.png")}`, `--window-size=${width},${height}`, `file://${svgPath}`
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    `--screenshot=${Path.join(root, "bench/upgrade-timeline.png")}`,
+    `--window-size=${width},${height}`,
+    `file://${svgPath}`
   ], { encoding: "utf8", timeout: 60_000 })
-  console.log(converted.status === 0 ? "plot: bench/upgrade-timeline.png" : `plot: bench/upgrade-timeline.svg only (chromium: ${converted.error ?? converted.status})`)
+  console.log(
+    converted.status === 0
+      ? "plot: bench/upgrade-timeline.png"
+      : `plot: bench/upgrade-timeline.svg only (chromium: ${converted.error ?? converted.status})`
+  )
 }

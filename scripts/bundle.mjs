@@ -38,5 +38,8 @@ await build({
   logLevel: "warning",
   plugins: [lazyNodeHttp],
   // Some dependencies are CommonJS and call require() for Node built-ins.
-  banner: { js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);" }
+  banner: {
+    js:
+      "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);"
+  }
 })

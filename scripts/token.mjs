@@ -1,11 +1,11 @@
 // npm run token [-- --sub alice --expires 2h]: prints a development JWT the server accepts.
 // Signed HS256 with JWT_SECRET, or with the development secret the server created in
 // .data/jwt-secret (JWT_DEV_SECRET_FILE) when JWT_SECRET is unset.
+import { SignJWT } from "jose"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { parseArgs } from "node:util"
-import { SignJWT } from "jose"
 
 const { values } = parseArgs({
   options: {

@@ -46,12 +46,24 @@ class MemorySocket extends Duplex {
     this.bytesRead += buffer.length
     this.push(buffer)
   }
-  setTimeout() { return this }
-  setNoDelay() { return this }
-  setKeepAlive() { return this }
-  ref() { return this }
-  unref() { return this }
-  address() { return { address: this.localAddress, port: this.localPort, family: "IPv4" } }
+  setTimeout() {
+    return this
+  }
+  setNoDelay() {
+    return this
+  }
+  setKeepAlive() {
+    return this
+  }
+  ref() {
+    return this
+  }
+  unref() {
+    return this
+  }
+  address() {
+    return { address: this.localAddress, port: this.localPort, family: "IPv4" }
+  }
 }
 
 /**

@@ -9,6 +9,8 @@ import * as Http from "node:http"
 const body = HttpServerResponse.jsonUnsafe({ status: "ok" })
 const Routes = HttpRouter.add("GET", "/livez", Effect.succeed(body))
 const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListenLog: true }).pipe(
-  Layer.provide(NodeHttpServer.layer(Http.createServer, { port: Number(process.env.PORT), host: process.env.HOST ?? "127.0.0.1" }))
+  Layer.provide(
+    NodeHttpServer.layer(Http.createServer, { port: Number(process.env.PORT), host: process.env.HOST ?? "127.0.0.1" })
+  )
 )
 NodeRuntime.runMain(Layer.launch(Main))

@@ -1,7 +1,7 @@
 // Peer: Fastify under Node's cluster (round-robin scheduling, Node's default on Linux), WORKERS
 // workers answering the same JSON as scoped-server's /livez; the primary forks and does nothing else.
-import cluster from "node:cluster"
 import Fastify from "fastify"
+import cluster from "node:cluster"
 
 const workers = Number(process.env.WORKERS ?? 1)
 if (cluster.isPrimary) {

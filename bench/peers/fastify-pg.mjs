@@ -6,7 +6,11 @@ import pg from "pg"
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 10 })
 const secret = await crypto.subtle.importKey(
-  "raw", new TextEncoder().encode(process.env.JWT_SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["verify"]
+  "raw",
+  new TextEncoder().encode(process.env.JWT_SECRET),
+  { name: "HMAC", hash: "SHA-256" },
+  false,
+  ["verify"]
 )
 const app = Fastify({ logger: false })
 

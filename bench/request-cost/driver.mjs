@@ -10,6 +10,7 @@ let server
 const listen = Net.Server.prototype.listen
 Net.Server.prototype.listen = function(...args) {
   // The main server is the first HTTP server to listen (the admin server, if any, comes after).
+  // eslint-disable-next-line @typescript-eslint/no-this-alias -- the hook's whole point is to keep the server it patches
   if (this instanceof Http.Server) server ??= this
   return listen.apply(this, args)
 }
@@ -93,7 +94,11 @@ const round = async (count) => {
   const started = performance.now()
   await Promise.all(Array.from({ length: connections }, () => connection(Math.ceil(count / connections))))
   const cpu = process.cpuUsage(start)
-  return { cpuMicros: cpu.user + cpu.system, wallMs: performance.now() - started, requests: Math.ceil(count / connections) * connections }
+  return {
+    cpuMicros: cpu.user + cpu.system,
+    wallMs: performance.now() - started,
+    requests: Math.ceil(count / connections) * connections
+  }
 }
 
 process.on("message", (message) => {

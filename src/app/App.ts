@@ -41,7 +41,16 @@ export const Routes = Layer.mergeAll(
   Live.routes,
   Recoverer.layer(Api),
   Metrics.routes,
-  Cors.layerConfig({ exposedHeaders: ["link", "location", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy"] })
+  Cors.layerConfig({
+    exposedHeaders: [
+      "link",
+      "location",
+      "ratelimit-limit",
+      "ratelimit-remaining",
+      "ratelimit-reset",
+      "ratelimit-policy"
+    ]
+  })
 ).pipe(Layer.provide(ItemEvents.layer))
 
 // Each step is built after the one it is provided with, so it is released before it.

@@ -5,14 +5,26 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema } from "effect"
 import type { HttpServerResponse } from "effect/http"
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
+import * as Jose from "jose"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import * as Jose from "jose"
 import { Metrics, Problem, Settings, throttledWarning } from "../kit/index.ts"
 
 /** Asymmetric JWS algorithms a JWKS may sign with; HS* and `none` are never taken from a key set. */
-const jwksAlgorithms = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"]
+const jwksAlgorithms = [
+  "RS256",
+  "RS384",
+  "RS512",
+  "PS256",
+  "PS384",
+  "PS512",
+  "ES256",
+  "ES384",
+  "ES512",
+  "EdDSA",
+  "Ed25519"
+]
 
 const splitList = (value: string) => value.split(",").map((item) => item.trim()).filter((item) => item.length > 0)
 
@@ -160,11 +172,17 @@ export const classify = (error: unknown): AuthError => {
     if (error.reason === "invalid") return invalid(`the token's ${claim} claim is not a number`, error)
     return invalid(`the token's ${claim} claim is not accepted`, error)
   }
-  if (error instanceof Jose.errors.JWSSignatureVerificationFailed) return invalid("the token's signature is not valid", error)
+  if (error instanceof Jose.errors.JWSSignatureVerificationFailed) {
+    return invalid("the token's signature is not valid", error)
+  }
   if (error instanceof Jose.errors.JOSEAlgNotAllowed) return invalid("the token's algorithm is not accepted", error)
   if (error instanceof Jose.errors.JWKSNoMatchingKey) return invalid("no signing key matches the token", error)
-  if (error instanceof Jose.errors.JWKSMultipleMatchingKeys) return invalid("the token matches more than one signing key", error)
-  if (error instanceof Jose.errors.JOSENotSupported) return invalid("the token's algorithm or key is not supported", error)
+  if (error instanceof Jose.errors.JWKSMultipleMatchingKeys) {
+    return invalid("the token matches more than one signing key", error)
+  }
+  if (error instanceof Jose.errors.JOSENotSupported) {
+    return invalid("the token's algorithm or key is not supported", error)
+  }
   return invalid("the token is malformed", error)
 }
 
@@ -173,10 +191,18 @@ export const classify = (error: unknown): AuthError => {
  * tokens without one must not share a bucket) and an `iat` not in the future (jose checks `iat`
  * only with maxTokenAge). `exp` and `sub` presence are jose's `requiredClaims`.
  */
-export const checkClaims = (payload: Jose.JWTPayload, nowSeconds: number, toleranceSeconds: number): Jose.JWTPayload => {
-  if (typeof payload.sub !== "string" || payload.sub.length === 0) throw invalid("the token's sub claim must be a non-empty string")
+export const checkClaims = (
+  payload: Jose.JWTPayload,
+  nowSeconds: number,
+  toleranceSeconds: number
+): Jose.JWTPayload => {
+  if (typeof payload.sub !== "string" || payload.sub.length === 0) {
+    throw invalid("the token's sub claim must be a non-empty string")
+  }
   if (payload.iat !== undefined) {
-    if (typeof payload.iat !== "number" || !Number.isFinite(payload.iat)) throw invalid("the token's iat claim is not a number")
+    if (typeof payload.iat !== "number" || !Number.isFinite(payload.iat)) {
+      throw invalid("the token's iat claim is not a number")
+    }
     if (payload.iat > nowSeconds + toleranceSeconds) throw invalid("the token's iat claim is in the future")
   }
   return payload
@@ -197,7 +223,11 @@ const verifyOptions = (options: VerifierOptions): Jose.JWTVerifyOptions => ({
 })
 
 /** A Verify over a fixed key (HS256 from JWT_SECRET, imported once). */
-export const keyVerify = (key: Jose.CryptoKey | Uint8Array, algorithms: ReadonlyArray<string>, options: VerifierOptions): Verify => {
+export const keyVerify = (
+  key: Jose.CryptoKey | Uint8Array,
+  algorithms: ReadonlyArray<string>,
+  options: VerifierOptions
+): Verify => {
   const base = verifyOptions(options)
   const tolerance = Duration.toSeconds(options.clockTolerance)
   return async (token, currentDate) =>
@@ -262,7 +292,9 @@ const unauthorized = (code: "invalid_request" | "invalid_token", description: st
  * caller, or the answer to send instead.
  */
 export class Authenticator extends Context.Service<Authenticator, {
-  readonly authenticate: (token: string) => Effect.Effect<Result.Result<CurrentUser["Service"], HttpServerResponse.HttpServerResponse>>
+  readonly authenticate: (
+    token: string
+  ) => Effect.Effect<Result.Result<CurrentUser["Service"], HttpServerResponse.HttpServerResponse>>
   /** Verifications that ran (cache misses): what a flood of forged tokens costs. */
   readonly verifications: () => number
 }>()("scoped-server/Authenticator") {
@@ -327,9 +359,11 @@ export class Authenticator extends Context.Service<Authenticator, {
             }
             return Effect.as(
               warn({ message: rejected.description }),
-              Result.fail(Problem.errorResponse(503, "the token cannot be checked now: its signing keys are unavailable", {
-                "retry-after": "5"
-              }))
+              Result.fail(
+                Problem.errorResponse(503, "the token cannot be checked now: its signing keys are unavailable", {
+                  "retry-after": "5"
+                })
+              )
             )
           }
         })

@@ -89,15 +89,17 @@ export const routes = Layer.unwrap(
         `DEBUG_ROUTES=true is refused on ${where}, which other hosts can reach: listen on loopback (HOST=127.0.0.1) or also set DEBUG_ROUTES_UNSAFE=true`
       ))
     }
-    yield* Effect.logWarning("DEBUG_ROUTES=true: /debug/sleep, /debug/echo, /debug/transaction and /debug/defect are mounted; never run this in production")
+    yield* Effect.logWarning(
+      "DEBUG_ROUTES=true: /debug/sleep, /debug/echo, /debug/transaction and /debug/defect are mounted; never run this in production"
+    )
       .pipe(Effect.annotateLogs({ address: where, unsafe }))
     return HttpRouter.addAll([
-        HttpRouter.route("GET", "/debug/sleep", sleep),
-        HttpRouter.route("POST", "/debug/echo", echo),
-        HttpRouter.route("POST", "/debug/transaction", transaction),
-        // A bug on purpose: the recoverer's answer is what tests look at.
-        HttpRouter.route("GET", "/debug/crash", crash),
-        HttpRouter.route("GET", "/debug/defect", Effect.die(new Error("deliberate defect for the recoverer")))
-      ])
+      HttpRouter.route("GET", "/debug/sleep", sleep),
+      HttpRouter.route("POST", "/debug/echo", echo),
+      HttpRouter.route("POST", "/debug/transaction", transaction),
+      // A bug on purpose: the recoverer's answer is what tests look at.
+      HttpRouter.route("GET", "/debug/crash", crash),
+      HttpRouter.route("GET", "/debug/defect", Effect.die(new Error("deliberate defect for the recoverer")))
+    ])
   })
 )

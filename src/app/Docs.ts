@@ -100,7 +100,10 @@ export const routes = Layer.effectDiscard(Effect.gen(function*() {
   const scope = yield* Effect.scope
   const asset = yield* Effect.cached(
     HttpRouter.toHttpEffect(
-      HttpApiScalar.layer(Api, { path: "/docs", scalar: { withDefaultFonts: false, defaultOpenAllTags: true, favicon: "data:," } })
+      HttpApiScalar.layer(Api, {
+        path: "/docs",
+        scalar: { withDefaultFonts: false, defaultOpenAllTags: true, favicon: "data:," }
+      })
     ).pipe(
       Scope.provide(scope),
       Effect.flatten,
@@ -109,10 +112,18 @@ export const routes = Layer.effectDiscard(Effect.gen(function*() {
         HttpServerRequest.HttpServerRequest,
         HttpServerRequest.fromWeb(new Request("http://localhost/docs"))
       ),
-      Effect.flatMap((page) => makeAsset(bodyOf(page), (page.body._tag === "Uint8Array" ? page.body.contentType : undefined) ?? "text/html; charset=utf-8"))
+      Effect.flatMap((page) =>
+        makeAsset(
+          bodyOf(page),
+          (page.body._tag === "Uint8Array" ? page.body.contentType : undefined) ?? "text/html; charset=utf-8"
+        )
+      )
     )
   )
-  const handler = Effect.flatMap(asset, (asset) => Effect.map(HttpServerRequest.HttpServerRequest, (request) => serveAsset(asset, request)))
+  const handler = Effect.flatMap(
+    asset,
+    (asset) => Effect.map(HttpServerRequest.HttpServerRequest, (request) => serveAsset(asset, request))
+  )
   const router = yield* HttpRouter.HttpRouter
   // The router ignores a trailing slash: this serves `/docs/` too.
   yield* router.add("GET", "/docs", handler)

@@ -5,9 +5,9 @@
 import { Effect, Layer, Result, Stream } from "effect"
 import { HttpRouter, HttpServerRequest, HttpServerResponse } from "effect/http"
 import * as Socket from "effect/socket/Socket"
+import { LongLived, Problem } from "../kit/index.ts"
 import { Authenticator } from "./Auth.ts"
 import { ItemEvents } from "./items/Events.ts"
-import { LongLived, Problem } from "../kit/index.ts"
 
 /** What the SSE client is told when the server goes away: reconnect (another instance will answer). */
 const goingAway: LongLived.ServerSentEvent = { event: "shutdown", data: "{\"reconnect\":true}" }
@@ -21,21 +21,22 @@ const bearer = (request: HttpServerRequest.HttpServerRequest): string | undefine
 const itemEvents = (
   authenticate: Authenticator["Service"]["authenticate"],
   changes: ItemEvents["Service"]
-) => Effect.gen(function*() {
-  const request = yield* HttpServerRequest.HttpServerRequest
-  const token = bearer(request)
-  if (token === undefined || token.length === 0) {
-    return Problem.errorResponse(401, "a bearer token is required", { "www-authenticate": "Bearer" })
-  }
-  const user = yield* authenticate(token)
-  if (Result.isFailure(user)) return user.failure
-  // Subscribed before the head goes out: no change committed after the 200 is missed.
-  const subscription = Stream.fromPubSub(changes)
-  return yield* LongLived.eventStream(
-    Stream.map(subscription, (change) => ({ event: change.type, data: JSON.stringify(change) })),
-    { final: goingAway }
-  )
-})
+) =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const token = bearer(request)
+    if (token === undefined || token.length === 0) {
+      return Problem.errorResponse(401, "a bearer token is required", { "www-authenticate": "Bearer" })
+    }
+    const user = yield* authenticate(token)
+    if (Result.isFailure(user)) return user.failure
+    // Subscribed before the head goes out: no change committed after the 200 is missed.
+    const subscription = Stream.fromPubSub(changes)
+    return yield* LongLived.eventStream(
+      Stream.map(subscription, (change) => ({ event: change.type, data: JSON.stringify(change) })),
+      { final: goingAway }
+    )
+  })
 
 /**
  * `GET /ws/echo`: every message back as it came (text as text, binary as binary). Messages are
@@ -49,8 +50,11 @@ const echo = Effect.gen(function*() {
   yield* Effect.forever(Effect.flatMap(pull, write))
 }).pipe(
   Effect.scoped,
-  Effect.catchTag("SocketError", (error) =>
-    Socket.isSocketError(error) && error.reason._tag === "SocketCloseError" ? Effect.void : Effect.fail(error)),
+  Effect.catchTag(
+    "SocketError",
+    (error) =>
+      Socket.isSocketError(error) && error.reason._tag === "SocketCloseError" ? Effect.void : Effect.fail(error)
+  ),
   Effect.as(HttpServerResponse.empty())
 )
 

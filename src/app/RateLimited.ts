@@ -36,7 +36,11 @@ const withLimitHeaders = (
   policy: string
 ) => {
   const inner = response.headers["ratelimit-policy"]
-  const withPolicy = HttpServerResponse.setHeader(response, "ratelimit-policy", inner === undefined ? policy : `${inner}, ${policy}`)
+  const withPolicy = HttpServerResponse.setHeader(
+    response,
+    "ratelimit-policy",
+    inner === undefined ? policy : `${inner}, ${policy}`
+  )
   if (decision.unknown === true) return withPolicy
   const innerRemaining = response.headers["ratelimit-remaining"]
   if (innerRemaining !== undefined && Number(innerRemaining) <= decision.remaining) return withPolicy
@@ -52,7 +56,9 @@ const withLimitHeaders = (
  * TRUSTED_PROXIES; IPv6 by /64). Runs before authentication and costs one map lookup with the
  * memory store: no generator, no allocation beyond the decision.
  */
-export class AddressRateLimited extends HttpApiMiddleware.Service<AddressRateLimited>()("scoped-server/AddressRateLimited") {
+export class AddressRateLimited
+  extends HttpApiMiddleware.Service<AddressRateLimited>()("scoped-server/AddressRateLimited")
+{
   static readonly layer = Layer.effect(
     AddressRateLimited,
     Effect.gen(function*() {
@@ -67,7 +73,8 @@ export class AddressRateLimited extends HttpApiMiddleware.Service<AddressRateLim
           )
           return Effect.flatMap(perAddress.consume(ClientAddress.limitKey(address)), (decision) =>
             decision._tag === "Allowed"
-              ? Effect.map(httpEffect, (response) => withLimitHeaders(response, decision, perAddress.policy))
+              ? Effect.map(httpEffect, (response) =>
+                withLimitHeaders(response, decision, perAddress.policy))
               : Effect.succeed(refuse(decision, perAddress.policy)))
         })
     })
@@ -83,11 +90,14 @@ export class RateLimited extends HttpApiMiddleware.Service<RateLimited, {
     Effect.gen(function*() {
       const rateLimit = yield* RateLimit
       return (httpEffect) =>
-        Effect.flatMap(Effect.service(CurrentUser), (user) =>
-          Effect.flatMap(rateLimit.consume(`sub:${user.subject}`), (decision) =>
-            decision._tag === "Allowed"
-              ? Effect.map(httpEffect, (response) => withLimitHeaders(response, decision, rateLimit.policy))
-              : Effect.succeed(refuse(decision, rateLimit.policy))))
+        Effect.flatMap(
+          Effect.service(CurrentUser),
+          (user) =>
+            Effect.flatMap(rateLimit.consume(`sub:${user.subject}`), (decision) =>
+              decision._tag === "Allowed"
+                ? Effect.map(httpEffect, (response) => withLimitHeaders(response, decision, rateLimit.policy))
+                : Effect.succeed(refuse(decision, rateLimit.policy)))
+        )
     })
   )
 }

@@ -29,7 +29,14 @@ export const EmbeddedPostgresConfig = Config.all({
 })
 
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {
-  reason: Schema.Literals(["BinariesMissing", "AccountInvalid", "DataDirInvalid", "Locked", "InitFailed", "StartFailed"]),
+  reason: Schema.Literals([
+    "BinariesMissing",
+    "AccountInvalid",
+    "DataDirInvalid",
+    "Locked",
+    "InitFailed",
+    "StartFailed"
+  ]),
   message: Schema.String
 }) {}
 
@@ -69,11 +76,13 @@ export const binaries = Effect.try({
   catch: () =>
     new EmbeddedPostgresError({
       reason: "BinariesMissing",
-      message: `no embedded PostgreSQL for ${process.platform}-${process.arch} (${platformPackage} is not installed): set DATABASE_URL to a PostgreSQL server`
+      message:
+        `no embedded PostgreSQL for ${process.platform}-${process.arch} (${platformPackage} is not installed): set DATABASE_URL to a PostgreSQL server`
     })
 })
 
-const fail = (reason: EmbeddedPostgresError["reason"], message: string) => Effect.fail(new EmbeddedPostgresError({ reason, message }))
+const fail = (reason: EmbeddedPostgresError["reason"], message: string) =>
+  Effect.fail(new EmbeddedPostgresError({ reason, message }))
 
 interface Account {
   readonly uid: number
@@ -101,7 +110,11 @@ interface Finished {
 const run = (
   command: string,
   args: ReadonlyArray<string>,
-  options: { readonly owner?: Account | undefined; readonly timeout: Duration.Duration; readonly reason: EmbeddedPostgresError["reason"] }
+  options: {
+    readonly owner?: Account | undefined
+    readonly timeout: Duration.Duration
+    readonly reason: EmbeddedPostgresError["reason"]
+  }
 ) =>
   Effect.callback<Finished, EmbeddedPostgresError>((resume) => {
     const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], ...(options.owner ?? {}) })
@@ -113,7 +126,8 @@ const run = (
     child.stderr!.on("data", collect)
     child.once("error", (error) =>
       resume(fail(options.reason, `cannot run ${command}: ${(error as NodeJS.ErrnoException).code ?? error.message}`)))
-    child.once("close", (code, signal) => resume(Effect.succeed({ code, signal, output })))
+    child.once("close", (code, signal) =>
+      resume(Effect.succeed({ code, signal, output })))
     return Effect.sync(() => {
       if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
         try {
@@ -126,7 +140,8 @@ const run = (
   }).pipe(
     Effect.timeoutOrElse({
       duration: options.timeout,
-      orElse: () => fail(options.reason, `${Path.basename(command)} did not finish within ${Duration.toMillis(options.timeout)}ms`)
+      orElse: () =>
+        fail(options.reason, `${Path.basename(command)} did not finish within ${Duration.toMillis(options.timeout)}ms`)
     })
   )
 
@@ -139,9 +154,20 @@ const account = (user: string, timeout: Duration.Duration): Effect.Effect<Accoun
     if (process.getuid?.() !== 0) return undefined
     let entry = passwdEntry(user)
     if (entry === undefined && user === defaultUser) {
-      yield* Effect.logInfo("creating the system account the embedded PostgreSQL runs as").pipe(Effect.annotateLogs({ user }))
+      yield* Effect.logInfo("creating the system account the embedded PostgreSQL runs as").pipe(
+        Effect.annotateLogs({ user })
+      )
       // Two first starts may race here; whichever useradd loses, the account exists afterwards.
-      yield* run("useradd", ["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", user], {
+      yield* run("useradd", [
+        "--system",
+        "--user-group",
+        "--no-create-home",
+        "--home-dir",
+        "/nonexistent",
+        "--shell",
+        "/usr/sbin/nologin",
+        user
+      ], {
         timeout,
         reason: "AccountInvalid"
       }).pipe(Effect.ignore)
@@ -156,7 +182,9 @@ const account = (user: string, timeout: Duration.Duration): Effect.Effect<Accoun
     if (entry.uid === 0 || user === "nobody" || entry.uid === 65534) {
       return yield* fail(
         "AccountInvalid",
-        `EMBEDDED_POSTGRES_USER=${user} is ${entry.uid === 0 ? "root" : "shared with other services"}; use a dedicated account (the default ${defaultUser} is created when absent)`
+        `EMBEDDED_POSTGRES_USER=${user} is ${
+          entry.uid === 0 ? "root" : "shared with other services"
+        }; use a dedicated account (the default ${defaultUser} is created when absent)`
       )
     }
     return entry
@@ -285,7 +313,9 @@ const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duratio
             catch: (error) =>
               new EmbeddedPostgresError({
                 reason: "StartFailed",
-                message: `a PostgreSQL (pid ${pid}) runs on ${dataDir} and cannot be stopped: ${(error as Error).message}`
+                message: `a PostgreSQL (pid ${pid}) runs on ${dataDir} and cannot be stopped: ${
+                  (error as Error).message
+                }`
               })
           })
         yield* signal("SIGINT")
@@ -294,9 +324,10 @@ const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duratio
         if (isAlive(pid)) yield* signal("SIGKILL")
         while (isAlive(pid)) yield* Effect.sleep(20)
       } else {
-        yield* Effect.logWarning("postmaster.pid names a process that is not this directory's PostgreSQL; left alone").pipe(
-          Effect.annotateLogs({ pid, dataDir })
-        )
+        yield* Effect.logWarning("postmaster.pid names a process that is not this directory's PostgreSQL; left alone")
+          .pipe(
+            Effect.annotateLogs({ pid, dataDir })
+          )
       }
     }
     Fs.rmSync(lockFile, { force: true })
@@ -313,11 +344,16 @@ const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duratio
 const initialise = (dataDir: string, bin: string, owner: Account | undefined, timeout: Duration.Duration) =>
   Effect.gen(function*() {
     if (Fs.existsSync(dataDir) && Fs.readdirSync(dataDir).length > 0) {
-      return yield* fail("DataDirInvalid", `${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); refusing to touch it`)
+      return yield* fail(
+        "DataDirInvalid",
+        `${dataDir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); refusing to touch it`
+      )
     }
     const parent = Path.dirname(dataDir)
     for (const entry of Fs.readdirSync(parent)) {
-      if (entry.startsWith(`${Path.basename(dataDir)}.init-`)) Fs.rmSync(Path.join(parent, entry), { recursive: true, force: true })
+      if (entry.startsWith(`${Path.basename(dataDir)}.init-`)) {
+        Fs.rmSync(Path.join(parent, entry), { recursive: true, force: true })
+      }
     }
     const staging = `${dataDir}.init-${process.pid}`
     Fs.mkdirSync(staging, { mode: 0o700 })
@@ -327,7 +363,17 @@ const initialise = (dataDir: string, bin: string, owner: Account | undefined, ti
     const result = yield* run(
       Path.join(bin, "initdb"),
       // Trust only on the socket, which only the owner and root can reach; TCP is refused even if enabled later.
-      ["-D", staging, "-U", "postgres", "--auth-local=trust", "--auth-host=reject", "--encoding=UTF8", "--no-locale", "--no-instructions"],
+      [
+        "-D",
+        staging,
+        "-U",
+        "postgres",
+        "--auth-local=trust",
+        "--auth-host=reject",
+        "--encoding=UTF8",
+        "--no-locale",
+        "--no-instructions"
+      ],
       { owner, timeout, reason: "InitFailed" }
     ).pipe(Effect.onError(() => Effect.sync(() => Fs.rmSync(staging, { recursive: true, force: true }))))
     if (result.code !== 0) {
@@ -344,7 +390,8 @@ const initialise = (dataDir: string, bin: string, owner: Account | undefined, ti
 /** The status line PostgreSQL writes into postmaster.pid once it accepts connections. */
 const isReady = (dataDir: string): boolean => readLines(Path.join(dataDir, "postmaster.pid"))?.[7]?.trim() === "ready"
 
-const logTail = (logFile: string): string => readLines(logFile)?.filter((line) => line.length > 0).slice(-3).join(" ") ?? ""
+const logTail = (logFile: string): string =>
+  readLines(logFile)?.filter((line) => line.length > 0).slice(-3).join(" ") ?? ""
 
 /**
  * The server's log, beside the data directory. Opened by us and inherited as an fd, so it needs
@@ -353,7 +400,11 @@ const logTail = (logFile: string): string => readLines(logFile)?.filter((line) =
 const openLog = (logFile: string) =>
   Effect.try({
     try: () => {
-      const fd = Fs.openSync(logFile, Fs.constants.O_WRONLY | Fs.constants.O_APPEND | Fs.constants.O_CREAT | Fs.constants.O_NOFOLLOW, 0o600)
+      const fd = Fs.openSync(
+        logFile,
+        Fs.constants.O_WRONLY | Fs.constants.O_APPEND | Fs.constants.O_CREAT | Fs.constants.O_NOFOLLOW,
+        0o600
+      )
       const stat = Fs.fstatSync(fd)
       if (!stat.isFile() || stat.nlink !== 1) {
         Fs.closeSync(fd)
@@ -362,7 +413,10 @@ const openLog = (logFile: string) =>
       return fd
     },
     catch: (error) =>
-      new EmbeddedPostgresError({ reason: "DataDirInvalid", message: `refusing the log file ${logFile}: ${(error as Error).message}` })
+      new EmbeddedPostgresError({
+        reason: "DataDirInvalid",
+        message: `refusing the log file ${logFile}: ${(error as Error).message}`
+      })
   })
 
 // PostgreSQL's limit on a socket path (sizeof(sun_path) less the terminator).
@@ -381,9 +435,17 @@ export const start = Effect.fnUntraced(function*(options: Options) {
   const port = options.port === 0 ? 5432 : options.port
   const socketPath = Path.join(dataDir, `.s.PGSQL.${port}`)
   if (Buffer.byteLength(socketPath) > maxSocketPath) {
-    return yield* fail("DataDirInvalid", `${dataDir} is too long a path for PostgreSQL's socket (${socketPath}); set a shorter EMBEDDED_POSTGRES_DIR`)
+    return yield* fail(
+      "DataDirInvalid",
+      `${dataDir} is too long a path for PostgreSQL's socket (${socketPath}); set a shorter EMBEDDED_POSTGRES_DIR`
+    )
   }
-  if (/[",]/.test(dataDir)) return yield* fail("DataDirInvalid", `${dataDir} contains a quote or a comma, which PostgreSQL's settings cannot carry`)
+  if (/[",]/.test(dataDir)) {
+    return yield* fail(
+      "DataDirInvalid",
+      `${dataDir} contains a quote or a comma, which PostgreSQL's settings cannot carry`
+    )
+  }
   Fs.mkdirSync(Path.dirname(dataDir), { recursive: true })
 
   const held = yield* lock(dataDir)
@@ -400,12 +462,18 @@ export const start = Effect.fnUntraced(function*(options: Options) {
       const child = spawn(
         Path.join(bin, "postgres"),
         [
-          "-D", dataDir,
-          "-p", String(port),
-          "-c", "listen_addresses=",
-          "-c", `unix_socket_directories="${dataDir}"`,
-          "-c", "unix_socket_permissions=0700",
-          "-c", "max_connections=100"
+          "-D",
+          dataDir,
+          "-p",
+          String(port),
+          "-c",
+          "listen_addresses=",
+          "-c",
+          `unix_socket_directories="${dataDir}"`,
+          "-c",
+          "unix_socket_permissions=0700",
+          "-c",
+          "max_connections=100"
         ],
         {
           // Its own process group: a terminal's Ctrl+C reaches only us, and we stop it after the drain.
@@ -429,13 +497,22 @@ export const start = Effect.fnUntraced(function*(options: Options) {
   const deadline = Date.now() + Duration.toMillis(options.startTimeout)
   while (!isReady(dataDir)) {
     if (spawnError.error !== undefined) {
-      return yield* fail("StartFailed", `cannot run ${Path.join(bin, "postgres")}: ${spawnError.error.code ?? spawnError.error.message}`)
+      return yield* fail(
+        "StartFailed",
+        `cannot run ${Path.join(bin, "postgres")}: ${spawnError.error.code ?? spawnError.error.message}`
+      )
     }
     if (child.exitCode !== null || child.signalCode !== null) {
-      return yield* fail("StartFailed", `PostgreSQL exited with ${child.exitCode ?? child.signalCode}: ${logTail(logFile)}`)
+      return yield* fail(
+        "StartFailed",
+        `PostgreSQL exited with ${child.exitCode ?? child.signalCode}: ${logTail(logFile)}`
+      )
     }
     if (Date.now() > deadline) {
-      return yield* fail("StartFailed", `PostgreSQL was not ready within ${Duration.toMillis(options.startTimeout)}ms: ${logTail(logFile)}`)
+      return yield* fail(
+        "StartFailed",
+        `PostgreSQL was not ready within ${Duration.toMillis(options.startTimeout)}ms: ${logTail(logFile)}`
+      )
     }
     yield* Effect.sleep(20)
   }
@@ -490,7 +567,12 @@ export class EmbeddedPostgres extends Context.Service<EmbeddedPostgres, Instance
         const lifecycle = yield* Lifecycle.Lifecycle
         const instance = yield* Lifecycle.resource("embedded-postgres", start(options))
         yield* Effect.logInfo("embedded PostgreSQL ready").pipe(
-          Effect.annotateLogs({ port: instance.port, dataDir: instance.dataDir, socketDir: instance.socketDir, pid: instance.pid })
+          Effect.annotateLogs({
+            port: instance.port,
+            dataDir: instance.dataDir,
+            socketDir: instance.socketDir,
+            pid: instance.pid
+          })
         )
         // Interrupted when the layer's scope closes, before the release stops the server on purpose.
         yield* Effect.forkScoped(Effect.gen(function*() {
@@ -507,5 +589,7 @@ export class EmbeddedPostgres extends Context.Service<EmbeddedPostgres, Instance
     )
 
   /** `layer` with the options read from the environment (`EmbeddedPostgresConfig`). */
-  static readonly layerConfig = Layer.unwrap(Effect.map(EmbeddedPostgresConfig, (options) => EmbeddedPostgres.layer(options)))
+  static readonly layerConfig = Layer.unwrap(
+    Effect.map(EmbeddedPostgresConfig, (options) => EmbeddedPostgres.layer(options))
+  )
 }

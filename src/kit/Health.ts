@@ -103,15 +103,14 @@ export class Health extends Context.Service<Health, {
         })
       }
 
-      const runAll = Effect.suspend(() =>
-        Effect.forEach([...checks.values()], runOne, { concurrency: "unbounded" })
-      ).pipe(
-        Effect.map((results): Report => ({
-          healthy: results.every(([, result]) => result.status !== "failed"),
-          degraded: results.some(([, result]) => result.status === "degraded"),
-          checks: Object.fromEntries(results)
-        }))
-      )
+      const runAll = Effect.suspend(() => Effect.forEach([...checks.values()], runOne, { concurrency: "unbounded" }))
+        .pipe(
+          Effect.map((results): Report => ({
+            healthy: results.every(([, result]) => result.status !== "failed"),
+            degraded: results.some(([, result]) => result.status === "degraded"),
+            checks: Object.fromEntries(results)
+          }))
+        )
 
       // The run belongs to no single caller: a probe that disconnects must not cancel it for the rest.
       const report = Effect.suspend(() => {

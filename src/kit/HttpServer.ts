@@ -151,7 +151,11 @@ const makeServer = Effect.fnUntraced(function*(
 
 /** A raw 503 on a socket Node handed over for an upgrade: there is no ServerResponse to answer with. */
 const refuseUpgrade = (socket: Duplex) => {
-  const body = JSON.stringify({ status: 503, title: "Service Unavailable", detail: "the server is shutting down; retry" })
+  const body = JSON.stringify({
+    status: 503,
+    title: "Service Unavailable",
+    detail: "the server is shutting down; retry"
+  })
   socket.on("error", () => {})
   socket.end(
     `HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${
@@ -168,7 +172,9 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   const requestScope = yield* Scope.fork(scope, "parallel")
   const listed = Listener.listeners(settings, process.pid)
   // Under a supervisor that accepts for its workers, the main socket is its, not ours.
-  const sources = Worker.handoff === undefined ? listed : { ...listed, main: { _tag: "Handoff" as const, handle: Worker.handoff.handle } }
+  const sources = Worker.handoff === undefined
+    ? listed
+    : { ...listed, main: { _tag: "Handoff" as const, handle: Worker.handoff.handle } }
 
   const logContext = yield* Effect.context<never>()
   const log = Effect.runSyncWith(logContext)
@@ -182,8 +188,11 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
   }
   const requestMetrics = settings.metrics ? new RequestMetrics(logContext) : undefined
   if (requestMetrics !== undefined) {
-    yield* observe("http_server_active_requests", "Requests in flight (http.server.active_requests).", () =>
-      requestMetrics.active)
+    yield* observe(
+      "http_server_active_requests",
+      "Requests in flight (http.server.active_requests).",
+      () => requestMetrics.active
+    )
   }
   const ServerResponse = trackLatest(makeServerResponse({ ...responseOptions, metrics: requestMetrics }))
   const main = yield* makeServer("main", sources.main, settings, lifecycle, ServerResponse)
@@ -195,12 +204,17 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
         sources.admin.value,
         settings,
         lifecycle,
-        requestMetrics === undefined ? ServerResponse : trackLatest(makeServerResponse({ ...responseOptions, metrics: undefined }))
+        requestMetrics === undefined
+          ? ServerResponse
+          : trackLatest(makeServerResponse({ ...responseOptions, metrics: undefined }))
       )
     )
     : Option.none<DrainableServer>()
   const servers = Option.match(admin, { onNone: () => [main], onSome: (admin) => [main, admin] })
-  const continueChecks = [Continue.declaredSize(settings.maxBodySize), ...(options.checkContinue ? [options.checkContinue] : [])]
+  const continueChecks = [
+    Continue.declaredSize(settings.maxBodySize),
+    ...(options.checkContinue ? [options.checkContinue] : [])
+  ]
   servers.forEach((server) => {
     Continue.install(server.server, continueChecks)
     Continue.installExpectation(server.server)
@@ -248,10 +262,12 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     const adminApp = yield* HttpRouter.toHttpEffect(
       settings.metrics ? Layer.mergeAll(Health.routes, metricsRoute) : Health.routes
     )
-    admin.value.setHandler(yield* handlerFor(adminApp).pipe(
-      Effect.provideService(Health, health),
-      Effect.provideService(Lifecycle, lifecycle)
-    ))
+    admin.value.setHandler(
+      yield* handlerFor(adminApp).pipe(
+        Effect.provideService(Health, health),
+        Effect.provideService(Lifecycle, lifecycle)
+      )
+    )
   }
 
   // The first finalizer to run (the routes' or this layer's) drains; the other finds it done.
@@ -295,10 +311,14 @@ const make = Effect.fnUntraced(function*(settings: HttpServerSettings, options: 
     serve: (app, middleware) =>
       Effect.gen(function*() {
         main.install(yield* handlerFor(app, middleware))
-        const upgrade = yield* NodeHttpServer.makeUpgradeHandler(Effect.succeed(webSockets), HttpEffect.withPreResponseHandler(app, preResponse), {
-          scope: requestScope,
-          middleware: middleware as any
-        }).pipe(Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize)))
+        const upgrade = yield* NodeHttpServer.makeUpgradeHandler(
+          Effect.succeed(webSockets),
+          HttpEffect.withPreResponseHandler(app, preResponse),
+          {
+            scope: requestScope,
+            middleware: middleware as any
+          }
+        ).pipe(Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(settings.maxBodySize)))
         main.server.on("upgrade", (request: Http.IncomingMessage, socket: Duplex, head: Buffer) => {
           // A connection the drain is closing takes no new long-lived answer: it would be cut at once.
           if (live.service.isClosing()) return refuseUpgrade(socket)

@@ -2,7 +2,22 @@
  * The lifecycle kernel: build Main, wait for a signal, release in reverse within a budget,
  * and return an exit code that tells the truth (0 clean, 1 failed, forced or overran).
  */
-import { Cause, Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Option, Queue, References, Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Config,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  Layer,
+  Option,
+  Queue,
+  References,
+  Scope
+} from "effect"
 import * as Log from "./Log.ts"
 import { check, duration, formatDuration, optionalDuration } from "./Settings.ts"
 
@@ -101,42 +116,43 @@ export class Os extends Context.Service<Os, {
       /** Signals whose default action (ending the process at once) is replaced by a log line. */
       readonly ignore?: ReadonlyArray<{ readonly signal: NodeJS.Signals; readonly reason: string }>
     } = {}
-  ): Layer.Layer<Os> => Layer.effect(
-    Os,
-    Effect.gen(function*() {
-      const queue = yield* Queue.unbounded<Signal>()
-      const crashes = yield* Queue.unbounded<Crash>()
-      const log = Effect.runForkWith(yield* Effect.context<never>())
-      const listeners: ReadonlyArray<readonly [string, (...args: Array<any>) => void]> = [
-        ...(options.ignore ?? []).map(({ reason, signal }) =>
-          [signal, () => {
-            log(Effect.logWarning("signal ignored").pipe(Effect.annotateLogs({ signal, reason })))
-          }] as const
-        ),
-        ...signals.map((signal) =>
-          [signal, () => {
-            Queue.offerUnsafe(queue, signal)
-          }] as const
-        ),
-        // With a listener Node no longer dies on these: the lifecycle drains and releases instead.
-        ["uncaughtException", (error: unknown) => {
-          Queue.offerUnsafe(crashes, { kind: "uncaughtException", error })
-        }],
-        ["unhandledRejection", (error: unknown) => {
-          Queue.offerUnsafe(crashes, { kind: "unhandledRejection", error })
-        }]
-      ]
-      yield* Effect.acquireRelease(
-        Effect.sync(() => listeners.forEach(([event, listener]) => process.on(event, listener))),
-        () => Effect.sync(() => listeners.forEach(([event, listener]) => process.off(event, listener)))
-      )
-      return {
-        signal: Queue.take(queue),
-        crash: Queue.take(crashes),
-        exit: (code) => Effect.sync(() => process.exit(code))
-      }
-    })
-  )
+  ): Layer.Layer<Os> =>
+    Layer.effect(
+      Os,
+      Effect.gen(function*() {
+        const queue = yield* Queue.unbounded<Signal>()
+        const crashes = yield* Queue.unbounded<Crash>()
+        const log = Effect.runForkWith(yield* Effect.context<never>())
+        const listeners: ReadonlyArray<readonly [string, (...args: Array<any>) => void]> = [
+          ...(options.ignore ?? []).map(({ reason, signal }) =>
+            [signal, () => {
+              log(Effect.logWarning("signal ignored").pipe(Effect.annotateLogs({ signal, reason })))
+            }] as const
+          ),
+          ...signals.map((signal) =>
+            [signal, () => {
+              Queue.offerUnsafe(queue, signal)
+            }] as const
+          ),
+          // With a listener Node no longer dies on these: the lifecycle drains and releases instead.
+          ["uncaughtException", (error: unknown) => {
+            Queue.offerUnsafe(crashes, { kind: "uncaughtException", error })
+          }],
+          ["unhandledRejection", (error: unknown) => {
+            Queue.offerUnsafe(crashes, { kind: "unhandledRejection", error })
+          }]
+        ]
+        yield* Effect.acquireRelease(
+          Effect.sync(() => listeners.forEach(([event, listener]) => process.on(event, listener))),
+          () => Effect.sync(() => listeners.forEach(([event, listener]) => process.off(event, listener)))
+        )
+        return {
+          signal: Queue.take(queue),
+          crash: Queue.take(crashes),
+          exit: (code) => Effect.sync(() => process.exit(code))
+        }
+      })
+    )
 
   /**
    * The real process, stopping on every signal in `stopSignals`. SIGUSR2 asks a supervisor for an
@@ -467,7 +483,11 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
           yield* fail("crashed", { kind: first.crash.kind, error: Log.describeError(first.crash.error) })
         }
         yield* controller.beginStop(
-          "signal" in first ? { signal: first.signal } : "crash" in first ? { crash: first.crash.kind } : { shutdown: true }
+          "signal" in first
+            ? { signal: first.signal }
+            : "crash" in first
+            ? { crash: first.crash.kind }
+            : { shutdown: true }
         )
         const budget = settings.value.shutdownTimeout
         yield* Effect.forkChild(Effect.sleep(budget).pipe(Effect.andThen(controller.force("deadline"))))
@@ -495,7 +515,9 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
       const level = yield* References.MinimumLogLevel
       yield* Effect.logError(lifecycle.isStopping() ? "failed while stopping" : "startup failed").pipe(
         Effect.annotateLogs({ error: Log.describeCause(exit.cause) }),
-        Effect.annotateLogs(level === "Debug" || level === "Trace" || level === "All" ? { cause: Cause.pretty(exit.cause) } : {})
+        Effect.annotateLogs(
+          level === "Debug" || level === "Trace" || level === "All" ? { cause: Cause.pretty(exit.cause) } : {}
+        )
       )
     }
     const now = yield* Clock.currentTimeMillis

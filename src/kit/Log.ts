@@ -74,7 +74,15 @@ export const jsonLogger: Logger.Logger<unknown, void> = Logger.make((options) =>
   options.fiber.getRef(Console.Console).log(Formatter.formatJson(cause === undefined ? line : { ...line, cause }))
 })
 
-const ansi = { dim: "\x1b[2m", bold: "\x1b[1m", red: "\x1b[31m", yellow: "\x1b[33m", blue: "\x1b[34m", magenta: "\x1b[35m", reset: "\x1b[0m" }
+const ansi = {
+  dim: "\x1b[2m",
+  bold: "\x1b[1m",
+  red: "\x1b[31m",
+  yellow: "\x1b[33m",
+  blue: "\x1b[34m",
+  magenta: "\x1b[35m",
+  reset: "\x1b[0m"
+}
 const levelColors: Record<string, string> = {
   FATAL: ansi.magenta,
   ERROR: ansi.red,
@@ -109,9 +117,9 @@ export const prettyLogger = (options: { readonly colors: boolean }): Logger.Logg
     const pairs = Object.entries(line.annotations).map(([key, value]) => `${key}=${pairValue(value)}`)
     for (const [label, millis] of Object.entries(line.spans)) pairs.push(`${label}=${millis}ms`)
     if (entry.cause.reasons.length > 0) pairs.push(`cause=${pairValue(describeCause(entry.cause))}`)
-    const text = `${paint(ansi.dim, localTime(line.timestamp))} ${paint(levelColors[line.level] ?? "", line.level.padEnd(5))} ${
-      paint(ansi.bold, message)
-    }${pairs.length === 0 ? "" : " " + paint(ansi.dim, pairs.join(" "))}`
+    const text = `${paint(ansi.dim, localTime(line.timestamp))} ${
+      paint(levelColors[line.level] ?? "", line.level.padEnd(5))
+    } ${paint(ansi.bold, message)}${pairs.length === 0 ? "" : " " + paint(ansi.dim, pairs.join(" "))}`
     entry.fiber.getRef(Console.Console).log(text)
   })
 
@@ -132,4 +140,9 @@ export const layerConfig: Layer.Layer<never, Config.ConfigError> = Layer.unwrap(
 
 /** Written with console.log when even the logger could not be set up: the same JSON shape. */
 export const startupFailedLine = (error: string): string =>
-  JSON.stringify({ message: "startup failed", level: "ERROR", timestamp: new Date().toISOString(), annotations: { error } })
+  JSON.stringify({
+    message: "startup failed",
+    level: "ERROR",
+    timestamp: new Date().toISOString(),
+    annotations: { error }
+  })

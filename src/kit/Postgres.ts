@@ -6,10 +6,10 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"
+import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
-import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
@@ -60,7 +60,9 @@ export const describeUrl = (url: Redacted.Redacted): string => {
   try {
     const parsed = new URL(Redacted.value(url))
     // A `host` parameter (a socket directory, as the embedded server's URL has) wins over the authority.
-    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${parsed.searchParams.get("host") ?? parsed.hostname}:${parsed.port || 5432}${parsed.pathname}`
+    return `${parsed.username ? `${decodeURIComponent(parsed.username)}@` : ""}${
+      parsed.searchParams.get("host") ?? parsed.hostname
+    }:${parsed.port || 5432}${parsed.pathname}`
   } catch {
     return "(unparseable DATABASE_URL)"
   }
@@ -105,7 +107,10 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
     ]).pipe(
       Effect.provide(Reactivity.layer),
       Effect.mapError((cause) =>
-        new PostgresError({ reason: "Unreachable", message: `cannot open a pool to ${target}: ${describeError(cause)}` })
+        new PostgresError({
+          reason: "Unreachable",
+          message: `cannot open a pool to ${target}: ${describeError(cause)}`
+        })
       )
     )
   )
@@ -133,30 +138,40 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
         )
     }),
     Effect.mapError((cause) =>
-      new PostgresError({ reason: "Unreachable", message: `cannot reach postgres at ${target}: ${describeSqlError(cause)}` })
+      new PostgresError({
+        reason: "Unreachable",
+        message: `cannot reach postgres at ${target}: ${describeSqlError(cause)}`
+      })
     )
   )
 
   // Every start but the first finds the schema current: one read, no transaction, no lock.
-  const applied = yield* sql<{ readonly id: number }>`SELECT COALESCE(max(migration_id), 0)::int AS id FROM effect_sql_migrations`.pipe(
+  const applied = yield* sql<
+    { readonly id: number }
+  >`SELECT COALESCE(max(migration_id), 0)::int AS id FROM effect_sql_migrations`.pipe(
     Effect.map(([row]) => row?.id ?? 0),
     Effect.orElseSucceed(() => 0)
   )
   // Replicas starting together queue on one advisory lock; the migrator's own table lock
   // does not cover creating that table.
-  if (applied < latestMigration) yield* sql.withTransaction(
-    Effect.andThen(
-      sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
-      PgMigrator.run({ loader: PgMigrator.fromRecord(migrations) })
+  if (applied < latestMigration) {
+    yield* sql.withTransaction(
+      Effect.andThen(
+        sql`SELECT pg_advisory_xact_lock(${migrationLockKey})`,
+        PgMigrator.run({ loader: PgMigrator.fromRecord(migrations) })
+      )
+    ).pipe(
+      Effect.provide(NodeServices.layer),
+      Effect.provideService(PgClient.PgClient, sql),
+      Effect.provideService(SqlClient, sql),
+      Effect.mapError((cause) =>
+        new PostgresError({
+          reason: "MigrationFailed",
+          message: `migrations failed on ${target}: ${describeError(cause)}`
+        })
+      )
     )
-  ).pipe(
-    Effect.provide(NodeServices.layer),
-    Effect.provideService(PgClient.PgClient, sql),
-    Effect.provideService(SqlClient, sql),
-    Effect.mapError((cause) =>
-      new PostgresError({ reason: "MigrationFailed", message: `migrations failed on ${target}: ${describeError(cause)}` })
-    )
-  )
+  }
 
   const health = yield* Health
   yield* health.register("database", checkSql`SELECT 1`, { timeout: settings.checkTimeout })
@@ -188,7 +203,10 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
   // A lost connection is the database being unavailable (503), not a bug in the request (500).
   const lost = <E>(error: E): E | PostgresError =>
     error instanceof SqlError && error.reason._tag === "ConnectionError"
-      ? new PostgresError({ reason: "Unreachable", message: `lost the connection to ${target}: ${describeError(error)}` })
+      ? new PostgresError({
+        reason: "Unreachable",
+        message: `lost the connection to ${target}: ${describeError(error)}`
+      })
       : error
   // Every request pays for this: the permit's release is one exit hook (not `ensuring`'s extra
   // fiber step), and the queue check is made where the mask runs (no suspend). 1.06 → 0.75 µs.

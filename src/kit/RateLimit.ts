@@ -86,10 +86,13 @@ export interface Limit {
   readonly consume: (key: string) => Effect.Effect<Decision>
 }
 
-export class RateLimit extends Context.Service<RateLimit, Limit & {
-  /** The per-address limit (RATE_LIMIT_PER_ADDRESS), counted in its own key space. */
-  readonly perAddress: Limit
-}>()("scoped-server/RateLimit") {
+export class RateLimit extends Context.Service<
+  RateLimit,
+  Limit & {
+    /** The per-address limit (RATE_LIMIT_PER_ADDRESS), counted in its own key space. */
+    readonly perAddress: Limit
+  }
+>()("scoped-server/RateLimit") {
   static readonly layer: Layer.Layer<RateLimit, Config.ConfigError, Redis> = Layer.effect(
     RateLimit,
     Effect.gen(function*() {
@@ -105,14 +108,17 @@ export class RateLimit extends Context.Service<RateLimit, Limit & {
         const store = yield* makeMemoryStore(settings.maxKeys)
         makeConsume = (limit, prefix) => (key) => Effect.sync(() => store.take(prefix + key, limit, windowMs))
       } else {
-        const redisStore = yield* RateLimiter.makeStoreRedis({ prefix: `${connection.value.keyPrefix}ratelimit:` }).pipe(
-          Effect.provideService(EffectRedis.Redis, connection.value.redis)
-        )
+        const redisStore = yield* RateLimiter.makeStoreRedis({ prefix: `${connection.value.keyPrefix}ratelimit:` })
+          .pipe(
+            Effect.provideService(EffectRedis.Redis, connection.value.redis)
+          )
         const limiter = yield* RateLimiter.make.pipe(Effect.provideService(RateLimiter.RateLimiterStore, redisStore))
         // The library's Redis store sends without a bound; a hung server must not hold the request.
         const { commandTimeout } = yield* RedisConfig
         const storeTimeout = new RateLimiter.RateLimiterError({
-          reason: new RateLimiter.RateLimitStoreError({ message: `no answer within ${Duration.toMillis(commandTimeout)}ms` })
+          reason: new RateLimiter.RateLimitStoreError({
+            message: `no answer within ${Duration.toMillis(commandTimeout)}ms`
+          })
         })
         makeConsume = (limit, prefix) => (key) =>
           limiter.consume({ key: prefix + key, limit, window: settings.window, algorithm: "fixed-window" }).pipe(
@@ -126,7 +132,11 @@ export class RateLimit extends Context.Service<RateLimit, Limit & {
             Effect.catch((error) => {
               const reason = error.reason
               if (reason._tag === "RateLimitExceeded") {
-                return Effect.succeed<Decision>({ _tag: "Exceeded", limit, retryAfterMs: Duration.toMillis(reason.retryAfter) })
+                return Effect.succeed<Decision>({
+                  _tag: "Exceeded",
+                  limit,
+                  retryAfterMs: Duration.toMillis(reason.retryAfter)
+                })
               }
               return Effect.as(
                 warn(reason),
@@ -164,7 +174,10 @@ export class RateLimit extends Context.Service<RateLimit, Limit & {
           } satisfies Limit
         })
       // Subjects keep the unprefixed key space they always had in Redis; addresses get their own.
-      return { ...(yield* limitOf(settings.limit, "", "subject")), perAddress: yield* limitOf(perAddress, "addr:", "address") }
+      return {
+        ...(yield* limitOf(settings.limit, "", "subject")),
+        perAddress: yield* limitOf(perAddress, "addr:", "address")
+      }
     })
   )
 }

@@ -3,8 +3,8 @@
  * health-checked, every command bounded and behind a breaker. Unset, stores use memory.
  */
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema, Tracer } from "effect"
-import * as EffectRedis from "effect/persistence/Redis"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
+import * as EffectRedis from "effect/persistence/Redis"
 import * as Breaker from "./Breaker.ts"
 import { Health } from "./Health.ts"
 import { errorResponse } from "./http/Problem.ts"
@@ -52,7 +52,9 @@ export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
 export const describeUrl = (url: Redacted.Redacted): string => {
   try {
     const parsed = new URL(Redacted.value(url))
-    return `${parsed.hostname}:${parsed.port || 6379}${parsed.pathname && parsed.pathname !== "/" ? parsed.pathname : ""}`
+    return `${parsed.hostname}:${parsed.port || 6379}${
+      parsed.pathname && parsed.pathname !== "/" ? parsed.pathname : ""
+    }`
   } catch {
     return "(unparseable REDIS_URL)"
   }
@@ -95,11 +97,18 @@ export interface Connected {
  */
 const redisMetrics = (breaker: Breaker.Breaker, failures: Readonly<Record<"error" | "timeout" | "rejected", number>>) =>
   Effect.gen(function*() {
-    yield* observe("scoped_server_redis_up", "1 while commands are sent to Redis (its breaker is closed).", () =>
-      breaker.state() === "closed" ? 1 : 0)
+    yield* observe(
+      "scoped_server_redis_up",
+      "1 while commands are sent to Redis (its breaker is closed).",
+      () => breaker.state() === "closed" ? 1 : 0
+    )
     for (const state of ["closed", "open", "probing"] as const) {
-      yield* observe("scoped_server_redis_breaker_state", "The Redis breaker's state (1 for the current one).", () =>
-        breaker.state() === state ? 1 : 0, { attributes: { state } })
+      yield* observe(
+        "scoped_server_redis_breaker_state",
+        "The Redis breaker's state (1 for the current one).",
+        () => breaker.state() === state ? 1 : 0,
+        { attributes: { state } }
+      )
     }
     yield* observe("scoped_server_redis_breaker_openings_total", "Times the Redis breaker opened.", breaker.openings, {
       counter: true
@@ -147,7 +156,10 @@ export class Redis extends Context.Service<Redis, {
               orElse: () => Effect.fail(new Error(`no answer within ${connectTimeoutMs}ms`))
             }),
             Effect.mapError((cause) =>
-              new RedisError({ reason: "Unreachable", message: `cannot reach redis at ${target}: ${describeError(cause)}` })
+              new RedisError({
+                reason: "Unreachable",
+                message: `cannot reach redis at ${target}: ${describeError(cause)}`
+              })
             )
           )
         )
@@ -156,7 +168,9 @@ export class Redis extends Context.Service<Redis, {
         const redisModule: { readonly ErrorReply?: unknown; readonly default?: { readonly ErrorReply?: unknown } } =
           yield* Effect.promise(() => import("redis"))
         const ErrorReply = redisModule.ErrorReply ?? redisModule.default?.ErrorReply
-        if (typeof ErrorReply !== "function") return yield* Effect.die(new Error("redis: no ErrorReply export to classify replies with"))
+        if (typeof ErrorReply !== "function") {
+          return yield* Effect.die(new Error("redis: no ErrorReply export to classify replies with"))
+        }
         // A server that answered with an error (OOM, READONLY, NOPERM) is up: that is the
         // caller's to handle, not a reason to stop calling. Anything else means it is not answering.
         const answered = (error: EffectRedis.RedisError) => error.cause instanceof ErrorReply
@@ -165,8 +179,8 @@ export class Redis extends Context.Service<Redis, {
         const failures = { error: 0, timeout: 0, rejected: 0 }
         const bounded = <A>(command: string, effect: Effect.Effect<A, EffectRedis.RedisError>) =>
           effect.pipe(
-            Effect.mapError((cause) =>
-              (failures.error++, new RedisFailure(
+            Effect.mapError((cause) => (failures.error++,
+              new RedisFailure(
                 new RedisError({ reason: "CommandFailed", message: `${command} failed: ${describeError(cause)}` }),
                 !answered(cause)
               ))
@@ -175,10 +189,14 @@ export class Redis extends Context.Service<Redis, {
               duration: settings.commandTimeout,
               orElse: () =>
                 Effect.fail(
-                  (failures.timeout++, new RedisFailure(
-                    new RedisError({ reason: "Timeout", message: `${command} timed out after ${commandTimeoutMs}ms` }),
-                    true
-                  ))
+                  (failures.timeout++,
+                    new RedisFailure(
+                      new RedisError({
+                        reason: "Timeout",
+                        message: `${command} timed out after ${commandTimeoutMs}ms`
+                      }),
+                      true
+                    ))
                 )
             })
           )
@@ -193,8 +211,8 @@ export class Redis extends Context.Service<Redis, {
           onOpen: (reason) => warnOpen({ message: reason }),
           onClose: Effect.logInfo("redis answers again; commands resume")
         })
-        const rejected = () =>
-          (failures.rejected++, new RedisError({
+        const rejected = () => (failures.rejected++,
+          new RedisError({
             reason: "Unreachable",
             message: `redis at ${target} failed recently; not called until a probe succeeds`
           }))
@@ -220,15 +238,21 @@ export class Redis extends Context.Service<Redis, {
           send: (command, ...args) => Effect.mapError(send(command, ...args), libraryError),
           eval: (script) => {
             const run = client.eval(script)
-            return (...params) => Effect.mapError(traced("EVALSHA", guarded(bounded("EVALSHA", run(...params)))), libraryError)
+            return (...params) =>
+              Effect.mapError(traced("EVALSHA", guarded(bounded("EVALSHA", run(...params)))), libraryError)
           }
         }
 
         yield* unguarded("PING").pipe(
-          Effect.mapError((error) => new RedisError({ reason: "Unreachable", message: `cannot reach redis at ${target}: ${error.message}` }))
+          Effect.mapError((error) =>
+            new RedisError({ reason: "Unreachable", message: `cannot reach redis at ${target}: ${error.message}` })
+          )
         )
         // The check pings past the breaker: readiness reports what Redis does now, not what it did.
-        const critical = Option.getOrElse(settings.critical, () => settings.rateLimitOnStoreError.toLowerCase() === "closed")
+        const critical = Option.getOrElse(
+          settings.critical,
+          () => settings.rateLimitOnStoreError.toLowerCase() === "closed"
+        )
         yield* health.register("redis", unguarded("PING"), { timeout: settings.checkTimeout, critical })
         yield* redisMetrics(breaker, failures)
         yield* Effect.logInfo("redis ready").pipe(Effect.annotateLogs({ redis: target }))

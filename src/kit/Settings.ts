@@ -120,7 +120,10 @@ const durationParser = (options: DurationOptions & { readonly seconds: boolean }
       return Result.fail(`${quote(raw)} is not a duration; write it as 500ms, 30s, 1m30s or 1h`)
     }
     const value = parsed.value
-    if ((min !== undefined && Duration.isLessThan(value, min)) || (max !== undefined && Duration.isGreaterThan(value, max))) {
+    if (
+      (min !== undefined && Duration.isLessThan(value, min)) ||
+      (max !== undefined && Duration.isGreaterThan(value, max))
+    ) {
       return Result.fail(`${formatDuration(value)} is out of range; expected ${range(min, max, formatDuration)}`)
     }
     return Result.succeed(value)
@@ -137,7 +140,10 @@ const range = <A>(min: A | undefined, max: A | undefined, format: (value: A) => 
 /** A duration setting with its default, optionally bounded (see `DurationOptions`). */
 export const duration = (name: string, fallback: Duration.Input, options: DurationOptions = {}) => {
   const defaultValue = Duration.fromInputUnsafe(fallback)
-  return parsed(name, durationParser({ ...options, seconds: options.seconds ?? Duration.toMillis(defaultValue) >= 1_000 }))
+  return parsed(
+    name,
+    durationParser({ ...options, seconds: options.seconds ?? Duration.toMillis(defaultValue) >= 1_000 })
+  )
     .pipe(Config.withDefault(defaultValue))
 }
 
@@ -192,8 +198,13 @@ export const bytes = (name: string, fallback: number, options: { readonly min?: 
   parsed(name, (raw) => {
     const value = parseBytes(raw)
     if (Option.isNone(value)) return Result.fail(`${quote(raw)} is not a size; write it as 1024, 64KiB, 1MiB or 1mb`)
-    if ((options.min !== undefined && value.value < options.min) || (options.max !== undefined && value.value > options.max)) {
-      return Result.fail(`${formatBytes(value.value)} is out of range; expected ${range(options.min, options.max, formatBytes)}`)
+    if (
+      (options.min !== undefined && value.value < options.min) ||
+      (options.max !== undefined && value.value > options.max)
+    ) {
+      return Result.fail(
+        `${formatBytes(value.value)} is out of range; expected ${range(options.min, options.max, formatBytes)}`
+      )
     }
     return Result.succeed(value.value)
   }).pipe(Config.withDefault(fallback))
@@ -204,20 +215,27 @@ export const bytes = (name: string, fallback: number, options: { readonly min?: 
 
 const integer = /^[+-]?\d+$/
 
-const intParser = (options: { readonly min?: number; readonly max?: number }) => (raw: string): Result.Result<number, string> => {
-  const text = raw.trim().replace(/_/g, "")
-  const value = Number(text)
-  if (!integer.test(text) || !Number.isSafeInteger(value)) return Result.fail(`${quote(raw)} is not a whole number`)
-  if ((options.min !== undefined && value < options.min) || (options.max !== undefined && value > options.max)) {
-    return Result.fail(`${value} is out of range; expected ${range(options.min, options.max, String)}`)
+const intParser =
+  (options: { readonly min?: number; readonly max?: number }) => (raw: string): Result.Result<number, string> => {
+    const text = raw.trim().replace(/_/g, "")
+    const value = Number(text)
+    if (!integer.test(text) || !Number.isSafeInteger(value)) return Result.fail(`${quote(raw)} is not a whole number`)
+    if ((options.min !== undefined && value < options.min) || (options.max !== undefined && value > options.max)) {
+      return Result.fail(`${value} is out of range; expected ${range(options.min, options.max, String)}`)
+    }
+    return Result.succeed(value)
   }
-  return Result.succeed(value)
-}
 
 /** A range-checked integer (`10000` or `10_000`); with `default`, that when unset. */
-export function int(name: string, options: { readonly min?: number; readonly max?: number; readonly default: number }): Config.Config<number>
+export function int(
+  name: string,
+  options: { readonly min?: number; readonly max?: number; readonly default: number }
+): Config.Config<number>
 export function int(name: string, options?: { readonly min?: number; readonly max?: number }): Config.Config<number>
-export function int(name: string, options: { readonly min?: number; readonly max?: number; readonly default?: number } = {}) {
+export function int(
+  name: string,
+  options: { readonly min?: number; readonly max?: number; readonly default?: number } = {}
+) {
   const config = parsed(name, intParser(options))
   return options.default === undefined ? config : config.pipe(Config.withDefault(options.default))
 }

@@ -23,7 +23,14 @@ import { EmbeddedPostgres } from "./EmbeddedPostgres.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { observe } from "./metrics/Registry.ts"
 import { duration } from "./Settings.ts"
-import { describeExit, Host, type UpgradeRequest, WorkerError, type WorkerExit, type WorkerProcess } from "./supervisor/Host.ts"
+import {
+  describeExit,
+  Host,
+  type UpgradeRequest,
+  WorkerError,
+  type WorkerExit,
+  type WorkerProcess
+} from "./supervisor/Host.ts"
 
 const WorkerCount = Schema.String.pipe(
   Schema.decodeTo(
@@ -34,7 +41,13 @@ const WorkerCount = Schema.String.pipe(
         const count = text === "auto" ? Os.availableParallelism() : /^\d+$/.test(text) ? Number(text) : Number.NaN
         return count >= 1 && count <= 1024
           ? Effect.succeed(count)
-          : Effect.fail(new SchemaIssue.InvalidValue({ expected: "auto or a whole number of workers from 1 to 1024" }, input, options))
+          : Effect.fail(
+            new SchemaIssue.InvalidValue(
+              { expected: "auto or a whole number of workers from 1 to 1024" },
+              input,
+              options
+            )
+          )
       },
       encode: (count) => Effect.succeed(String(count))
     })
@@ -66,7 +79,9 @@ export const SupervisorConfig = Config.all({
 export type SupervisorSettings = Config.Success<typeof SupervisorConfig>
 
 /** What the workers are started with beyond our own environment (the embedded database's URL). */
-export class WorkerEnv extends Context.Service<WorkerEnv, Readonly<Record<string, string>>>()("scoped-server/supervisor/WorkerEnv") {
+export class WorkerEnv
+  extends Context.Service<WorkerEnv, Readonly<Record<string, string>>>()("scoped-server/supervisor/WorkerEnv")
+{
   static readonly layerConfig = Layer.unwrap(
     Effect.gen(function*() {
       const url = yield* Config.option(Config.String("DATABASE_URL"))
@@ -122,7 +137,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   const stopWorker = (worker: WorkerProcess, grace: Duration.Duration) =>
     Effect.gen(function*() {
       yield* worker.drain
-      const exit = yield* worker.exited.pipe(Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.succeed(undefined) }))
+      const exit = yield* worker.exited.pipe(
+        Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.succeed(undefined) })
+      )
       if (exit !== undefined) return exit
       yield* worker.kill
       return yield* worker.exited
@@ -138,7 +155,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
             Effect.fail(
               new WorkerError({
                 reason: "NotReadyInTime",
-                message: `worker ${worker.pid} was not ready within ${millis(settings.upgradeTimeout)}ms (UPGRADE_TIMEOUT)`
+                message: `worker ${worker.pid} was not ready within ${
+                  millis(settings.upgradeTimeout)
+                }ms (UPGRADE_TIMEOUT)`
               })
             )
         }),
@@ -152,13 +171,20 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
     Effect.gen(function*(): Effect.fn.Return<Array<WorkerProcess>, WorkerError> {
       const fresh: Array<WorkerProcess> = []
       const started = yield* Effect.exit(
-        Effect.forEach(Array.from({ length: count }), () => Effect.tap(startWorker(gen), (worker) => Effect.sync(() => fresh.push(worker))), {
-          concurrency: "unbounded",
-          discard: true
-        })
+        Effect.forEach(
+          Array.from({ length: count }),
+          () => Effect.tap(startWorker(gen), (worker) => Effect.sync(() => fresh.push(worker))),
+          {
+            concurrency: "unbounded",
+            discard: true
+          }
+        )
       )
       if (Exit.isSuccess(started)) return fresh
-      yield* Effect.forEach(fresh, (worker) => stopWorker(worker, Duration.seconds(1)), { concurrency: "unbounded", discard: true })
+      yield* Effect.forEach(fresh, (worker) => stopWorker(worker, Duration.seconds(1)), {
+        concurrency: "unbounded",
+        discard: true
+      })
       return yield* Effect.failCause(started.cause)
     })
 
@@ -204,7 +230,10 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         })
         return yield* options.stop
       }
-      const delay = Math.min(millis(settings.restartDelay) * 2 ** (crashes.length - 1), millis(settings.restartDelayMax))
+      const delay = Math.min(
+        millis(settings.restartDelay) * 2 ** (crashes.length - 1),
+        millis(settings.restartDelayMax)
+      )
       yield* Effect.sleep(delay)
       if (stopping) return
       const gen = generation
@@ -212,7 +241,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       if (Exit.isSuccess(started)) {
         upgrades.restarts++
         yield* adopt(started.value)
-        yield* Effect.logInfo("worker replaced").pipe(Effect.annotateLogs({ pid: started.value.pid, generation: gen, delayMs: delay }))
+        yield* Effect.logInfo("worker replaced").pipe(
+          Effect.annotateLogs({ pid: started.value.pid, generation: gen, delayMs: delay })
+        )
         return
       }
       crashes.push(yield* Clock.currentTimeMillis)
@@ -236,7 +267,13 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         Effect.gen(function*() {
           const exit = yield* stopWorker(worker, grace)
           const served = yield* worker.counters
-          return { pid: worker.pid, generation: worker.generation, exit: describeExit(exit), ok: exit.code === 0, requests: served.requests }
+          return {
+            pid: worker.pid,
+            generation: worker.generation,
+            exit: describeExit(exit),
+            ok: exit.code === 0,
+            requests: served.requests
+          }
         }), { concurrency: "unbounded" })
     })
 
@@ -262,10 +299,13 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       }))
       const failed = (error: string, started: number) =>
         Effect.flatMap(elapsed, (durationMs) =>
-          Effect.andThen(Effect.sync(() => {
-            upgrades.failed++
-            upgrades.lastSeconds = durationMs / 1000
-          }), Effect.logError("upgrade")).pipe(Effect.annotateLogs({
+          Effect.andThen(
+            Effect.sync(() => {
+              upgrades.failed++
+              upgrades.lastSeconds = durationMs / 1000
+            }),
+            Effect.logError("upgrade")
+          ).pipe(Effect.annotateLogs({
             step: "failed",
             outcome: started === 0 ? "old generation kept" : "generations mixed",
             generation: gen,
@@ -273,8 +313,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
             replaced: started,
             error,
             durationMs
-          }))
-        )
+          })))
 
       if (settings.upgradeStrategy === "all-at-once") {
         const started = yield* Effect.exit(startGeneration(gen, settings.workers))
@@ -282,7 +321,9 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         const fresh = started.value
         yield* Effect.forEach(fresh, adopt, { discard: true })
         generation = gen
-        yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed }))
+        yield* Effect.logInfo("upgrade").pipe(
+          Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed })
+        )
         // Crash replacements started while the new generation was starting are old too.
         const retired = yield* retire([...serving].filter((worker) => worker.generation !== gen))
         yield* completed
@@ -355,7 +396,12 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
           }), { concurrency: "unbounded" })
         const failures = results.filter((result) => result.exit.code !== 0)
         yield* Effect.logInfo("workers stopped").pipe(Effect.annotateLogs({
-          workers: results.map((result) => ({ pid: result.pid, generation: result.generation, exit: describeExit(result.exit), requests: result.requests })),
+          workers: results.map((result) => ({
+            pid: result.pid,
+            generation: result.generation,
+            exit: describeExit(result.exit),
+            requests: result.requests
+          })),
           durationMs: (yield* Clock.currentTimeMillis) - startedAt
         }))
         if (failures.length > 0) {
@@ -399,24 +445,45 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
 const supervisorMetrics = (
   generation: () => number,
   serving: () => number,
-  upgrades: { readonly completed: number; readonly failed: number; readonly lastSeconds: number; readonly restarts: number }
+  upgrades: {
+    readonly completed: number
+    readonly failed: number
+    readonly lastSeconds: number
+    readonly restarts: number
+  }
 ) =>
   Effect.gen(function*() {
-    yield* observe("scoped_server_generation", "The generation of workers serving (the newest one to have started serving).", generation)
+    yield* observe(
+      "scoped_server_generation",
+      "The generation of workers serving (the newest one to have started serving).",
+      generation
+    )
     yield* observe("scoped_server_workers", "Workers serving.", serving)
     for (const outcome of ["completed", "failed"] as const) {
-      yield* observe("scoped_server_upgrades_total", "Upgrades (SIGUSR2 / SIGHUP) by outcome.", () => upgrades[outcome], {
-        counter: true,
-        attributes: { outcome }
-      })
+      yield* observe(
+        "scoped_server_upgrades_total",
+        "Upgrades (SIGUSR2 / SIGHUP) by outcome.",
+        () => upgrades[outcome],
+        {
+          counter: true,
+          attributes: { outcome }
+        }
+      )
     }
-    yield* observe("scoped_server_upgrade_duration_seconds", "How long the last upgrade took, from request to outcome.", () =>
-      upgrades.lastSeconds)
-    yield* observe("scoped_server_worker_restarts_total", "Crashed workers replaced.", () => upgrades.restarts, { counter: true })
+    yield* observe(
+      "scoped_server_upgrade_duration_seconds",
+      "How long the last upgrade took, from request to outcome.",
+      () => upgrades.lastSeconds
+    )
+    yield* observe("scoped_server_worker_restarts_total", "Crashed workers replaced.", () => upgrades.restarts, {
+      counter: true
+    })
   })
 
 const describeFailure = (exit: Exit.Exit<unknown, WorkerError>) =>
-  Exit.isFailure(exit) ? (Option.getOrUndefined(Exit.findErrorOption(exit)) as WorkerError | undefined)?.message ?? "interrupted" : "ok"
+  Exit.isFailure(exit)
+    ? (Option.getOrUndefined(Exit.findErrorOption(exit)) as WorkerError | undefined)?.message ?? "interrupted"
+    : "ok"
 
 export class Supervisor {
   /** The worker pool on a Host, with `WorkerEnv` added to each worker's environment. */
@@ -449,4 +516,3 @@ export const run = (): void => {
   ).pipe(Layer.provide(Lifecycle.Os.layerSignals(Lifecycle.stopSignals.filter((signal) => signal !== "SIGHUP"))))
   Lifecycle.run(main({ stop: Queue.offer(stops, "SIGTERM").pipe(Effect.asVoid) }), os)
 }
-

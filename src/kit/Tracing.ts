@@ -19,7 +19,9 @@ export const TracingConfig = Config.all({
   metricsEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")),
   sdkDisabled: Settings.boolean("OTEL_SDK_DISABLED", false),
   /** The spec's default is protobuf; `http/json` is easier to read off the wire. */
-  protocol: Settings.literal("OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"], { default: "http/protobuf" }),
+  protocol: Settings.literal("OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"], {
+    default: "http/protobuf"
+  }),
   serviceName: Config.option(Config.NonEmptyString("OTEL_SERVICE_NAME")),
   resourceAttributes: Config.option(Config.String("OTEL_RESOURCE_ATTRIBUTES"))
 })

@@ -70,7 +70,11 @@ describe("verified-token cache", () => {
   it.effect("rejected tokens are never remembered", () =>
     Effect.gen(function*() {
       const { calls, check } = yield* cacheAtStart({ size: 100, ttl: Duration.minutes(1) })
-      const forged = yield* mint("mallory", start + 60_000, new TextEncoder().encode("some-other-secret-0123456789abcdef0123"))
+      const forged = yield* mint(
+        "mallory",
+        start + 60_000,
+        new TextEncoder().encode("some-other-secret-0123456789abcdef0123")
+      )
       for (let i = 0; i < 3; i++) {
         assert.instanceOf(yield* Effect.flip(check(forged)), Jose.errors.JWSSignatureVerificationFailed)
       }
@@ -100,12 +104,20 @@ describe("verified-token cache", () => {
 
 const nowSeconds = () => Math.floor(Date.now() / 1000)
 const signClaims = (claims: Record<string, unknown>, secretText: string = jwtSecret) =>
-  new Jose.SignJWT(claims as Jose.JWTPayload).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(secretText))
+  new Jose.SignJWT(claims as Jose.JWTPayload).setProtectedHeader({ alg: "HS256" }).sign(
+    new TextEncoder().encode(secretText)
+  )
 
 /** The app with the Authenticator the API uses visible, to count signature checks. */
 const appWithAuthenticator = (env: Record<string, string>) =>
-  Layer.unwrap(Effect.map(freshDatabase, (databaseUrl) =>
-    Testing.layer(Layer.merge(Main, Authenticator.layer), { JWT_SECRET: jwtSecret, DATABASE_URL: databaseUrl, ...env })))
+  Layer.unwrap(
+    Effect.map(freshDatabase, (databaseUrl) =>
+      Testing.layer(Layer.merge(Main, Authenticator.layer), {
+        JWT_SECRET: jwtSecret,
+        DATABASE_URL: databaseUrl,
+        ...env
+      }))
+  )
 
 const get = (token: string | undefined, headers: Record<string, string> = {}) =>
   Effect.gen(function*() {
@@ -145,7 +157,9 @@ describe("JWT claims over HTTP", () => {
             assert.strictEqual(body.detail ?? body.message, expected, name)
           }
         }
-        const forged = yield* get(yield* Effect.promise(() => signClaims({ sub: "a", exp: now + 600 }, "another-secret-another-secret-0123")))
+        const forged = yield* get(
+          yield* Effect.promise(() => signClaims({ sub: "a", exp: now + 600 }, "another-secret-another-secret-0123"))
+        )
         assert.strictEqual(description(forged), "the token's signature is not valid")
         const none = `${Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url")}.${
           Buffer.from(JSON.stringify({ sub: "a", exp: now + 600 })).toString("base64url")
@@ -160,7 +174,10 @@ describe("JWT claims over HTTP", () => {
 })
 
 describe("rate limiting before authentication", () => {
-  layer(appWithAuthenticator({ RATE_LIMIT_PER_ADDRESS: "5", RATE_LIMIT: "3" }), { excludeTestServices: true, timeout: "60 seconds" })(
+  layer(appWithAuthenticator({ RATE_LIMIT_PER_ADDRESS: "5", RATE_LIMIT: "3" }), {
+    excludeTestServices: true,
+    timeout: "60 seconds"
+  })(
     (it) => {
       it.effect("a flood of forged tokens from one address is refused 429 before any signature check", () =>
         Effect.gen(function*() {
@@ -168,7 +185,9 @@ describe("rate limiting before authentication", () => {
           const before = verifications()
           const statuses: Array<number> = []
           for (let i = 0; i < 30; i++) {
-            const forged = yield* Effect.promise(() => signClaims({ sub: `m${i}`, exp: nowSeconds() + 600 }, `forged-secret-${i}-0123456789abcdef`))
+            const forged = yield* Effect.promise(() =>
+              signClaims({ sub: `m${i}`, exp: nowSeconds() + 600 }, `forged-secret-${i}-0123456789abcdef`)
+            )
             // The client's own X-Forwarded-For is not believed from an untrusted peer.
             const response = yield* get(forged, { "x-forwarded-for": `198.51.100.${i}` })
             statuses.push(response.status)
@@ -184,7 +203,10 @@ describe("rate limiting before authentication", () => {
     }
   )
 
-  layer(appWithAuthenticator({ RATE_LIMIT_PER_ADDRESS: "4", RATE_LIMIT: "2" }), { excludeTestServices: true, timeout: "60 seconds" })(
+  layer(appWithAuthenticator({ RATE_LIMIT_PER_ADDRESS: "4", RATE_LIMIT: "2" }), {
+    excludeTestServices: true,
+    timeout: "60 seconds"
+  })(
     (it) => {
       it.effect("an authenticated caller sees both policies and the tighter limit's figures; its subject limit applies", () =>
         Effect.gen(function*() {
@@ -211,12 +233,20 @@ describe("rate limiting before authentication", () => {
       Effect.gen(function*() {
         const token = yield* Effect.promise(() => mintFor())
         const from = (client: string) => get(token, { "x-forwarded-for": client }).pipe(Effect.map((r) => r.status))
-        assert.deepStrictEqual([yield* from("203.0.113.1"), yield* from("203.0.113.1"), yield* from("203.0.113.1")], [200, 200, 429])
+        assert.deepStrictEqual([yield* from("203.0.113.1"), yield* from("203.0.113.1"), yield* from("203.0.113.1")], [
+          200,
+          200,
+          429
+        ])
         assert.deepStrictEqual([yield* from("203.0.113.2"), yield* from("203.0.113.2")], [200, 200])
         // A spoofed left-most hop does not buy a new count: the right-most untrusted hop is the client.
         assert.strictEqual(yield* from("6.6.6.6, 203.0.113.2"), 429)
         // One IPv6 /64 is one client.
-        assert.deepStrictEqual([yield* from("2001:db8:1:2::a"), yield* from("2001:db8:1:2::b"), yield* from("2001:db8:1:2::c")], [200, 200, 429])
+        assert.deepStrictEqual([
+          yield* from("2001:db8:1:2::a"),
+          yield* from("2001:db8:1:2::b"),
+          yield* from("2001:db8:1:2::c")
+        ], [200, 200, 429])
       }))
   })
 })

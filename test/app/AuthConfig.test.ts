@@ -10,8 +10,10 @@ import { describeCause } from "../../src/kit/Log.ts"
 const secret = "a-secret-of-exactly-32-bytes-ok!"
 
 const check = (env: Record<string, string>) =>
-  Effect.map(Effect.exit(AuthConfig.parse(ConfigProvider.fromEnv({ env }))), (exit) =>
-    exit._tag === "Success" ? "accepted" : describeCause(exit.cause))
+  Effect.map(
+    Effect.exit(AuthConfig.parse(ConfigProvider.fromEnv({ env }))),
+    (exit) => exit._tag === "Success" ? "accepted" : describeCause(exit.cause)
+  )
 
 describe("AuthConfig", () => {
   it.effect("refuses JWT_SECRET beside JWKS_URL, naming both", () =>
@@ -27,7 +29,10 @@ describe("AuthConfig", () => {
       assert.strictEqual(secret.length, 32)
       assert.strictEqual(yield* check({ JWT_SECRET: secret }), "accepted")
       const line = yield* check({ JWT_SECRET: "hunter2-is-31-bytes-long-really" })
-      assert.strictEqual(line, "invalid configuration: JWT_SECRET is 31 bytes; HS256 needs at least 32 (e.g. openssl rand -base64 32)")
+      assert.strictEqual(
+        line,
+        "invalid configuration: JWT_SECRET is 31 bytes; HS256 needs at least 32 (e.g. openssl rand -base64 32)"
+      )
       // Bytes, not characters: 16 two-byte characters are 32 bytes.
       assert.strictEqual(yield* check({ JWT_SECRET: "é".repeat(16) }), "accepted")
     }))
@@ -39,7 +44,14 @@ describe("AuthConfig", () => {
         "invalid configuration: JWKS_URL must be https (plain http only for a loopback host): http://keys.example"
       )
       assert.match(yield* check({ JWKS_URL: "ftp://127.0.0.1/jwks.json" }), /JWKS_URL must be https/)
-      for (const url of ["https://keys.example/jwks.json", "http://127.0.0.1:8080/jwks", "http://localhost/jwks", "http://[::1]:9/jwks"]) {
+      for (
+        const url of [
+          "https://keys.example/jwks.json",
+          "http://127.0.0.1:8080/jwks",
+          "http://localhost/jwks",
+          "http://[::1]:9/jwks"
+        ]
+      ) {
         assert.strictEqual(yield* check({ JWKS_URL: url }), "accepted", url)
       }
     }))
@@ -47,7 +59,10 @@ describe("AuthConfig", () => {
   it.effect("range-checks the token cache", () =>
     Effect.gen(function*() {
       assert.match(yield* check({ JWT_CACHE_SIZE: "-1" }), /^invalid configuration: JWT_CACHE_SIZE: -1 is out of range/)
-      assert.match(yield* check({ JWT_CACHE_TTL: "60" }), /^invalid configuration: JWT_CACHE_TTL: .*did you mean 60s\?$/)
+      assert.match(
+        yield* check({ JWT_CACHE_TTL: "60" }),
+        /^invalid configuration: JWT_CACHE_TTL: .*did you mean 60s\?$/
+      )
       const settings = yield* AuthConfig.parse(ConfigProvider.fromEnv({ env: { JWT_CACHE_SIZE: "0" } }))
       assert.strictEqual(settings.cacheSize, 0)
       assert.isTrue(Option.isNone(settings.secret))

@@ -60,7 +60,14 @@ const converse = (head: string): Promise<Conversation> =>
     })
   })
 
-const head = (options: { readonly token?: string | undefined; readonly length: number; readonly type?: string; readonly path?: string }) =>
+const head = (
+  options: {
+    readonly token?: string | undefined
+    readonly length: number
+    readonly type?: string
+    readonly path?: string
+  }
+) =>
   [
     `POST ${options.path ?? "/api/v1/items"} HTTP/1.1`,
     "Host: localhost",
@@ -106,7 +113,9 @@ describe("Expect: 100-continue", () => {
   })
 
   it("an unknown route is 404 before the body", async () => {
-    const answer = await refusal(await converse(head({ token: await mint(), length: 10, path: "/api/v1/nothing-here" })))
+    const answer = await refusal(
+      await converse(head({ token: await mint(), length: 10, path: "/api/v1/nothing-here" }))
+    )
     expect(answer.status).toBe(404)
     expect(answer.text).not.toContain("100 Continue")
   })

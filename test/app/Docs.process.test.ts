@@ -2,8 +2,8 @@
  * `/docs` as a static asset over the wire: one rendering, brotli and gzip by Accept-Encoding,
  * a strong ETag per encoding, 304 on revalidation, and the document headers on `/docs/` too.
  */
-import { afterEach, describe, expect, it } from "vitest"
 import * as Zlib from "node:zlib"
+import { afterEach, describe, expect, it } from "vitest"
 import { request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 
@@ -19,7 +19,10 @@ const raw = (port: number, path: string, headers: Record<string, string>) =>
       const req = Http.request({ host: "127.0.0.1", port, path, headers, agent: false }, (response) => {
         const chunks: Array<Buffer> = []
         response.on("data", (chunk: Buffer) => chunks.push(chunk))
-        response.on("end", () => resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks) }))
+        response.on(
+          "end",
+          () => resolve({ status: response.statusCode!, headers: response.headers, body: Buffer.concat(chunks) })
+        )
       })
       req.on("error", reject)
       req.end()

@@ -21,7 +21,15 @@ describe("docs", () => {
           Effect.promise(() =>
             chromium.launch({
               executablePath: executablePath!,
-              args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+              args: [
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync"
+              ]
             })
           ),
           (browser) => Effect.promise(() => browser.close())
@@ -37,9 +45,13 @@ describe("docs", () => {
           if (response.status() >= 400) problems.push(`${response.status()} ${response.url()}`)
         })
         page.on("request", (request) => {
-          if (!request.url().startsWith(`http://127.0.0.1:${app.port}/`) && !request.url().startsWith("data:")) foreign.push(request.url())
+          if (!request.url().startsWith(`http://127.0.0.1:${app.port}/`) && !request.url().startsWith("data:")) {
+            foreign.push(request.url())
+          }
         })
-        const response = yield* Effect.promise(() => page.goto(`http://127.0.0.1:${app.port}/docs`, { waitUntil: "networkidle" }))
+        const response = yield* Effect.promise(() =>
+          page.goto(`http://127.0.0.1:${app.port}/docs`, { waitUntil: "networkidle" })
+        )
         assert.strictEqual(response?.status(), 200)
         yield* Effect.promise(() => page.getByText("/api/v1/items/{id}").first().waitFor({ timeout: 20_000 }))
         const text = yield* Effect.promise(() => page.locator("body").innerText())
@@ -47,7 +59,9 @@ describe("docs", () => {
         assert.match(text, /GET/)
         assert.match(text, /POST/)
         assert.match(text, /DEL/)
-        if (process.env.DOCS_SCREENSHOT) yield* Effect.promise(() => page.screenshot({ path: process.env.DOCS_SCREENSHOT!, fullPage: false }))
+        if (process.env.DOCS_SCREENSHOT) {
+          yield* Effect.promise(() => page.screenshot({ path: process.env.DOCS_SCREENSHOT!, fullPage: false }))
+        }
         assert.deepStrictEqual(problems, [])
         assert.deepStrictEqual(foreign, [])
       }))

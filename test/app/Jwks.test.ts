@@ -26,7 +26,9 @@ const keyServer = Effect.acquireRelease(
         state.fetches++
         if (state.mode === "hang") return
         response.setHeader("content-type", "application/json")
-        response.end(state.mode === "garbage" ? JSON.stringify({ not: "a key set" }) : JSON.stringify({ keys: state.keys }))
+        response.end(
+          state.mode === "garbage" ? JSON.stringify({ not: "a key set" }) : JSON.stringify({ keys: state.keys })
+        )
       })
       server.listen(0, "127.0.0.1", () => {
         const port = (server.address() as Net.AddressInfo).port
@@ -57,7 +59,11 @@ const signingKey = (alg: "RS256" | "ES256", kid: string) =>
 const logs: Array<{ readonly level: string; readonly message: string; readonly error: unknown }> = []
 const recorder = Logger.make((options) => {
   const message = Array.isArray(options.message) ? options.message[0] : options.message
-  logs.push({ level: options.logLevel, message: String(message), error: options.fiber.getRef(References.CurrentLogAnnotations).error })
+  logs.push({
+    level: options.logLevel,
+    message: String(message),
+    error: options.fiber.getRef(References.CurrentLogAnnotations).error
+  })
 })
 
 /** The Authenticator over `url` with `env`, the way the server builds it. */
@@ -88,7 +94,10 @@ describe("JWKS", () => {
       )
       const hsResult = yield* auth.authenticate(hs)
       assert.strictEqual(statusOf(hsResult), 401)
-      assert.include(Result.isFailure(hsResult) ? hsResult.failure.headers["www-authenticate"] : "", "algorithm is not accepted")
+      assert.include(
+        Result.isFailure(hsResult) ? hsResult.failure.headers["www-authenticate"] : "",
+        "algorithm is not accepted"
+      )
 
       const stranger = yield* signingKey("ES256", "not-in-the-set")
       const strangerResult = yield* auth.authenticate(yield* Effect.promise(() => stranger.sign()))
@@ -112,35 +121,42 @@ describe("JWKS", () => {
       yield* Effect.sleep("1 second")
       const after = yield* auth.authenticate(token)
       assert.strictEqual(statusOf(after), 401)
-      assert.include(Result.isFailure(after) ? after.failure.headers["www-authenticate"] : "", "no signing key matches the token")
+      assert.include(
+        Result.isFailure(after) ? after.failure.headers["www-authenticate"] : "",
+        "no signing key matches the token"
+      )
     })))
 
   it.live("a key set that is down, hangs or is not a key set: 503 with Retry-After and one throttled warning", () =>
-    Effect.scoped(Effect.gen(function*() {
-      const server = yield* keyServer
-      const rsa = yield* signingKey("RS256", "k")
-      const token = yield* Effect.promise(() => rsa.sign())
-      logs.length = 0
+    Effect.scoped(
+      Effect.gen(function*() {
+        const server = yield* keyServer
+        const rsa = yield* signingKey("RS256", "k")
+        const token = yield* Effect.promise(() => rsa.sign())
+        logs.length = 0
 
-      server.mode = "garbage"
-      const garbage = yield* authenticatorFor(server.url)
-      const answers = [yield* garbage.authenticate(token), yield* garbage.authenticate(token)]
-      for (const answer of answers) {
-        assert.strictEqual(statusOf(answer), 503)
-        assert.strictEqual(Result.isFailure(answer) ? answer.failure.headers["retry-after"] : undefined, "5")
-      }
-      const warnings = logs.filter((line) => line.level === "Warn" && line.message.includes("JWT signing keys unavailable"))
-      assert.strictEqual(warnings.length, 1, "the second failure within 10 s is not logged again")
+        server.mode = "garbage"
+        const garbage = yield* authenticatorFor(server.url)
+        const answers = [yield* garbage.authenticate(token), yield* garbage.authenticate(token)]
+        for (const answer of answers) {
+          assert.strictEqual(statusOf(answer), 503)
+          assert.strictEqual(Result.isFailure(answer) ? answer.failure.headers["retry-after"] : undefined, "5")
+        }
+        const warnings = logs.filter((line) =>
+          line.level === "Warn" && line.message.includes("JWT signing keys unavailable")
+        )
+        assert.strictEqual(warnings.length, 1, "the second failure within 10 s is not logged again")
 
-      server.mode = "hang"
-      const hung = yield* authenticatorFor(server.url, { JWKS_TIMEOUT: "300 millis" })
-      const started = Date.now()
-      assert.strictEqual(statusOf(yield* hung.authenticate(token)), 503)
-      assert.isBelow(Date.now() - started, 2_000)
+        server.mode = "hang"
+        const hung = yield* authenticatorFor(server.url, { JWKS_TIMEOUT: "300 millis" })
+        const started = Date.now()
+        assert.strictEqual(statusOf(yield* hung.authenticate(token)), 503)
+        assert.isBelow(Date.now() - started, 2_000)
 
-      yield* Effect.promise(() => server.close())
-      const down = yield* authenticatorFor(server.url)
-      assert.strictEqual(statusOf(yield* down.authenticate(token)), 503)
-      assert.isAtLeast(logs.filter((line) => line.level === "Warn").length, 3)
-    }).pipe(Effect.provide(Logger.layer([recorder])))))
+        yield* Effect.promise(() => server.close())
+        const down = yield* authenticatorFor(server.url)
+        assert.strictEqual(statusOf(yield* down.authenticate(token)), 503)
+        assert.isAtLeast(logs.filter((line) => line.level === "Warn").length, 3)
+      }).pipe(Effect.provide(Logger.layer([recorder])))
+    ))
 })

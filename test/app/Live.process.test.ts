@@ -17,7 +17,12 @@ afterEach(() => {
 
 const start = () =>
   spawnServer({
-    env: { JWT_SECRET: jwtSecret, SHUTDOWN_TIMEOUT: `${deadlineMs}ms`, DRAIN_QUIET_WINDOW: "300ms", MAX_BODY_SIZE: "16KiB" }
+    env: {
+      JWT_SECRET: jwtSecret,
+      SHUTDOWN_TIMEOUT: `${deadlineMs}ms`,
+      DRAIN_QUIET_WINDOW: "300ms",
+      MAX_BODY_SIZE: "16KiB"
+    }
   })
 
 const openSocket = (port: number) =>
@@ -32,7 +37,11 @@ const nextMessage = (ws: WebSocket) =>
 
 const closeOf = (ws: WebSocket) =>
   new Promise<{ code: number; wasClean: boolean; at: number }>((resolve) =>
-    ws.addEventListener("close", (event) => resolve({ code: event.code, wasClean: event.wasClean, at: performance.now() }), { once: true })
+    ws.addEventListener(
+      "close",
+      (event) => resolve({ code: event.code, wasClean: event.wasClean, at: performance.now() }),
+      { once: true }
+    )
   )
 
 /** An SSE subscription: the raw text so far, a wait for text, and how the response ended. */
@@ -44,7 +53,12 @@ const subscribe = (port: number, token: string) =>
     waitFor: (text: string) => Promise<void>
     ended: Promise<"end" | "aborted">
   }>((resolve, reject) => {
-    const request = Http.get({ host: "127.0.0.1", port, path: "/api/v1/items/events", headers: { authorization: `Bearer ${token}` } }, (response) => {
+    const request = Http.get({
+      host: "127.0.0.1",
+      port,
+      path: "/api/v1/items/events",
+      headers: { authorization: `Bearer ${token}` }
+    }, (response) => {
       let text = ""
       const waiters = new Set<() => void>()
       response.setEncoding("utf8")
@@ -133,48 +147,56 @@ describe("long-lived answers across SIGTERM", () => {
     expect(totals.socketsDestroyed).toBe(0)
   }, 30_000)
 
-  it("refuses the event stream without a valid token, and a WebSocket message over MAX_BODY_SIZE closes with 1009", async () => {
-    server = await start()
-    const missing = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`)
-    expect(missing.status).toBe(401)
-    const forged = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`, {
-      headers: { authorization: `Bearer ${await mint({ secret: "another-secret-with-enough-entropy-000000" })}` }
-    })
-    expect(forged.status).toBe(401)
+  it(
+    "refuses the event stream without a valid token, and a WebSocket message over MAX_BODY_SIZE closes with 1009",
+    async () => {
+      server = await start()
+      const missing = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`)
+      expect(missing.status).toBe(401)
+      const forged = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`, {
+        headers: { authorization: `Bearer ${await mint({ secret: "another-secret-with-enough-entropy-000000" })}` }
+      })
+      expect(forged.status).toBe(401)
 
-    const ws = await openSocket(server.port)
-    const closed = closeOf(ws)
-    ws.send("x".repeat(17 * 1024))
-    expect((await closed).code).toBe(1009)
-    // The server is unharmed: another socket echoes.
-    const again = await openSocket(server.port)
-    const message = nextMessage(again)
-    again.send("still here")
-    expect(await message).toBe("still here")
-    again.close(1000)
-    server.signal("SIGTERM")
-    expect((await server.exited).code).toBe(0)
-  }, 30_000)
+      const ws = await openSocket(server.port)
+      const closed = closeOf(ws)
+      ws.send("x".repeat(17 * 1024))
+      expect((await closed).code).toBe(1009)
+      // The server is unharmed: another socket echoes.
+      const again = await openSocket(server.port)
+      const message = nextMessage(again)
+      again.send("still here")
+      expect(await message).toBe("still here")
+      again.close(1000)
+      server.signal("SIGTERM")
+      expect((await server.exited).code).toBe(0)
+    },
+    30_000
+  )
 
-  it("an upgrade asked for on an open connection once closing has started is refused with 503 and Retry-After", async () => {
-    server = await spawnServer({ env: { JWT_SECRET: jwtSecret, DRAIN_QUIET_WINDOW: "3s", SHUTDOWN_TIMEOUT: "10s" } })
-    const socket = Net.connect(server.port, "127.0.0.1")
-    await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
-    let received = ""
-    socket.setEncoding("utf8").on("data", (chunk: string) => received += chunk)
-    const ended = new Promise<void>((resolve) => socket.once("close", () => resolve()))
-    server.signal("SIGTERM")
-    // The draining phase (DRAIN_DELAY 0) has ended: closing has started, this socket is still open.
-    await server.waitForLine((line) => line.message === "phase" && line.annotations.phase === "draining")
-    socket.write(
-      "GET /ws/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    await ended
-    expect(received).toMatch(/^HTTP\/1\.1 503 /)
-    expect(received.toLowerCase()).toContain("retry-after: 1\r\n")
-    const body = JSON.parse(received.slice(received.indexOf("\r\n\r\n") + 4))
-    expect(body.detail ?? body.message).toMatch(/shutting down/)
-    expect((await server.exited).code).toBe(0)
-  }, 30_000)
+  it(
+    "an upgrade asked for on an open connection once closing has started is refused with 503 and Retry-After",
+    async () => {
+      server = await spawnServer({ env: { JWT_SECRET: jwtSecret, DRAIN_QUIET_WINDOW: "3s", SHUTDOWN_TIMEOUT: "10s" } })
+      const socket = Net.connect(server.port, "127.0.0.1")
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
+      let received = ""
+      socket.setEncoding("utf8").on("data", (chunk: string) => received += chunk)
+      const ended = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+      server.signal("SIGTERM")
+      // The draining phase (DRAIN_DELAY 0) has ended: closing has started, this socket is still open.
+      await server.waitForLine((line) => line.message === "phase" && line.annotations.phase === "draining")
+      socket.write(
+        "GET /ws/echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+          "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+      )
+      await ended
+      expect(received).toMatch(/^HTTP\/1\.1 503 /)
+      expect(received.toLowerCase()).toContain("retry-after: 1\r\n")
+      const body = JSON.parse(received.slice(received.indexOf("\r\n\r\n") + 4))
+      expect(body.detail ?? body.message).toMatch(/shutting down/)
+      expect((await server.exited).code).toBe(0)
+    },
+    30_000
+  )
 })

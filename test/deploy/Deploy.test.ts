@@ -3,13 +3,13 @@
  * timings against the server's own configuration: a default that outgrows a manifest fails here.
  */
 import { assert, describe, it } from "@effect/vitest"
+import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor"
 import { Ajv } from "ajv"
 import { type Config, ConfigProvider, Duration, Effect, Option } from "effect"
-import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler"
 import { Deployment } from "kubernetes-models/apps/v1/Deployment"
+import { HorizontalPodAutoscaler } from "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler"
 import { PodDisruptionBudget } from "kubernetes-models/policy/v1/PodDisruptionBudget"
 import { Service } from "kubernetes-models/v1/Service"
-import { ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor"
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -49,7 +49,12 @@ const gcpBackendKeepAlive = 600
 // Kubernetes: assembly and schemas
 // ---------------------------------------------------------------------------------------------
 
-type Manifest = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec: any }
+type Manifest = {
+  apiVersion: string
+  kind: string
+  metadata: { name: string; labels?: Record<string, string> }
+  spec: any
+}
 
 const kubectl = spawnSync("kubectl", ["version", "--client"], { encoding: "utf8" }).status === 0
 
@@ -88,7 +93,10 @@ const typeImports: Record<string, [string, string]> = {
   "apps/v1/Deployment": ["kubernetes-models/apps/v1/Deployment", "IDeployment"],
   "v1/Service": ["kubernetes-models/v1/Service", "IService"],
   "policy/v1/PodDisruptionBudget": ["kubernetes-models/policy/v1/PodDisruptionBudget", "IPodDisruptionBudget"],
-  "autoscaling/v2/HorizontalPodAutoscaler": ["kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler", "IHorizontalPodAutoscaler"],
+  "autoscaling/v2/HorizontalPodAutoscaler": [
+    "kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler",
+    "IHorizontalPodAutoscaler"
+  ],
   "monitoring.coreos.com/v1/ServiceMonitor": [
     "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor",
     "IServiceMonitor"
@@ -151,7 +159,8 @@ const literalEnv = (deployment: Manifest): Record<string, string> =>
     ) => [entry.name, entry.value])
   )
 
-const envNames = (deployment: Manifest): Array<string> => (container(deployment).env ?? []).map((entry: any) => entry.name)
+const envNames = (deployment: Manifest): Array<string> =>
+  (container(deployment).env ?? []).map((entry: any) => entry.name)
 
 const probeWindow = (probe: { periodSeconds?: number; failureThreshold?: number }) =>
   (probe.periodSeconds ?? 10) * (probe.failureThreshold ?? 3)
@@ -174,12 +183,16 @@ const kubernetesTimingProblems = (deployment: Manifest): Array<string> => {
   if (grace < needed) {
     problems.push(
       `terminationGracePeriodSeconds ${grace} < preStop ${preStop} + DRAIN_DELAY ${seconds(lifecycle.drainDelay)} + ` +
-        `SHUTDOWN_TIMEOUT ${seconds(lifecycle.shutdownTimeout)} + flush ${seconds(lifecycle.releaseTimeout)} + margin ${margin}`
+        `SHUTDOWN_TIMEOUT ${seconds(lifecycle.shutdownTimeout)} + flush ${
+          seconds(lifecycle.releaseTimeout)
+        } + margin ${margin}`
     )
   }
   const liveness = probeWindow(server.livenessProbe)
   if (liveness <= seconds(lifecycle.shutdownTimeout)) {
-    problems.push(`liveness fails a draining pod: ${liveness}s ≤ SHUTDOWN_TIMEOUT ${seconds(lifecycle.shutdownTimeout)}s`)
+    problems.push(
+      `liveness fails a draining pod: ${liveness}s ≤ SHUTDOWN_TIMEOUT ${seconds(lifecycle.shutdownTimeout)}s`
+    )
   }
   const readiness = probeWindow(server.readinessProbe)
   if (readiness > seconds(lifecycle.drainDelay)) {
@@ -307,8 +320,12 @@ describe("Kubernetes manifests", () => {
         assert.strictEqual(server.securityContext.readOnlyRootFilesystem, true)
         assert.strictEqual(server.securityContext.allowPrivilegeEscalation, false)
         assert.deepStrictEqual(server.securityContext.capabilities.drop, ["ALL"])
-        const emptyDirs = new Set(pod.volumes.filter((volume: any) => volume.emptyDir).map((volume: any) => volume.name))
-        const writable = server.volumeMounts.filter((mount: any) => emptyDirs.has(mount.name)).map((mount: any) => mount.mountPath)
+        const emptyDirs = new Set(
+          pod.volumes.filter((volume: any) => volume.emptyDir).map((volume: any) => volume.name)
+        )
+        const writable = server.volumeMounts.filter((mount: any) => emptyDirs.has(mount.name)).map((mount: any) =>
+          mount.mountPath
+        )
         assert.include(writable, "/tmp")
         assert.include(writable, literalEnv(deployment).NODE_COMPILE_CACHE)
       }
@@ -353,11 +370,18 @@ describe("Kubernetes manifests", () => {
         assert.isTrue(matches(only(manifests, "PodDisruptionBudget").spec.selector.matchLabels, podLabels))
         const monitor = only(manifests, "ServiceMonitor")
         assert.isTrue(matches(monitor.spec.selector.matchLabels, service.metadata.labels))
-        assert.deepStrictEqual(monitor.spec.endpoints.map((endpoint: any) => [endpoint.port, endpoint.path]), [["admin", "/metrics"]])
+        assert.deepStrictEqual(monitor.spec.endpoints.map((endpoint: any) => [endpoint.port, endpoint.path]), [[
+          "admin",
+          "/metrics"
+        ]])
         assert.include(service.spec.ports.map((port: any) => port.name), "admin")
       }
       const hpa = only(production, "HorizontalPodAutoscaler")
-      assert.deepStrictEqual(hpa.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name: "scoped-server" })
+      assert.deepStrictEqual(hpa.spec.scaleTargetRef, {
+        apiVersion: "apps/v1",
+        kind: "Deployment",
+        name: "scoped-server"
+      })
       assert.isAtLeast(hpa.spec.minReplicas, 2)
     })
   })
@@ -433,7 +457,9 @@ describe("Compose", () => {
 
 /** Instructions with continuation lines joined; comments dropped. */
 const instructions = (text: string) =>
-  text.replace(/\\\n/g, " ").split("\n").map((line) => line.trim()).filter((line) => line.length > 0 && !line.startsWith("#"))
+  text.replace(/\\\n/g, " ").split("\n").map((line) => line.trim()).filter((line) =>
+    line.length > 0 && !line.startsWith("#")
+  )
     .map((line) => {
       const [keyword, ...rest] = line.split(/\s+/)
       return { keyword: keyword!.toUpperCase(), args: rest.join(" ") }
@@ -450,18 +476,28 @@ describe("Dockerfile", () => {
 
   it("builds with the pinned Node and runs on a slim Node 24", () => {
     const pinned = JSON.parse(read("package.json")).devDependencies.node
-    const arg = dockerfile.find((instruction) => instruction.keyword === "ARG" && instruction.args.startsWith("NODE_VERSION="))
+    const arg = dockerfile.find((instruction) =>
+      instruction.keyword === "ARG" && instruction.args.startsWith("NODE_VERSION=")
+    )
     assert.strictEqual(arg?.args, `NODE_VERSION=${pinned}`)
     assert.match(pinned, /^24\./)
     for (const stage of stages) assert.match(stage[0]!.args, /^node:\$\{NODE_VERSION\}-(bookworm-)?slim AS \w+$/)
-    const build = stages[0]!.filter((instruction) => instruction.keyword === "RUN").map((instruction) => instruction.args)
+    const build = stages[0]!.filter((instruction) => instruction.keyword === "RUN").map((instruction) =>
+      instruction.args
+    )
     assert.isTrue(build.some((command) => command.startsWith("npm ci")))
     assert.isTrue(build.some((command) => command.startsWith("npm run build")))
   })
 
   it("the runtime stage holds dist/ and production dependencies only, without the embedded PostgreSQL unless asked", () => {
-    const copies = runtime.filter((instruction) => instruction.keyword === "COPY").map((instruction) => instruction.args)
-    assert.deepStrictEqual(copies.map((args) => args.split(/\s+/).at(-2)), ["/app/node_modules", "/app/dist", "package.json"])
+    const copies = runtime.filter((instruction) => instruction.keyword === "COPY").map((instruction) =>
+      instruction.args
+    )
+    assert.deepStrictEqual(copies.map((args) => args.split(/\s+/).at(-2)), [
+      "/app/node_modules",
+      "/app/dist",
+      "package.json"
+    ])
     const deps = stages.find((stage) => stage[0]!.args.endsWith("AS deps"))!
     const install = deps.find((instruction) => instruction.keyword === "RUN")!.args
     assert.match(install, /EMBEDDED_POSTGRES" = "true".*npm ci --omit=dev .*else.*npm ci --omit=dev --omit=optional/)
@@ -497,7 +533,10 @@ describe("Dockerfile", () => {
     // Asynchronously: the server answering it lives in this process.
     const run = (port: number) =>
       new Promise<number | null>((resolve) => {
-        const child = spawn(process.execPath, ["-e", script], { env: { ...process.env, PORT: String(port) }, stdio: "ignore" })
+        const child = spawn(process.execPath, ["-e", script], {
+          env: { ...process.env, PORT: String(port) },
+          stdio: "ignore"
+        })
         child.on("exit", (code) => resolve(code))
       })
     try {
@@ -620,14 +659,16 @@ describe("systemd units", () => {
   })
 
   it("is hardened, and writes only to its state and cache directories", () => {
-    for (const [key, value] of Object.entries({
-      DynamicUser: "yes",
-      ProtectSystem: "strict",
-      NoNewPrivileges: "yes",
-      PrivateTmp: "yes",
-      ProtectHome: "yes",
-      CapabilityBoundingSet: ""
-    })) assert.strictEqual(service.one(key), value, key)
+    for (
+      const [key, value] of Object.entries({
+        DynamicUser: "yes",
+        ProtectSystem: "strict",
+        NoNewPrivileges: "yes",
+        PrivateTmp: "yes",
+        ProtectHome: "yes",
+        CapabilityBoundingSet: ""
+      })
+    ) assert.strictEqual(service.one(key), value, key)
     assert.isTrue(service.env.EMBEDDED_POSTGRES_DIR!.startsWith(`/var/lib/${service.one("StateDirectory")}/`))
     assert.isTrue(service.env.NODE_COMPILE_CACHE!.startsWith(`/var/cache/${service.one("CacheDirectory")}/`))
     settings(HttpServerConfig, service.env)

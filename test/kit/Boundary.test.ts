@@ -11,12 +11,18 @@ const appRoot = Path.resolve(import.meta.dirname, "../../src/app")
 
 const filesUnder = (dir: string): Array<string> =>
   Fs.readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
-    entry.isDirectory() ? filesUnder(Path.join(dir, entry.name)) : entry.name.endsWith(".ts") ? [Path.join(dir, entry.name)] : []
+    entry.isDirectory()
+      ? filesUnder(Path.join(dir, entry.name))
+      : entry.name.endsWith(".ts")
+      ? [Path.join(dir, entry.name)]
+      : []
   )
 
 /** Every module specifier a file imports or re-exports, static or dynamic. */
 const specifiers = (source: string): Array<string> =>
-  [...source.matchAll(/(?:^|\s)(?:import|export)\s[^"'`;]*?from\s*["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|^\s*import\s*["']([^"']+)["']/gm)]
+  [...source.matchAll(
+    /(?:^|\s)(?:import|export)\s[^"'`;]*?from\s*["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|^\s*import\s*["']([^"']+)["']/gm
+  )]
     .map((match) => match[1] ?? match[2] ?? match[3]!)
 
 describe("the kit and the app", () => {

@@ -40,11 +40,15 @@ describe("configuration refused at startup", () => {
   })
 
   it("a bare number of seconds is refused with the unit suggested", async () => {
-    expect(await refusedWith({ SHUTDOWN_TIMEOUT: "30" })).toMatch(/^invalid configuration: SHUTDOWN_TIMEOUT: .*did you mean 30s\?$/)
+    expect(await refusedWith({ SHUTDOWN_TIMEOUT: "30" })).toMatch(
+      /^invalid configuration: SHUTDOWN_TIMEOUT: .*did you mean 30s\?$/
+    )
   })
 
   it("RATE_LIMIT_MAX_KEYS=-1 is refused instead of hanging", async () => {
-    expect(await refusedWith({ RATE_LIMIT_MAX_KEYS: "-1" })).toMatch(/^invalid configuration: RATE_LIMIT_MAX_KEYS: -1 is out of range/)
+    expect(await refusedWith({ RATE_LIMIT_MAX_KEYS: "-1" })).toMatch(
+      /^invalid configuration: RATE_LIMIT_MAX_KEYS: -1 is out of range/
+    )
   })
 
   it("an unknown LOG_LEVEL is refused in the same shape, before the logger exists", async () => {
@@ -53,7 +57,14 @@ describe("configuration refused at startup", () => {
 
   it("the forms people write start the server", async () => {
     const server = await spawnServer({
-      env: { LOG_LEVEL: "INFO", SHUTDOWN_TIMEOUT: "1m30s", DRAIN_DELAY: "0S", MAX_BODY_SIZE: "1mb", ACCESS_LOG: "FALSE", RATE_LIMIT_ON_STORE_ERROR: "Closed" }
+      env: {
+        LOG_LEVEL: "INFO",
+        SHUTDOWN_TIMEOUT: "1m30s",
+        DRAIN_DELAY: "0S",
+        MAX_BODY_SIZE: "1mb",
+        ACCESS_LOG: "FALSE",
+        RATE_LIMIT_ON_STORE_ERROR: "Closed"
+      }
     })
     running.add(server)
     expect((await request(server.port, "/livez")).status).toBe(200)

@@ -4,25 +4,36 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option } from "effect"
-import * as Settings from "../../src/kit/Settings.ts"
-import { describeCause } from "../../src/kit/Log.ts"
-import { LifecycleConfig } from "../../src/kit/Lifecycle.ts"
 import { CacheConfig } from "../../src/kit/Cache.ts"
-import { HttpServerConfig } from "../../src/kit/HttpServer.ts"
 import { EmbeddedPostgresConfig } from "../../src/kit/EmbeddedPostgres.ts"
 import { HealthConfig } from "../../src/kit/Health.ts"
 import { CorsConfig } from "../../src/kit/http/Cors.ts"
+import { HttpServerConfig } from "../../src/kit/HttpServer.ts"
+import { LifecycleConfig } from "../../src/kit/Lifecycle.ts"
+import { describeCause } from "../../src/kit/Log.ts"
 import { LogConfig } from "../../src/kit/Log.ts"
 import { PostgresConfig } from "../../src/kit/Postgres.ts"
 import { RateLimitConfig } from "../../src/kit/RateLimit.ts"
 import { RedisConfig } from "../../src/kit/Redis.ts"
+import * as Settings from "../../src/kit/Settings.ts"
 
-const load = <A>(config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> }, env: Record<string, string>) =>
-  config.parse(ConfigProvider.fromEnv({ env }))
+const load = <A>(
+  config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },
+  env: Record<string, string>
+) => config.parse(ConfigProvider.fromEnv({ env }))
 
 describe("Config", () => {
   it("parses 500ms, 1s, 2m, 1h, plain milliseconds and Effect's own form", () => {
-    const cases: Array<[string, number]> = [["500ms", 500], ["1s", 1000], ["2m", 120_000], ["1h", 3_600_000], ["1500", 1500], ["0", 0], ["1.5s", 1500], ["10 seconds", 10_000]]
+    const cases: Array<[string, number]> = [
+      ["500ms", 500],
+      ["1s", 1000],
+      ["2m", 120_000],
+      ["1h", 3_600_000],
+      ["1500", 1500],
+      ["0", 0],
+      ["1.5s", 1500],
+      ["10 seconds", 10_000]
+    ]
     for (const [input, millis] of cases) {
       assert.deepStrictEqual(Option.map(Settings.parseDuration(input), Duration.toMillis), Option.some(millis), input)
     }
@@ -35,13 +46,19 @@ describe("Config", () => {
     Effect.gen(function*() {
       const lifecycle = yield* load(LifecycleConfig, {})
       assert.deepStrictEqual(
-        [lifecycle.drainDelay, lifecycle.shutdownTimeout, lifecycle.quietWindow, lifecycle.releaseTimeout].map(Duration.toMillis),
+        [lifecycle.drainDelay, lifecycle.shutdownTimeout, lifecycle.quietWindow, lifecycle.releaseTimeout].map(
+          Duration.toMillis
+        ),
         [0, 25_000, 300, 5_000]
       )
       const http = yield* load(HttpServerConfig, {})
       assert.strictEqual(http.port, 3000)
       assert.strictEqual(http.maxBodySize, 1024 * 1024)
-      assert.deepStrictEqual([http.headersTimeout, http.requestTimeout, http.keepAliveTimeout].map(Duration.toMillis), [10_000, 20_000, 5_000])
+      assert.deepStrictEqual([http.headersTimeout, http.requestTimeout, http.keepAliveTimeout].map(Duration.toMillis), [
+        10_000,
+        20_000,
+        5_000
+      ])
     }))
 
   it.effect("reads byte sizes and durations from the environment", () =>
@@ -107,7 +124,11 @@ describe("Config", () => {
       ] as const
       for (const [config, env] of cases) {
         const name = Object.keys(env)[0]!
-        assert.match(yield* refused(config as typeof HttpServerConfig, env), new RegExp(`^invalid configuration: ${name}: .* out of range`), name)
+        assert.match(
+          yield* refused(config as typeof HttpServerConfig, env),
+          new RegExp(`^invalid configuration: ${name}: .* out of range`),
+          name
+        )
       }
     }))
 
@@ -121,7 +142,10 @@ describe("Config", () => {
           [HttpServerConfig, "KEEP_ALIVE_TIMEOUT", "65"]
         ] as const
       ) {
-        assert.match(yield* refused(config as typeof HttpServerConfig, { [name]: value }), new RegExp(`^invalid configuration: ${name}: .*did you mean ${value}s\\?$`))
+        assert.match(
+          yield* refused(config as typeof HttpServerConfig, { [name]: value }),
+          new RegExp(`^invalid configuration: ${name}: .*did you mean ${value}s\\?$`)
+        )
       }
     }))
 
@@ -131,7 +155,10 @@ describe("Config", () => {
         yield* refused(LifecycleConfig, { DRAIN_DELAY: "30s" }),
         "invalid configuration: DRAIN_DELAY (30s) must be shorter than SHUTDOWN_TIMEOUT (25s): the delay is spent inside the shutdown budget"
       )
-      assert.match(yield* refused(LifecycleConfig, { DRAIN_DELAY: "10s", SHUTDOWN_TIMEOUT: "10s" }), /DRAIN_DELAY .* SHUTDOWN_TIMEOUT/)
+      assert.match(
+        yield* refused(LifecycleConfig, { DRAIN_DELAY: "10s", SHUTDOWN_TIMEOUT: "10s" }),
+        /DRAIN_DELAY .* SHUTDOWN_TIMEOUT/
+      )
       assert.strictEqual(
         yield* refused(LifecycleConfig, { RELEASE_TIMEOUT: "30s" }),
         "invalid configuration: RELEASE_TIMEOUT (30s) must not exceed SHUTDOWN_TIMEOUT (25s)"
@@ -151,7 +178,10 @@ describe("Config", () => {
 
   it.effect("the HTTP server refuses LISTEN_FD beside an explicit PORT, and headers outlasting the request", () =>
     Effect.gen(function*() {
-      assert.match(yield* refused(HttpServerConfig, { LISTEN_FD: "3", PORT: "8080" }), /^invalid configuration: LISTEN_FD and PORT are both set/)
+      assert.match(
+        yield* refused(HttpServerConfig, { LISTEN_FD: "3", PORT: "8080" }),
+        /^invalid configuration: LISTEN_FD and PORT are both set/
+      )
       assert.match(yield* refused(HttpServerConfig, { LISTEN_FD: "3", PORT: "0" }), /LISTEN_FD and PORT/)
       assert.strictEqual((yield* load(HttpServerConfig, { LISTEN_FD: "3" })).port, 3000)
       assert.strictEqual(
@@ -168,8 +198,21 @@ describe("Config", () => {
         yield* refused(CorsConfig, { CORS_ORIGINS: "https://a.example/x" }),
         `invalid configuration: CORS_ORIGINS: "https://a.example/x" has a path; an origin is scheme://host[:port], e.g. https://a.example`
       )
-      for (const origins of ["https://a.example/", "a.example", "ftp://a.example", "https://u:p@a.example", "https://a.example?x=1", "*,https://a.example"]) {
-        assert.match(yield* refused(CorsConfig, { CORS_ORIGINS: origins }), /^invalid configuration: CORS_ORIGINS: /, origins)
+      for (
+        const origins of [
+          "https://a.example/",
+          "a.example",
+          "ftp://a.example",
+          "https://u:p@a.example",
+          "https://a.example?x=1",
+          "*,https://a.example"
+        ]
+      ) {
+        assert.match(
+          yield* refused(CorsConfig, { CORS_ORIGINS: origins }),
+          /^invalid configuration: CORS_ORIGINS: /,
+          origins
+        )
       }
       const { origins } = yield* load(CorsConfig, { CORS_ORIGINS: "https://App.Example:443, http://localhost:5173" })
       assert.deepStrictEqual(origins, ["https://app.example", "http://localhost:5173"])
@@ -178,10 +221,18 @@ describe("Config", () => {
 
   it.effect("LOG_LEVEL in any case, and warning for Warn", () =>
     Effect.gen(function*() {
-      for (const [input, level] of [["warn", "Warn"], ["WARN", "Warn"], ["warning", "Warn"], ["WARNING", "Warn"], ["debug", "Debug"], ["none", "None"]] as const) {
+      for (
+        const [input, level] of [["warn", "Warn"], ["WARN", "Warn"], ["warning", "Warn"], ["WARNING", "Warn"], [
+          "debug",
+          "Debug"
+        ], ["none", "None"]] as const
+      ) {
         assert.strictEqual((yield* load(LogConfig, { LOG_LEVEL: input })).level, level, input)
       }
-      assert.match(yield* refused(LogConfig, { LOG_LEVEL: "loud" }), /^invalid configuration: LOG_LEVEL: "loud" is not one of All, Fatal, Error, Warn, Info, Debug, Trace, None$/)
+      assert.match(
+        yield* refused(LogConfig, { LOG_LEVEL: "loud" }),
+        /^invalid configuration: LOG_LEVEL: "loud" is not one of All, Fatal, Error, Warn, Info, Debug, Trace, None$/
+      )
     }))
 
   it.effect("RATE_LIMIT_ON_STORE_ERROR and ACCESS_LOG in any case", () =>
@@ -190,6 +241,9 @@ describe("Config", () => {
       assert.strictEqual((yield* load(HttpServerConfig, { ACCESS_LOG: "OFF" })).accessLog, false)
       assert.strictEqual((yield* load(HttpServerConfig, { MAX_BODY_SIZE: "1mb" })).maxBodySize, 1_000_000)
       assert.strictEqual((yield* load(HttpServerConfig, { MAX_BODY_SIZE: "1M" })).maxBodySize, 1024 * 1024)
-      assert.strictEqual(Duration.toMillis((yield* load(LifecycleConfig, { SHUTDOWN_TIMEOUT: "1m30s" })).shutdownTimeout), 90_000)
+      assert.strictEqual(
+        Duration.toMillis((yield* load(LifecycleConfig, { SHUTDOWN_TIMEOUT: "1m30s" })).shutdownTimeout),
+        90_000
+      )
     }))
 })

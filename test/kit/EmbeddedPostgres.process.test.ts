@@ -3,13 +3,13 @@
  * Ctrl+C stops the database only after the drain, a failed startup leaves no PostgreSQL behind,
  * a database that dies fails the run, and a second server cannot take over a running one's.
  */
-import { afterAll, afterEach, describe, expect, it } from "vitest"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { afterAll, afterEach, describe, expect, it } from "vitest"
 import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
 import { request } from "../support/http.ts"
 import { optionsFor } from "../support/postgres.ts"
@@ -39,7 +39,10 @@ const initialisedDataDir = async () => {
   return dir
 }
 
-const start = async (dir: string, extra: { readonly detached?: boolean; readonly env?: Record<string, string> } = {}) => {
+const start = async (
+  dir: string,
+  extra: { readonly detached?: boolean; readonly env?: Record<string, string> } = {}
+) => {
   const server = await spawnServer({
     env: { DEBUG_ROUTES: "true", DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dir, ...extra.env },
     detached: extra.detached ?? false
@@ -53,15 +56,20 @@ const embedded = (server: ServerProcess) => {
   return line.annotations as { port: number; pid: number; socketDir: string }
 }
 
-const isAlive = (pid: number) => Fs.existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+const isAlive = (pid: number) =>
+  Fs.existsSync(`/proc/${pid}`) && !/State:\s+Z/.test(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
 
 const count = (database: { port: number; socketDir: string }, marker: string) =>
-  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const url = `postgres://postgres@localhost:${database.port}/postgres?host=${encodeURIComponent(database.socketDir)}`
-    const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1 })
-    const rows = yield* sql<{ count: string }>`SELECT count(*) AS count FROM items WHERE name = ${marker}`
-    return Number(rows[0]!.count)
-  })).pipe(Effect.provide(Reactivity.layer)))
+  Effect.runPromise(
+    Effect.scoped(Effect.gen(function*() {
+      const url = `postgres://postgres@localhost:${database.port}/postgres?host=${
+        encodeURIComponent(database.socketDir)
+      }`
+      const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1 })
+      const rows = yield* sql<{ count: string }>`SELECT count(*) AS count FROM items WHERE name = ${marker}`
+      return Number(rows[0]!.count)
+    })).pipe(Effect.provide(Reactivity.layer))
+  )
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -93,14 +101,23 @@ describe("embedded PostgreSQL under the server", () => {
     expect((await inFlight).status).toBe(200)
     const exit = await server.exited
     expect(exit.code).toBe(0)
-    expect(phases(server.lines).filter((p) => p.phase === "closing" || p.phase === "releasing").map((p) => p.resource ?? p.phase))
+    expect(
+      phases(server.lines).filter((p) => p.phase === "closing" || p.phase === "releasing").map((p) =>
+        p.resource ?? p.phase
+      )
+    )
       .toEqual(["closing", "postgres", "embedded-postgres"])
     expect(isAlive(database.pid)).toBe(false)
   })
 
   it("a startup that fails after the database started leaves no PostgreSQL behind", async () => {
     const server = await spawnServer({
-      env: { DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dataDir(), REDIS_URL: "redis://127.0.0.1:1", REDIS_CONNECT_TIMEOUT: "1s" },
+      env: {
+        DATABASE_URL: undefined,
+        EMBEDDED_POSTGRES_DIR: dataDir(),
+        REDIS_URL: "redis://127.0.0.1:1",
+        REDIS_CONNECT_TIMEOUT: "1s"
+      },
       waitReady: false
     })
     running.add(server)
@@ -162,7 +179,9 @@ describe("embedded PostgreSQL under the server", () => {
     expect(second.lines.some((l) => l.message === "stopping a PostgreSQL left running by a previous crash")).toBe(false)
     expect(isAlive(database.pid)).toBe(true)
     expect((await request(first.port, "/readyz")).status).toBe(200)
-    expect((await request(first.port, "/debug/transaction?marker=still-serving&ms=0", { method: "POST" })).status).toBe(200)
+    expect((await request(first.port, "/debug/transaction?marker=still-serving&ms=0", { method: "POST" })).status).toBe(
+      200
+    )
     first.signal("SIGTERM")
     expect((await first.exited).code).toBe(0)
   })

@@ -14,7 +14,9 @@ import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
 import { makeTempDir, optionsFor } from "../support/postgres.ts"
 
 const procField = (pid: number, field: string) =>
-  Fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((line) => line.startsWith(`${field}:`))?.split(/\s+/)[1]
+  Fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((line) => line.startsWith(`${field}:`))?.split(
+    /\s+/
+  )[1]
 const processGroup = (pid: number) => Number(Fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[2])
 const isAlive = (pid: number) => Fs.existsSync(`/proc/${pid}`) && procField(pid, "State") !== "Z"
 const isRoot = process.getuid?.() === 0
@@ -23,7 +25,8 @@ const query = <A>(instance: EmbeddedPostgres.Instance, f: (sql: PgClient.PgClien
   Effect.scoped(Effect.flatMap(PgClient.make({ url: instance.url, maxConnections: 1 }), f)).pipe(
     Effect.provide(Reactivity.layer)
   )
-const selectOne = (instance: EmbeddedPostgres.Instance) => query(instance, (sql) => sql<{ one: number }>`SELECT 1 AS one`)
+const selectOne = (instance: EmbeddedPostgres.Instance) =>
+  query(instance, (sql) => sql<{ one: number }>`SELECT 1 AS one`)
 
 const unusedTcpPort = Effect.callback<number>((resume) => {
   const server = Net.createServer()
@@ -67,7 +70,10 @@ describe("EmbeddedPostgres", () => {
         const uid = procField(instance.pid, "Uid")
         assert.notStrictEqual(uid, "0")
         assert.notStrictEqual(uid, "65534")
-        assert.strictEqual(Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.split(":")[2] === uid)?.split(":")[0], EmbeddedPostgres.defaultUser)
+        assert.strictEqual(
+          Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.split(":")[2] === uid)?.split(":")[0],
+          EmbeddedPostgres.defaultUser
+        )
       }
       assert.notStrictEqual(processGroup(instance.pid), processGroup(process.pid))
       assert.strictEqual(processGroup(instance.pid), instance.pid)
@@ -76,46 +82,52 @@ describe("EmbeddedPostgres", () => {
       assert.isFalse(Fs.existsSync(Path.join(root, "data", "postmaster.pid")))
     }))
 
-  it.live.skipIf(!isRoot)("another local user cannot connect, neither over TCP nor through the socket", () =>
-    Effect.gen(function*() {
-      const root = yield* makeTempDir("scoped-server-embedded-")
-      // A number no TCP server here uses (the machine may run its own PostgreSQL on 5432).
-      const instance = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "data"), yield* unusedTcpPort))
-      const intruder = yield* localUser
-      // The control: the same client as the server's own user reaches it.
-      const own = psqlAs(undefined, ["-h", instance.socketDir, "-p", String(instance.port)])
-      assert.strictEqual(own.status, 0, own.output)
-      assert.include(own.output, "connected")
-      const overSocket = psqlAs(intruder, ["-h", instance.socketDir, "-p", String(instance.port)])
-      assert.notStrictEqual(overSocket.status, 0, overSocket.output)
-      assert.notInclude(overSocket.output, "connected")
-      assert.match(overSocket.output, /Permission denied/)
-      const overTcp = psqlAs(intruder, ["-h", "127.0.0.1", "-p", String(instance.port)])
-      assert.notStrictEqual(overTcp.status, 0, overTcp.output)
-      assert.notInclude(overTcp.output, "connected")
-      // No TCP address at all: postmaster.pid's listen-address line is empty.
-      assert.strictEqual(Fs.readFileSync(Path.join(instance.dataDir, "postmaster.pid"), "utf8").split("\n")[5], "")
-    }))
+  it.live.skipIf(!isRoot)(
+    "another local user cannot connect, neither over TCP nor through the socket",
+    () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        // A number no TCP server here uses (the machine may run its own PostgreSQL on 5432).
+        const instance = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "data"), yield* unusedTcpPort))
+        const intruder = yield* localUser
+        // The control: the same client as the server's own user reaches it.
+        const own = psqlAs(undefined, ["-h", instance.socketDir, "-p", String(instance.port)])
+        assert.strictEqual(own.status, 0, own.output)
+        assert.include(own.output, "connected")
+        const overSocket = psqlAs(intruder, ["-h", instance.socketDir, "-p", String(instance.port)])
+        assert.notStrictEqual(overSocket.status, 0, overSocket.output)
+        assert.notInclude(overSocket.output, "connected")
+        assert.match(overSocket.output, /Permission denied/)
+        const overTcp = psqlAs(intruder, ["-h", "127.0.0.1", "-p", String(instance.port)])
+        assert.notStrictEqual(overTcp.status, 0, overTcp.output)
+        assert.notInclude(overTcp.output, "connected")
+        // No TCP address at all: postmaster.pid's listen-address line is empty.
+        assert.strictEqual(Fs.readFileSync(Path.join(instance.dataDir, "postmaster.pid"), "utf8").split("\n")[5], "")
+      })
+  )
 
-  it.live.skipIf(!isRoot)("a symlink planted in the data directory is not followed: its target keeps its owner", () =>
-    Effect.gen(function*() {
-      const root = yield* makeTempDir("scoped-server-embedded-")
-      const dataDir = Path.join(root, "data")
-      yield* Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir)))
-      // What the database account (e.g. through COPY … TO PROGRAM) can do: link to a root-owned path.
-      const target = Path.join(root, "root-owned")
-      Fs.mkdirSync(target, { mode: 0o700 })
-      Fs.writeFileSync(Path.join(target, "secret"), "root only", { mode: 0o600 })
-      const owner = Fs.statSync(dataDir)
-      for (const [name, to] of [["planted-dir", target], ["planted-file", Path.join(target, "secret")]] as const) {
-        Fs.symlinkSync(to, Path.join(dataDir, name))
-        Fs.lchownSync(Path.join(dataDir, name), owner.uid, owner.gid)
-      }
-      const instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
-      assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
-      assert.strictEqual(Fs.statSync(target).uid, 0)
-      assert.strictEqual(Fs.statSync(Path.join(target, "secret")).uid, 0)
-    }))
+  it.live.skipIf(!isRoot)(
+    "a symlink planted in the data directory is not followed: its target keeps its owner",
+    () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        const dataDir = Path.join(root, "data")
+        yield* Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir)))
+        // What the database account (e.g. through COPY … TO PROGRAM) can do: link to a root-owned path.
+        const target = Path.join(root, "root-owned")
+        Fs.mkdirSync(target, { mode: 0o700 })
+        Fs.writeFileSync(Path.join(target, "secret"), "root only", { mode: 0o600 })
+        const owner = Fs.statSync(dataDir)
+        for (const [name, to] of [["planted-dir", target], ["planted-file", Path.join(target, "secret")]] as const) {
+          Fs.symlinkSync(to, Path.join(dataDir, name))
+          Fs.lchownSync(Path.join(dataDir, name), owner.uid, owner.gid)
+        }
+        const instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
+        assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
+        assert.strictEqual(Fs.statSync(target).uid, 0)
+        assert.strictEqual(Fs.statSync(Path.join(target, "secret")).uid, 0)
+      })
+  )
 
   it.live("refuses a data directory owned by someone else, and leaves it as it was", () =>
     Effect.gen(function*() {
@@ -126,7 +138,10 @@ describe("EmbeddedPostgres", () => {
       if (isRoot) Fs.chownSync(dataDir, stranger, stranger)
       else return
       const exit = yield* Effect.exit(Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir))))
-      assert.match(failureText(exit), /is owned by uid 65534, not by uid \d+ that runs PostgreSQL; refusing to use or chown it/)
+      assert.match(
+        failureText(exit),
+        /is owned by uid 65534, not by uid \d+ that runs PostgreSQL; refusing to use or chown it/
+      )
       assert.strictEqual(Fs.statSync(dataDir).uid, stranger)
       assert.strictEqual(Fs.statSync(Path.join(dataDir, "PG_VERSION")).uid, Fs.statSync(Path.join(dataDir, "base")).uid)
       assert.notStrictEqual(Fs.statSync(Path.join(dataDir, "PG_VERSION")).uid, stranger)
@@ -150,7 +165,10 @@ describe("EmbeddedPostgres", () => {
       const root = yield* makeTempDir("scoped-server-embedded-")
       const dataDir = Path.join(root, "data")
       const [a, b] = yield* Effect.all(
-        [Effect.exit(EmbeddedPostgres.start(optionsFor(dataDir))), Effect.exit(EmbeddedPostgres.start(optionsFor(dataDir)))],
+        [
+          Effect.exit(EmbeddedPostgres.start(optionsFor(dataDir))),
+          Effect.exit(EmbeddedPostgres.start(optionsFor(dataDir)))
+        ],
         { concurrency: 2 }
       )
       const winners = [a, b].filter(Exit.isSuccess)
@@ -208,7 +226,9 @@ describe("EmbeddedPostgres", () => {
       const dataDir = Path.join(root, "data")
       Fs.mkdirSync(dataDir)
       if (isRoot) {
-        const [, , uid, gid] = Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith(`${EmbeddedPostgres.defaultUser}:`))!.split(":")
+        const [, , uid, gid] = Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((l) =>
+          l.startsWith(`${EmbeddedPostgres.defaultUser}:`)
+        )!.split(":")
         Fs.chownSync(dataDir, Number(uid), Number(gid))
       }
       Fs.writeFileSync(Path.join(dataDir, "precious.txt"), "not a database")
@@ -243,7 +263,9 @@ describe("EmbeddedPostgres", () => {
     Effect.gen(function*() {
       const root = yield* makeTempDir("scoped-server-embedded-")
       const exit = yield* Effect.exit(
-        Effect.scoped(EmbeddedPostgres.start({ ...optionsFor(Path.join(root, "data")), binDir: Path.join(root, "no-such-bin") }))
+        Effect.scoped(
+          EmbeddedPostgres.start({ ...optionsFor(Path.join(root, "data")), binDir: Path.join(root, "no-such-bin") })
+        )
       )
       assert.match(failureText(exit), /cannot run \S+no-such-bin\/initdb: ENOENT/)
       assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.every((reason) => reason._tag === "Fail"))

@@ -8,8 +8,8 @@ import { HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as Http from "node:http"
 import { Health } from "../../src/kit/Health.ts"
-import { HttpServer, HttpServerConfig } from "../../src/kit/HttpServer.ts"
 import { listeners } from "../../src/kit/http/Listener.ts"
+import { HttpServer, HttpServerConfig } from "../../src/kit/HttpServer.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
 const settings = (env: Record<string, string>) => HttpServerConfig.parse(ConfigProvider.fromEnv({ env }))
@@ -52,7 +52,10 @@ describe("a server on an inherited socket", () => {
       const harness = yield* makeHarness
       const routesInstalled = yield* Deferred.make<void>()
       const routes = Layer.unwrap(
-        Effect.as(Deferred.await(routesInstalled), EffectHttpServer.serve(Effect.succeed(HttpServerResponse.text("routed"))))
+        Effect.as(
+          Deferred.await(routesInstalled),
+          EffectHttpServer.serve(Effect.succeed(HttpServerResponse.text("routed")))
+        )
       )
       const main = routes.pipe(Layer.provideMerge(HttpServer.layerConfig()), Layer.provide(Health.layer))
       const fiber = yield* Effect.forkChild(harness.run(main, { LISTEN_FD: String(socket.fd), SHUTDOWN_TIMEOUT: "5s" }))

@@ -2,9 +2,9 @@
  * The lifecycle seen from outside: the built dist/main.js under real keep-alive load,
  * real signals, real sockets. Every request is answered or refused at connect; none is lost.
  */
-import { afterEach, describe, expect, it } from "vitest"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { afterEach, describe, expect, it } from "vitest"
 import { request } from "../support/http.ts"
 import { keepAliveLoad } from "../support/load.ts"
 import { phases, type ServerProcess, spawnServer } from "../support/process.ts"
@@ -48,7 +48,13 @@ describe("shutdown under keep-alive load", () => {
     const server = await start()
     let warm!: () => void
     const warmed = new Promise<void>((resolve) => (warm = resolve))
-    const load = keepAliveLoad({ port: server.port, path: "/debug/sleep?ms=300", clients: 20, stop: server.exited, onWarm: warm })
+    const load = keepAliveLoad({
+      port: server.port,
+      path: "/debug/sleep?ms=300",
+      clients: 20,
+      stop: server.exited,
+      onWarm: warm
+    })
     await warmed
     await sleep(150)
     const signalledAt = server.signal("SIGTERM")
@@ -124,7 +130,10 @@ describe("startup failures", () => {
     await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve))
     const port = (blocker.address() as Net.AddressInfo).port
     try {
-      await expectOneClearLine({ PORT: String(port) }, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`))
+      await expectOneClearLine(
+        { PORT: String(port) },
+        new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`)
+      )
     } finally {
       blocker.close()
     }
@@ -133,7 +142,10 @@ describe("startup failures", () => {
   it("names the variable when a setting is invalid", async () => {
     await expectOneClearLine({ PORT: "eighty" }, /invalid configuration: .*PORT/)
     await expectOneClearLine({ SHUTDOWN_TIMEOUT: "soon" }, /invalid configuration: .*SHUTDOWN_TIMEOUT/)
-    await expectOneClearLine({ HEADERS_TIMEOUT: "40s", REQUEST_TIMEOUT: "30s" }, /HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT/)
+    await expectOneClearLine(
+      { HEADERS_TIMEOUT: "40s", REQUEST_TIMEOUT: "30s" },
+      /HEADERS_TIMEOUT must not exceed REQUEST_TIMEOUT/
+    )
   })
 
   it("prints the full cause only with LOG_LEVEL=debug", async () => {
@@ -174,7 +186,11 @@ describe("connections that never finish a request", () => {
     expect(closedAfter).toBeLessThan(2_500)
     expect(received).toMatch(/^HTTP\/1\.1 408 /)
     expect(received).toMatch(/\r\nContent-Type: application\/problem\+json\r\n/)
-    expect(JSON.parse(received.split("\r\n\r\n")[1]!)).toMatchObject({ type: "about:blank", title: "Request Timeout", status: 408 })
+    expect(JSON.parse(received.split("\r\n\r\n")[1]!)).toMatchObject({
+      type: "about:blank",
+      title: "Request Timeout",
+      status: 408
+    })
   })
 
   // A half-sent request is now activity, not idleness: test/kit/http/Drain.process.test.ts.
@@ -243,7 +259,11 @@ describe("drain delay and readiness", () => {
     expect(exit.code).toBe(0)
     expect(exit.at - signalledAt).toBeGreaterThan(1_000)
     expect(exit.at - signalledAt).toBeLessThan(1_800)
-    expect(phases(server.lines).map((phase) => phase.resource === undefined ? phase.phase : `${phase.phase} ${phase.resource}`))
+    expect(
+      phases(server.lines).map((phase) =>
+        phase.resource === undefined ? phase.phase : `${phase.phase} ${phase.resource}`
+      )
+    )
       .toEqual(["starting", "ready", "draining", "closing", "releasing postgres", "stopped"])
     expect(phases(server.lines).find((phase) => phase.phase === "draining")!.durationMs).toBeGreaterThanOrEqual(1_000)
   })
@@ -253,7 +273,10 @@ describe("limits", () => {
   it("answers a body over MAX_BODY_SIZE with a 413 problem", async () => {
     const server = await start({ MAX_BODY_SIZE: "1KiB" })
     const post = async (bytes: number) => {
-      const { body, status } = await request(server.port, "/debug/echo", { method: "POST", body: Buffer.alloc(bytes, 97) })
+      const { body, status } = await request(server.port, "/debug/echo", {
+        method: "POST",
+        body: Buffer.alloc(bytes, 97)
+      })
       return { status, body }
     }
     expect(await post(1000)).toEqual({ status: 200, body: JSON.stringify({ bytes: 1000 }) })
@@ -271,7 +294,9 @@ describe("limits", () => {
     socket.setEncoding("latin1").on("data", (chunk: string) => (received += chunk))
     socket.on("error", () => {})
     const sentAt = performance.now()
-    socket.write("POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 99999999999\r\n\r\nabc")
+    socket.write(
+      "POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 99999999999\r\n\r\nabc"
+    )
     await new Promise((resolve) => socket.once("close", resolve))
     expect(performance.now() - sentAt).toBeLessThan(1_000)
     const [head, body] = received.split("\r\n\r\n")
@@ -282,7 +307,11 @@ describe("limits", () => {
     expect(problem.status).toBe(413)
     expect(problem.detail ?? problem.message).toBe("the request body is larger than 1024 bytes")
     expect(head).toContain(`x-request-id: ${problem.requestId}`)
-    expect(server.lines.some((line) => line.message === "request" && line.annotations.path === "/debug/echo" && line.annotations.status !== 413)).toBe(false)
+    expect(
+      server.lines.some((line) =>
+        line.message === "request" && line.annotations.path === "/debug/echo" && line.annotations.status !== 413
+      )
+    ).toBe(false)
   })
 
   it("answers oversized headers with a 431 problem", async () => {
@@ -326,7 +355,9 @@ describe("several servers and listener sources", () => {
   }
 
   /** Spawns the server with our listening socket as its fd 3 and checks it serves there. */
-  const servesInheritedSocket = async (options: { readonly env: Record<string, string | undefined>; readonly shell?: string }) => {
+  const servesInheritedSocket = async (
+    options: { readonly env: Record<string, string | undefined>; readonly shell?: string }
+  ) => {
     const { listener, port, fd } = await inheritedListener()
     try {
       const server = await spawnServer({ ...options, extraStdio: [fd] })
@@ -343,7 +374,8 @@ describe("several servers and listener sources", () => {
   }
 
   // PORT unset: beside LISTEN_FD it is a conflict.
-  it("listens on an inherited fd (LISTEN_FD)", () => servesInheritedSocket({ env: { LISTEN_FD: "3", PORT: undefined } }))
+  it("listens on an inherited fd (LISTEN_FD)", () =>
+    servesInheritedSocket({ env: { LISTEN_FD: "3", PORT: undefined } }))
 
   it("listens on systemd's socket when LISTEN_PID is this process", () =>
     servesInheritedSocket({ env: { LISTEN_FDS: "1" }, shell: "LISTEN_PID=$$ exec $NODE $MAIN" }))

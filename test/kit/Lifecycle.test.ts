@@ -27,19 +27,25 @@ const resource = (
 /** A stage that waits for its work like a server drain: until done or forced. */
 const drainUntilForced = Layer.effectDiscard(Effect.gen(function*() {
   const lifecycle = yield* Lifecycle.Lifecycle
-  yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.never, Deferred.await(lifecycle.forced))))
+  yield* Effect.addFinalizer(() =>
+    lifecycle.phase("closing", Effect.raceFirst(Effect.never, Deferred.await(lifecycle.forced)))
+  )
 }))
 
 /** A drain stage with nothing in flight: it finishes at once. */
 const drainQuickly = Layer.effectDiscard(Effect.gen(function*() {
   const lifecycle = yield* Lifecycle.Lifecycle
-  yield* Effect.addFinalizer(() => lifecycle.phase("closing", Effect.raceFirst(Effect.void, Deferred.await(lifecycle.forced))))
+  yield* Effect.addFinalizer(() =>
+    lifecycle.phase("closing", Effect.raceFirst(Effect.void, Deferred.await(lifecycle.forced)))
+  )
 }))
 
 /** Waits in real time (the server's sockets are real) for `done`, at most 2 s. */
 const realTimeUntil = (done: () => boolean) =>
   Effect.promise(async () => {
-    for (let waited = 0; !done() && waited < 2_000; waited += 10) await new Promise((resolve) => setTimeout(resolve, 10))
+    for (let waited = 0; !done() && waited < 2_000; waited += 10) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
   })
 
 const chain = (...layers: ReadonlyArray<Layer.Layer<never, any, Lifecycle.Lifecycle>>) =>
@@ -59,7 +65,14 @@ describe("Lifecycle", () => {
       assert.strictEqual(code, 0)
       assert.deepStrictEqual(journal.slice(3), ["release server", "release redis", "release postgres"])
       const phases = harness.phases()
-      assert.deepStrictEqual(phases.map((p) => p.resource ?? p.phase), ["starting", "ready", "server", "redis", "postgres", "stopped"])
+      assert.deepStrictEqual(phases.map((p) => p.resource ?? p.phase), [
+        "starting",
+        "ready",
+        "server",
+        "redis",
+        "postgres",
+        "stopped"
+      ])
       assert.isTrue(phases.every((p) => p.outcome === undefined || p.outcome === "ok"))
     }))
 
@@ -97,14 +110,20 @@ describe("Lifecycle", () => {
       const code = yield* Fiber.join(fiber)
       assert.strictEqual(code, 1)
       assert.include(journal, "release postgres")
-      assert.strictEqual(harness.logs.find((entry) => entry.message === "shutdown forced")?.annotations.reason, "second signal")
+      assert.strictEqual(
+        harness.logs.find((entry) => entry.message === "shutdown forced")?.annotations.reason,
+        "second signal"
+      )
     }))
 
   it.effect("a release that overruns its own timeout is cut and named; the releases after it still run; exit 1", () =>
     Effect.gen(function*() {
       const harness = yield* makeHarness
       const journal: Array<string> = []
-      const main = chain(resource("postgres", journal), resource("redis", journal, Effect.never, { releaseTimeout: "2 seconds" }))
+      const main = chain(
+        resource("postgres", journal),
+        resource("redis", journal, Effect.never, { releaseTimeout: "2 seconds" })
+      )
       const fiber = yield* Effect.forkChild(harness.run(main))
       yield* Effect.yieldNow
       yield* harness.send("SIGTERM")
@@ -127,21 +146,30 @@ describe("Lifecycle", () => {
       const harness = yield* makeHarness
       const journal: Array<string> = []
       const stuck = Effect.uninterruptible(Effect.never)
-      const main = chain(resource("postgres", journal), resource("redis", journal, stuck, { releaseTimeout: "2 seconds" }))
+      const main = chain(
+        resource("postgres", journal),
+        resource("redis", journal, stuck, { releaseTimeout: "2 seconds" })
+      )
       const fiber = yield* Effect.forkChild(harness.run(main))
       yield* Effect.yieldNow
       yield* harness.send("SIGTERM")
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual(yield* Fiber.join(fiber), 1)
       assert.include(journal, "release postgres")
-      assert.strictEqual(harness.logs.find((entry) => entry.message === "release overran its timeout")?.annotations.resource, "redis")
+      assert.strictEqual(
+        harness.logs.find((entry) => entry.message === "release overran its timeout")?.annotations.resource,
+        "redis"
+      )
     }))
 
   it.effect("a failing release is logged with its error, the rest still run, exit 1", () =>
     Effect.gen(function*() {
       const harness = yield* makeHarness
       const journal: Array<string> = []
-      const main = chain(resource("postgres", journal), resource("redis", journal, Effect.fail(new Error("QUIT refused"))))
+      const main = chain(
+        resource("postgres", journal),
+        resource("redis", journal, Effect.fail(new Error("QUIT refused")))
+      )
       const fiber = yield* Effect.forkChild(harness.run(main))
       yield* Effect.yieldNow
       yield* harness.send("SIGTERM")
@@ -204,14 +232,19 @@ describe("Lifecycle", () => {
     Effect.gen(function*() {
       const harness = yield* makeHarness
       const journal: Array<string> = []
-      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal), resource("server", journal))))
+      const fiber = yield* Effect.forkChild(
+        harness.run(chain(resource("postgres", journal), resource("server", journal)))
+      )
       yield* Effect.yieldNow
       yield* harness.crash({ kind: "uncaughtException", error: new Error("boom in a callback") })
       yield* harness.crash({ kind: "unhandledRejection", error: new Error("a second one while stopping") })
       assert.strictEqual(yield* Fiber.join(fiber), 1)
       assert.deepStrictEqual(journal.slice(2), ["release server", "release postgres"])
       const crashes = harness.logs.filter((entry) => entry.message === "crashed")
-      assert.deepStrictEqual(crashes.map((entry) => entry.annotations), [{ kind: "uncaughtException", error: "boom in a callback" }])
+      assert.deepStrictEqual(crashes.map((entry) => entry.annotations), [{
+        kind: "uncaughtException",
+        error: "boom in a callback"
+      }])
       assert.isTrue(harness.phases().filter((p) => p.phase === "releasing").every((p) => p.outcome === "ok"))
     }))
 
@@ -234,7 +267,9 @@ describe("Lifecycle", () => {
       const harness = yield* makeHarness
       const journal: Array<string> = []
       const slowRelease = Effect.sleep("2 seconds")
-      const fiber = yield* Effect.forkChild(harness.run(chain(resource("postgres", journal, slowRelease), drainQuickly)))
+      const fiber = yield* Effect.forkChild(
+        harness.run(chain(resource("postgres", journal, slowRelease), drainQuickly))
+      )
       yield* Effect.yieldNow
       yield* harness.send("SIGTERM")
       yield* TestClock.adjust("1 second")

@@ -45,7 +45,9 @@ const spawnOnTerminal = async (env: Record<string, string>) => {
     for (;;) {
       const match = pattern.exec(stripColours(output))
       if (match !== null) return match
-      if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no line matching ${pattern}; output:\n${output}`)
+      if (Date.now() > deadline || child.exitCode !== null) {
+        throw new Error(`no line matching ${pattern}; output:\n${output}`)
+      }
       await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
@@ -76,21 +78,35 @@ describe("log format at process level", () => {
     expect(server.lines.length).toBeGreaterThan(3)
   })
 
-  it.skipIf(!hasScript)("writes one coloured human line per entry on a terminal, the request id as key=value", async () => {
-    const server = await spawnOnTerminal({ ACCESS_LOG: "true" })
-    expect((await request(server.port, "/livez", { headers: { "x-request-id": "tty-req-1" } })).status).toBe(200)
-    const [line] = await server.waitFor(/^.*requestId=tty-req-1.*$/m)
-    expect(line).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO  request .*status=200/)
-    const lines = server.output().split(/\r?\n/).filter((line) => line.length > 0)
-    expect(server.output()).toContain("\x1b[")
-    for (const line of lines) expect(stripColours(line)).toMatch(/^\d\d:\d\d:\d\d\.\d{3} (TRACE|DEBUG|INFO |WARN |ERROR|FATAL) /)
-    await server.stop()
-    expect(stripColours(server.output())).toMatch(/ INFO +phase phase=starting .*outcome=ok/)
-  })
+  it.skipIf(!hasScript)(
+    "writes one coloured human line per entry on a terminal, the request id as key=value",
+    async () => {
+      const server = await spawnOnTerminal({ ACCESS_LOG: "true" })
+      expect((await request(server.port, "/livez", { headers: { "x-request-id": "tty-req-1" } })).status).toBe(200)
+      const [line] = await server.waitFor(/^.*requestId=tty-req-1.*$/m)
+      expect(line).toMatch(/^\d\d:\d\d:\d\d\.\d{3} INFO {2}request .*status=200/)
+      const lines = server.output().split(/\r?\n/).filter((line) => line.length > 0)
+      expect(server.output()).toContain("\x1b[")
+      for (const line of lines) {
+        expect(stripColours(line)).toMatch(
+          /^\d\d:\d\d:\d\d\.\d{3} (TRACE|DEBUG|INFO |WARN |ERROR|FATAL) /
+        )
+      }
+      await server.stop()
+      expect(stripColours(server.output())).toMatch(/ INFO +phase phase=starting .*outcome=ok/)
+    }
+  )
 
   it.skipIf(!hasScript)("LOG_FORMAT=JSON keeps a terminal's lines machine-readable", async () => {
     const child = spawn("script", ["-qec", `${quote(process.execPath)} ${quote(mainJs)}`, "/dev/null"], {
-      env: { PATH: process.env.PATH ?? "", TERM: "xterm-256color", PORT: "0", HOST: "127.0.0.1", DATABASE_URL: inject("databaseUrl"), LOG_FORMAT: "JSON" },
+      env: {
+        PATH: process.env.PATH ?? "",
+        TERM: "xterm-256color",
+        PORT: "0",
+        HOST: "127.0.0.1",
+        DATABASE_URL: inject("databaseUrl"),
+        LOG_FORMAT: "JSON"
+      },
       stdio: ["pipe", "pipe", "pipe"],
       detached: true
     })
@@ -110,7 +126,9 @@ describe("log format at process level", () => {
   it("LOG_FORMAT=pretty writes the human format into a pipe too", async () => {
     const server = await spawnServer({ env: { LOG_FORMAT: "pretty" }, waitReady: false })
     servers.add(server)
-    const ready = await server.waitForLine((line) => line.level === "RAW" && /^\d\d:\d\d:\d\d\.\d{3} INFO  ready\b/.test(String(line.message)))
+    const ready = await server.waitForLine((line) =>
+      line.level === "RAW" && /^\d\d:\d\d:\d\d\.\d{3} INFO {2}ready\b/.test(String(line.message))
+    )
     // No colour codes into a pipe: whatever reads it did not ask for them.
     expect(String(ready.message)).not.toContain("\x1b[")
     expect(server.lines.filter((line) => line.level !== "RAW")).toEqual([])

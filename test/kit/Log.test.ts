@@ -16,7 +16,10 @@ const load = (env: Record<string, string>) => Log.LogConfig.parse(ConfigProvider
 const capture = <A, E>(logger: Logger.Logger<unknown, void>, effect: Effect.Effect<A, E>) =>
   Effect.gen(function*() {
     const written: Array<string> = []
-    const console: Console.Console = { ...globalThis.console, log: (...args: ReadonlyArray<unknown>) => written.push(args.join(" ")) }
+    const console: Console.Console = {
+      ...globalThis.console,
+      log: (...args: ReadonlyArray<unknown>) => written.push(args.join(" "))
+    }
     yield* effect.pipe(Effect.provide(Logger.layer([logger])), Effect.provideService(Console.Console, console))
     return written
   })
@@ -72,7 +75,10 @@ describe("Log", () => {
     Effect.gen(function*() {
       const written = yield* capture(Log.prettyLogger({ colors: false }), logged)
       assert.strictEqual(written.length, 1)
-      assert.match(written[0]!, /^\d\d:\d\d:\d\d\.\d{3} WARN  slow query table=items sql="SELECT 1 = 1" rows=3 requestId=req-42$/)
+      assert.match(
+        written[0]!,
+        /^\d\d:\d\d:\d\d\.\d{3} WARN {2}slow query table=items sql="SELECT 1 = 1" rows=3 requestId=req-42$/
+      )
     }))
 
   it.effect("pretty: a failure is its one-line description, never a stack trace", () =>

@@ -52,7 +52,14 @@ const start = async (env: Record<string, string> = {}) => {
 interface Family {
   readonly name: string
   readonly type: string
-  readonly metrics: ReadonlyArray<{ readonly labels?: Record<string, string>; readonly value?: string; readonly count?: string; readonly buckets?: Record<string, string> }>
+  readonly metrics: ReadonlyArray<
+    {
+      readonly labels?: Record<string, string>
+      readonly value?: string
+      readonly count?: string
+      readonly buckets?: Record<string, string>
+    }
+  >
 }
 
 const scrape = async (port: number) => {
@@ -79,7 +86,9 @@ const requestCounts = (families: ReadonlyArray<Family>, text: string) => {
   expect(families.find((family) => family.name === "http_server_request_duration_seconds")?.type).toBe("HISTOGRAM")
   const counts = new Map<string, number>()
   for (const [, labelText, value] of text.matchAll(/^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$/gm)) {
-    const labels = Object.fromEntries([...labelText!.matchAll(/(\w+)="([^"]*)"/g)].map(([, key, label]) => [key!, label!]))
+    const labels = Object.fromEntries(
+      [...labelText!.matchAll(/(\w+)="([^"]*)"/g)].map(([, key, label]) => [key!, label!])
+    )
     counts.set(
       `${labels.http_request_method} ${labels.http_route ?? "-"} ${labels.http_response_status_code}${
         labels.error_type === undefined ? "" : ` ${labels.error_type}`
@@ -100,7 +109,11 @@ const sample = (text: string, series: string) => {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 const seriesOf = (text: string) =>
-  new Set(text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.slice(0, line.lastIndexOf(" "))))
+  new Set(
+    text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) =>
+      line.slice(0, line.lastIndexOf(" "))
+    )
+  )
 
 describe("GET /metrics", () => {
   it("parses as Prometheus text, and counts each request once under its route template and status", async () => {
@@ -149,11 +162,19 @@ describe("GET /metrics", () => {
   })
 
   it("feeds every metric the Grafana dashboard queries", async () => {
-    const dashboard = JSON.parse(Fs.readFileSync(Path.resolve(import.meta.dirname, "../../deploy/grafana/scoped-server.json"), "utf8")) as {
+    const dashboard = JSON.parse(
+      Fs.readFileSync(Path.resolve(import.meta.dirname, "../../deploy/grafana/scoped-server.json"), "utf8")
+    ) as {
       panels: Array<{ targets: Array<{ expr: string }> }>
     }
     const queried = new Set(
-      dashboard.panels.flatMap((panel) => panel.targets.flatMap((target) => [...target.expr.matchAll(/\b(?:http|scoped_server|nodejs|v8js|process|db_client)_\w+(?=\{)/g)].map(([name]) => name)))
+      dashboard.panels.flatMap((panel) =>
+        panel.targets.flatMap((target) =>
+          [...target.expr.matchAll(/\b(?:http|scoped_server|nodejs|v8js|process|db_client)_\w+(?=\{)/g)].map(([name]) =>
+            name
+          )
+        )
+      )
     )
     expect(queried.size).toBeGreaterThan(30)
     // Workers (the supervisor's series) and Redis (its breaker's): every panel has data.
@@ -162,7 +183,9 @@ describe("GET /metrics", () => {
     expect((await request(server.port, "/livez")).status).toBe(200)
     // The GC histogram has series only once a collection has happened, which a fresh server may not have had.
     const text = await scrape(server.port)
-    const scraped = new Set(text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.split(/[{ ]/)[0]!))
+    const scraped = new Set(
+      text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.split(/[{ ]/)[0]!)
+    )
     const missing = [...queried].filter((name) => !scraped.has(name) && name !== "v8js_gc_duration_seconds_bucket")
     expect(missing).toEqual([])
   })
@@ -227,7 +250,8 @@ describe("GET /metrics", () => {
       expect(sample(text, `scoped_server_redis_breaker_state{state="closed"}`)).toBe(0)
       expect(sample(text, "scoped_server_redis_breaker_openings_total")).toBe(1)
       expect(sample(text, `scoped_server_redis_command_failures_total{reason="timeout"}`)).toBeGreaterThanOrEqual(1)
-      expect(sample(text, `scoped_server_rate_limit_decisions_total{limit="address",decision="store_unavailable"}`)).toBe(1)
+      expect(sample(text, `scoped_server_rate_limit_decisions_total{limit="address",decision="store_unavailable"}`))
+        .toBe(1)
     } finally {
       await Effect.runPromise(redis.signal("SIGCONT"))
     }
@@ -272,49 +296,55 @@ const labelValues = (text: string, name: string, label: string) =>
   new Set([...text.matchAll(new RegExp(`^${name}\\{[^}]*\\b${label}="([^"]*)"`, "gm"))].map(([, value]) => value!))
 
 describe("GET /metrics with WORKERS=2", () => {
-  it("answers every worker's series under worker and generation labels in one valid scrape, and follows an upgrade", async () => {
-    const server = await start({ WORKERS: "2" })
-    await server.waitForLine((line) => line.message === "workers ready", 30_000)
-    const first = workerPids(server).map(String).sort()
-    expect(first).toHaveLength(2)
+  it(
+    "answers every worker's series under worker and generation labels in one valid scrape, and follows an upgrade",
+    async () => {
+      const server = await start({ WORKERS: "2" })
+      await server.waitForLine((line) => line.message === "workers ready", 30_000)
+      const first = workerPids(server).map(String).sort()
+      expect(first).toHaveLength(2)
 
-    let sent = 0
-    for (let i = 0; i < 40; i++) {
-      expect((await askWorker(server.port, "/livez")).status).toBe(200)
-      sent++
-    }
-    const text = await scrape(server.port)
-    const families = parse(text)
-    // Each family declared once, with both workers' samples in it.
-    expect(text.match(/^# TYPE http_server_request_duration_seconds /gm)).toHaveLength(1)
-    expect([...labelValues(text, "process_open_handles", "worker")].sort()).toEqual(first)
-    expect([...labelValues(text, "process_open_handles", "generation")]).toEqual(["1"])
-    // Series with labels of their own get the worker's first (the histogram's, the phase's).
-    expect([...labelValues(text, "scoped_server_phase", "worker")].sort()).toEqual(first)
-    expect(text).toMatch(/^scoped_server_phase\{worker="\d+",generation="1",phase="ready"\} 1$/m)
-    let livez = 0
-    for (const [, labels, value] of text.matchAll(/^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$/gm)) {
-      if (labels!.includes(`http_route="/livez"`)) livez += Number(value)
-    }
-    expect(livez).toBe(sent)
-    expect(families.find((family) => family.name === "scoped_server_generation")?.type).toBe("GAUGE")
-    expect(sample(text, "scoped_server_generation")).toBe(1)
-    expect(sample(text, "scoped_server_workers")).toBe(2)
-    expect(sample(text, `scoped_server_upgrades_total{outcome="completed"}`)).toBe(0)
-    expect(sample(text, "scoped_server_scrape_workers_missing")).toBe(0)
+      let sent = 0
+      for (let i = 0; i < 40; i++) {
+        expect((await askWorker(server.port, "/livez")).status).toBe(200)
+        sent++
+      }
+      const text = await scrape(server.port)
+      const families = parse(text)
+      // Each family declared once, with both workers' samples in it.
+      expect(text.match(/^# TYPE http_server_request_duration_seconds /gm)).toHaveLength(1)
+      expect([...labelValues(text, "process_open_handles", "worker")].sort()).toEqual(first)
+      expect([...labelValues(text, "process_open_handles", "generation")]).toEqual(["1"])
+      // Series with labels of their own get the worker's first (the histogram's, the phase's).
+      expect([...labelValues(text, "scoped_server_phase", "worker")].sort()).toEqual(first)
+      expect(text).toMatch(/^scoped_server_phase\{worker="\d+",generation="1",phase="ready"\} 1$/m)
+      let livez = 0
+      for (
+        const [, labels, value] of text.matchAll(/^http_server_request_duration_seconds_count\{([^}]*)\} (\S+)$/gm)
+      ) {
+        if (labels!.includes(`http_route="/livez"`)) livez += Number(value)
+      }
+      expect(livez).toBe(sent)
+      expect(families.find((family) => family.name === "scoped_server_generation")?.type).toBe("GAUGE")
+      expect(sample(text, "scoped_server_generation")).toBe(1)
+      expect(sample(text, "scoped_server_workers")).toBe(2)
+      expect(sample(text, `scoped_server_upgrades_total{outcome="completed"}`)).toBe(0)
+      expect(sample(text, "scoped_server_scrape_workers_missing")).toBe(0)
 
-    server.signal("SIGUSR2")
-    await server.waitForLine((line) => line.message === "upgrade" && line.annotations.step === "completed", 60_000)
-    const second = workerPids(server).map(String).filter((pid) => !first.includes(pid)).sort()
-    expect(second).toHaveLength(2)
-    const after = await scrape(server.port)
-    parse(after)
-    expect([...labelValues(after, "process_open_handles", "worker")].sort()).toEqual(second)
-    expect([...labelValues(after, "process_open_handles", "generation")]).toEqual(["2"])
-    expect(sample(after, "scoped_server_generation")).toBe(2)
-    expect(sample(after, `scoped_server_upgrades_total{outcome="completed"}`)).toBe(1)
-    expect(sample(after, "scoped_server_upgrade_duration_seconds")).toBeGreaterThan(0)
-  }, 120_000)
+      server.signal("SIGUSR2")
+      await server.waitForLine((line) => line.message === "upgrade" && line.annotations.step === "completed", 60_000)
+      const second = workerPids(server).map(String).filter((pid) => !first.includes(pid)).sort()
+      expect(second).toHaveLength(2)
+      const after = await scrape(server.port)
+      parse(after)
+      expect([...labelValues(after, "process_open_handles", "worker")].sort()).toEqual(second)
+      expect([...labelValues(after, "process_open_handles", "generation")]).toEqual(["2"])
+      expect(sample(after, "scoped_server_generation")).toBe(2)
+      expect(sample(after, `scoped_server_upgrades_total{outcome="completed"}`)).toBe(1)
+      expect(sample(after, "scoped_server_upgrade_duration_seconds")).toBeGreaterThan(0)
+    },
+    120_000
+  )
 
   it("leaves out a worker that does not answer (SIGSTOP) within a second, and says so", async () => {
     const server = await start({ WORKERS: "2" })

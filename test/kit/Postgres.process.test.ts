@@ -2,10 +2,10 @@
  * The database seen from outside the built server: transactions across SIGTERM and the deadline,
  * readiness that follows the database down and back, and the release order.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Exit, Redacted, Scope } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, request } from "../support/http.ts"
 import { privatePostgres } from "../support/postgres.ts"
 import { phases, type ServerProcess, spawnServer } from "../support/process.ts"
@@ -27,17 +27,24 @@ afterAll(async () => {
 
 const start = async (env: Record<string, string | undefined> = {}) => {
   const server = await spawnServer({
-    env: { DEBUG_ROUTES: "true", DATABASE_URL: Redacted.value(postgres.url), DB_APPLICATION_NAME: "scoped-server-under-test", ...env }
+    env: {
+      DEBUG_ROUTES: "true",
+      DATABASE_URL: Redacted.value(postgres.url),
+      DB_APPLICATION_NAME: "scoped-server-under-test",
+      ...env
+    }
   })
   running.add(server)
   return server
 }
 
 const query = <A extends object>(text: string) =>
-  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const sql = yield* PgClient.make({ url: postgres.url, maxConnections: 1 })
-    return yield* sql.unsafe<A>(text)
-  })).pipe(Effect.provide(Reactivity.layer)))
+  Effect.runPromise(
+    Effect.scoped(Effect.gen(function*() {
+      const sql = yield* PgClient.make({ url: postgres.url, maxConnections: 1 })
+      return yield* sql.unsafe<A>(text)
+    })).pipe(Effect.provide(Reactivity.layer))
+  )
 
 const countMarker = async (marker: string) =>
   Number((await query<{ count: string }>(`SELECT count(*) AS count FROM items WHERE name = '${marker}'`))[0]!.count)

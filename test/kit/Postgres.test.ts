@@ -4,13 +4,13 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { ConfigProvider, Context, Effect, Exit, Fiber, Layer, Redacted } from "effect"
+import { SqlClient } from "effect/sql/SqlClient"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { Health } from "../../src/kit/Health.ts"
 import * as Lifecycle from "../../src/kit/Lifecycle.ts"
 import * as Log from "../../src/kit/Log.ts"
 import { migrationLockKey, type Migrations, Postgres } from "../../src/kit/Postgres.ts"
-import { SqlClient } from "effect/sql/SqlClient"
 import { privatePostgres } from "../support/postgres.ts"
 
 /** The kit's own test schema: one table, as an app would pass its migrations. */
@@ -33,7 +33,10 @@ const pool = (env: Record<string, string>) =>
     Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown(env)))
   )
 
-const build = <A>(env: Record<string, string>, f: (services: { postgres: Postgres["Service"]; health: Health["Service"] }) => Effect.Effect<A, unknown>) =>
+const build = <A>(
+  env: Record<string, string>,
+  f: (services: { postgres: Postgres["Service"]; health: Health["Service"] }) => Effect.Effect<A, unknown>
+) =>
   Effect.scoped(Effect.gen(function*() {
     const context = yield* Layer.build(pool(env))
     const postgres = Context.get(context, Postgres)
@@ -70,7 +73,12 @@ describe("Postgres", () => {
         )
         const applied = yield* build(server.env("replicas"), ({ postgres }) =>
           postgres.sql<{ migration_id: number }>`SELECT migration_id FROM effect_sql_migrations`)
-        assert.deepStrictEqual(applied.map((row) => row.migration_id), [1])
+        assert.deepStrictEqual(
+          applied.map((row) =>
+            row.migration_id
+          ),
+          [1]
+        )
       }))
 
     it.effect("a database already migrated is not locked again: a start does not wait on another's migration lock", () =>
@@ -114,21 +122,27 @@ describe("Postgres", () => {
     it.effect("a request waiting past DB_ACQUIRE_TIMEOUT for a connection fails fast with a 503 error", () =>
       Effect.gen(function*() {
         const server = yield* Server
-        yield* build({ ...server.env(), DB_POOL_SIZE: "1", DB_ACQUIRE_TIMEOUT: "200ms" }, ({ postgres }) =>
-          Effect.gen(function*() {
-            const holder = yield* Effect.forkChild(postgres.use(postgres.sql`SELECT pg_sleep(1)`))
-            yield* Effect.sleep("50 millis")
-            const started = Date.now()
-            const exit = yield* Effect.exit(postgres.use(postgres.sql`SELECT 1`))
-            const waited = Date.now() - started
-            assert.isTrue(Exit.isFailure(exit))
-            assert.match(String(Exit.isFailure(exit) && exit.cause), /AcquireTimeout|no database connection free within 200ms/)
-            assert.isAtLeast(waited, 190)
-            assert.isBelow(waited, 600)
-            yield* Fiber.join(holder)
-            // Once the holder is done, the connection is free again.
-            assert.deepStrictEqual(yield* postgres.use(postgres.sql<{ one: number }>`SELECT 1 AS one`), [{ one: 1 }])
-          }))
+        yield* build(
+          { ...server.env(), DB_POOL_SIZE: "1", DB_ACQUIRE_TIMEOUT: "200ms" },
+          ({ postgres }) =>
+            Effect.gen(function*() {
+              const holder = yield* Effect.forkChild(postgres.use(postgres.sql`SELECT pg_sleep(1)`))
+              yield* Effect.sleep("50 millis")
+              const started = Date.now()
+              const exit = yield* Effect.exit(postgres.use(postgres.sql`SELECT 1`))
+              const waited = Date.now() - started
+              assert.isTrue(Exit.isFailure(exit))
+              assert.match(
+                String(Exit.isFailure(exit) && exit.cause),
+                /AcquireTimeout|no database connection free within 200ms/
+              )
+              assert.isAtLeast(waited, 190)
+              assert.isBelow(waited, 600)
+              yield* Fiber.join(holder)
+              // Once the holder is done, the connection is free again.
+              assert.deepStrictEqual(yield* postgres.use(postgres.sql<{ one: number }>`SELECT 1 AS one`), [{ one: 1 }])
+            })
+        )
       }))
 
     it.effect("health follows a hung server (SIGSTOP) within the check timeout and recovers on SIGCONT", () =>
@@ -152,19 +166,22 @@ describe("Postgres", () => {
     it.effect("a pool saturated by slow queries is busy, not down: the check has its own connection", () =>
       Effect.gen(function*() {
         const server = yield* Server
-        yield* build({ ...server.env(), DB_POOL_SIZE: "2", DB_HEALTH_TIMEOUT: "300ms" }, ({ health, postgres }) =>
-          Effect.gen(function*() {
-            // Every pooled connection held, as by requests running slow queries.
-            const holders = yield* Effect.forEach([1, 2], () => Effect.forkChild(postgres.sql`SELECT pg_sleep(1.5)`))
-            yield* Effect.sleep("200 millis")
-            const started = Date.now()
-            const report = yield* health.report
-            const took = Date.now() - started
-            assert.strictEqual(report.checks.database?.status, "ok")
-            assert.isTrue(report.healthy)
-            assert.isBelow(took, 300)
-            yield* Effect.forEach(holders, Fiber.join)
-          }))
+        yield* build(
+          { ...server.env(), DB_POOL_SIZE: "2", DB_HEALTH_TIMEOUT: "300ms" },
+          ({ health, postgres }) =>
+            Effect.gen(function*() {
+              // Every pooled connection held, as by requests running slow queries.
+              const holders = yield* Effect.forEach([1, 2], () => Effect.forkChild(postgres.sql`SELECT pg_sleep(1.5)`))
+              yield* Effect.sleep("200 millis")
+              const started = Date.now()
+              const report = yield* health.report
+              const took = Date.now() - started
+              assert.strictEqual(report.checks.database?.status, "ok")
+              assert.isTrue(report.healthy)
+              assert.isBelow(took, 300)
+              yield* Effect.forEach(holders, Fiber.join)
+            })
+        )
       }))
 
     const startupFailure = (env: Record<string, string>) =>
@@ -190,7 +207,10 @@ describe("Postgres", () => {
           // The private server listens on its unix socket only.
           DATABASE_URL: Redacted.value(server.urlFor("postgres")).replace("postgres@", "alice:wrong-password@")
         })
-        assert.match(message, /^cannot reach postgres at alice@.*\/postgres: 28P01 password authentication failed for user "alice"$/)
+        assert.match(
+          message,
+          /^cannot reach postgres at alice@.*\/postgres: 28P01 password authentication failed for user "alice"$/
+        )
         assert.notInclude(message, "wrong-password")
         assert.isBelow(took, 1_000)
       }))
@@ -206,20 +226,23 @@ describe("Postgres", () => {
     it.effect("health follows a killed server and the pool recovers when it is back, without a restart", () =>
       Effect.gen(function*() {
         const server = yield* Server
-        yield* build({ ...server.env(), DB_HEALTH_TIMEOUT: "500ms", DB_CONNECT_TIMEOUT: "1s" }, ({ health, postgres }) =>
-          Effect.gen(function*() {
-            yield* server.kill
-            const down = yield* health.report
-            assert.strictEqual(down.checks.database?.status, "failed")
-            const failed = yield* Effect.exit(postgres.use(postgres.sql`SELECT 1`))
-            assert.isTrue(Exit.isFailure(failed))
-            yield* server.restart
-            const up = yield* health.report.pipe(
-              Effect.repeat({ until: (report) => report.healthy, times: 20 }),
-              Effect.delay("100 millis")
-            )
-            assert.strictEqual(up.checks.database?.status, "ok")
-          }))
+        yield* build(
+          { ...server.env(), DB_HEALTH_TIMEOUT: "500ms", DB_CONNECT_TIMEOUT: "1s" },
+          ({ health, postgres }) =>
+            Effect.gen(function*() {
+              yield* server.kill
+              const down = yield* health.report
+              assert.strictEqual(down.checks.database?.status, "failed")
+              const failed = yield* Effect.exit(postgres.use(postgres.sql`SELECT 1`))
+              assert.isTrue(Exit.isFailure(failed))
+              yield* server.restart
+              const up = yield* health.report.pipe(
+                Effect.repeat({ until: (report) => report.healthy, times: 20 }),
+                Effect.delay("100 millis")
+              )
+              assert.strictEqual(up.checks.database?.status, "ok")
+            })
+        )
       }))
   })
 
@@ -227,13 +250,19 @@ describe("Postgres", () => {
     Effect.gen(function*() {
       const started = Date.now()
       const exit = yield* Effect.exit(build(
-        { DATABASE_URL: Redacted.value(Redacted.make("postgres://app:s3cret@127.0.0.1:1/appdb")), DB_CONNECT_TIMEOUT: "1s" },
+        {
+          DATABASE_URL: Redacted.value(Redacted.make("postgres://app:s3cret@127.0.0.1:1/appdb")),
+          DB_CONNECT_TIMEOUT: "1s"
+        },
         () => Effect.void
       ))
       const took = Date.now() - started
       assert.isTrue(Exit.isFailure(exit))
       const message = Exit.isFailure(exit) ? Log.describeCause(exit.cause) : ""
-      assert.match(message, /^cannot reach postgres at app@127\.0\.0\.1:1\/appdb: no answer within 1000ms; last error: .*ECONNREFUSED/)
+      assert.match(
+        message,
+        /^cannot reach postgres at app@127\.0\.0\.1:1\/appdb: no answer within 1000ms; last error: .*ECONNREFUSED/
+      )
       assert.notInclude(message, "s3cret")
       assert.isBelow(took, 2_000)
     }))

@@ -21,7 +21,12 @@ describe("in-memory rate-limit store", () => {
       yield* TestClock.adjust("59 seconds")
       assert.deepStrictEqual(store.take("k", 2, minute), { _tag: "Exceeded", limit: 2, retryAfterMs: 1_000 })
       yield* TestClock.adjust("1 second")
-      assert.deepStrictEqual(store.take("k", 2, minute), { _tag: "Allowed", limit: 2, remaining: 1, resetAfterMs: 30_000 })
+      assert.deepStrictEqual(store.take("k", 2, minute), {
+        _tag: "Allowed",
+        limit: 2,
+        remaining: 1,
+        resetAfterMs: 30_000
+      })
     }))
 
   it.effect("not a fixed window: a client keeping to limit/window is never refused, however long", () =>

@@ -2,8 +2,8 @@
  * Redis failing under the built server: health follows it down within the check timeout (degraded,
  * or not ready when it is critical) and back without a restart; a hung Redis does not hold requests.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Exit, Scope } from "effect"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { json, request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 import { privateRedis } from "../support/redis.ts"
@@ -20,7 +20,9 @@ afterAll(async () => {
 })
 
 const start = async (env: Record<string, string> = {}) => {
-  const server = await spawnServer({ env: { REDIS_URL: redis.url, REDIS_HEALTH_TIMEOUT: "300ms", REDIS_COMMAND_TIMEOUT: "300ms", ...env } })
+  const server = await spawnServer({
+    env: { REDIS_URL: redis.url, REDIS_HEALTH_TIMEOUT: "300ms", REDIS_COMMAND_TIMEOUT: "300ms", ...env }
+  })
   running.add(server)
   return server
 }
@@ -43,7 +45,10 @@ describe("redis failing under the server", () => {
     const down = await request(server.port, "/readyz")
     expect(performance.now() - started).toBeLessThan(600)
     expect(down.status).toBe(200)
-    expect(json(down)).toMatchObject({ status: "degraded", checks: { redis: { status: "degraded" }, database: { status: "ok" } } })
+    expect(json(down)).toMatchObject({
+      status: "degraded",
+      checks: { redis: { status: "degraded" }, database: { status: "ok" } }
+    })
     const health = await request(server.port, "/health")
     expect(health.status).toBe(200)
     expect(json(health).status).toBe("degraded")
@@ -83,7 +88,9 @@ describe("redis failing under the server", () => {
   })
 
   it("a Redis that will not close in time is named in the log and the exit code is 1; the pool still closes", async () => {
-    const server = await spawnServer({ env: { REDIS_URL: redis.url, RELEASE_TIMEOUT: "500ms", REDIS_HEALTH_TIMEOUT: "200ms" } })
+    const server = await spawnServer({
+      env: { REDIS_URL: redis.url, RELEASE_TIMEOUT: "500ms", REDIS_HEALTH_TIMEOUT: "200ms" }
+    })
     running.add(server)
     await Effect.runPromise(redis.signal("SIGSTOP"))
     try {
@@ -94,7 +101,10 @@ describe("redis failing under the server", () => {
       expect(exit.code).toBe(1)
       expect(server.lines.find((l) => l.message === "release overran its timeout")?.annotations.resource).toBe("redis")
       const releases = server.lines.filter((l) => l.message === "phase" && l.annotations.phase === "releasing")
-      expect(releases.map((l) => [l.annotations.resource, l.annotations.outcome])).toEqual([["redis", "timeout"], ["postgres", "ok"]])
+      expect(releases.map((l) => [l.annotations.resource, l.annotations.outcome])).toEqual([["redis", "timeout"], [
+        "postgres",
+        "ok"
+      ]])
     } finally {
       await Effect.runPromise(redis.signal("SIGCONT"))
     }

@@ -27,7 +27,14 @@ const stack = (env: Record<string, string>) =>
 
 const withStack = <A>(
   env: Record<string, string>,
-  f: (services: { cache: Cache["Service"]; rateLimit: RateLimit["Service"]; health: Health["Service"]; redis: Redis["Service"] }) => Effect.Effect<A, unknown>
+  f: (
+    services: {
+      cache: Cache["Service"]
+      rateLimit: RateLimit["Service"]
+      health: Health["Service"]
+      redis: Redis["Service"]
+    }
+  ) => Effect.Effect<A, unknown>
 ) =>
   Effect.scoped(Effect.gen(function*() {
     const context = yield* Layer.build(stack(env))
@@ -67,7 +74,8 @@ describe("Redis", () => {
             // Really in Redis: another client sees it.
             const raw = yield* Option.getOrThrow(redis.connection).send<string>("GET", "scoped-server:cache:k")
             assert.strictEqual(raw, "v")
-            const decisions = yield* Effect.forEach([1, 2, 3], () => rateLimit.consume("client-a"))
+            const decisions = yield* Effect.forEach([1, 2, 3], () =>
+              rateLimit.consume("client-a"))
             assert.deepStrictEqual(decisions.map((d) => d._tag), ["Allowed", "Allowed", "Exceeded"])
           }))
       }))
@@ -138,7 +146,9 @@ describe("Redis", () => {
             assert.isBelow(getMs, 800)
             assert.strictEqual(decision._tag, "Allowed")
             assert.isBelow(limitMs, 800)
-            const healthy = yield* health.report.pipe(Effect.repeat({ until: (r) => r.checks.redis?.status === "ok", times: 20 }))
+            const healthy = yield* health.report.pipe(
+              Effect.repeat({ until: (r) => r.checks.redis?.status === "ok", times: 20 })
+            )
             assert.strictEqual(healthy.checks.redis?.status, "ok")
           }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
       }))
@@ -153,14 +163,19 @@ describe("Redis", () => {
             yield* server.signal("SIGSTOP")
             const [firstMs] = yield* timed(cache.get("k"))
             const later = yield* Effect.forEach(Array.from({ length: 10 }), () =>
-              timed(Effect.all([cache.get("k"), rateLimit.consume("client-e"), cache.set("k", "w", Duration.minutes(1))])))
+              timed(
+                Effect.all([cache.get("k"), rateLimit.consume("client-e"), cache.set("k", "w", Duration.minutes(1))])
+              ))
             const state = Option.getOrThrow(redis.connection).breaker()
             yield* server.signal("SIGCONT")
             assert.isAtLeast(firstMs, 380)
             assert.isBelow(firstMs, 700)
             // While open: no command is sent, so none waits. The bound is far below one timeout
             // (400ms) and leaves room for a loaded machine; unbroken, each waited 400ms or more.
-            assert.isBelow(Math.max(...later.map(([ms]) => ms)), 150)
+            assert.isBelow(
+              Math.max(...later.map(([ms]) => ms)),
+              150
+            )
             assert.deepStrictEqual(later[0]![1][0], Option.none())
             assert.strictEqual(later[0]![1][1]._tag, "Allowed")
             assert.notStrictEqual(state, "closed")
@@ -255,7 +270,9 @@ describe("Redis", () => {
   it.live("an unreachable REDIS_URL fails startup within REDIS_CONNECT_TIMEOUT, naming the host but not the password", () =>
     Effect.gen(function*() {
       const started = Date.now()
-      const exit = yield* Effect.exit(withStack({ REDIS_URL: "redis://:hunter2@127.0.0.1:1", REDIS_CONNECT_TIMEOUT: "1s" }, () => Effect.void))
+      const exit = yield* Effect.exit(
+        withStack({ REDIS_URL: "redis://:hunter2@127.0.0.1:1", REDIS_CONNECT_TIMEOUT: "1s" }, () => Effect.void)
+      )
       assert.isTrue(Exit.isFailure(exit))
       const message = Exit.isFailure(exit) ? Log.describeCause(exit.cause) : ""
       assert.match(message, /^cannot reach redis at 127\.0\.0\.1:1/)

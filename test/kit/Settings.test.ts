@@ -7,13 +7,20 @@ import { ConfigProvider, Duration, Effect, Exit, LogLevel, Option, Schema } from
 import { describeCause } from "../../src/kit/Log.ts"
 import * as Settings from "../../src/kit/Settings.ts"
 
-const load = <A>(config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> }, env: Record<string, string>) =>
-  config.parse(ConfigProvider.fromEnv({ env }))
+const load = <A>(
+  config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },
+  env: Record<string, string>
+) => config.parse(ConfigProvider.fromEnv({ env }))
 
 /** The one line an operator sees, or the value. */
-const read = <A>(config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> }, env: Record<string, string>) =>
-  Effect.map(Effect.exit(load(config, env)), (exit) =>
-    Exit.isSuccess(exit) ? { value: exit.value } : { error: describeCause(exit.cause) })
+const read = <A>(
+  config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },
+  env: Record<string, string>
+) =>
+  Effect.map(
+    Effect.exit(load(config, env)),
+    (exit) => Exit.isSuccess(exit) ? { value: exit.value } : { error: describeCause(exit.cause) }
+  )
 
 const refusal = Effect.fnUntraced(function*<A>(
   config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },
@@ -32,9 +39,22 @@ const millis = (input: string) => Option.map(Settings.parseDuration(input), Dura
 describe("durations", () => {
   it("accepts compositions, fractions and units in any case", () => {
     const cases: Array<[string, number]> = [
-      ["500ms", 500], ["5S", 5_000], ["5s", 5_000], ["1m30s", 90_000], ["1M30S", 90_000], ["1h", 3_600_000],
-      ["1h 5m", 3_900_000], ["2.5s", 2_500], ["2.3s", 2_300], ["1d", 86_400_000], ["1500", 1_500], ["0", 0],
-      [" 30s ", 30_000], ["10 seconds", 10_000], ["1MS", 1], ["1h1m1s1ms", 3_661_001]
+      ["500ms", 500],
+      ["5S", 5_000],
+      ["5s", 5_000],
+      ["1m30s", 90_000],
+      ["1M30S", 90_000],
+      ["1h", 3_600_000],
+      ["1h 5m", 3_900_000],
+      ["2.5s", 2_500],
+      ["2.3s", 2_300],
+      ["1d", 86_400_000],
+      ["1500", 1_500],
+      ["0", 0],
+      [" 30s ", 30_000],
+      ["10 seconds", 10_000],
+      ["1MS", 1],
+      ["1h1m1s1ms", 3_661_001]
     ]
     for (const [input, expected] of cases) assert.deepStrictEqual(millis(input), Option.some(expected), input)
   })
@@ -54,12 +74,17 @@ describe("durations", () => {
       )
       assert.match(yield* refusal(timeout, { SHUTDOWN_TIMEOUT: "2.5" }), /did you mean 2\.5s\?/)
       // Seconds-scale by declaration though its default is 0.
-      assert.match(yield* refusal(Settings.duration("DRAIN_DELAY", 0, { seconds: true }), { DRAIN_DELAY: "5" }), /^invalid configuration: DRAIN_DELAY: .*did you mean 5s\?$/)
+      assert.match(
+        yield* refusal(Settings.duration("DRAIN_DELAY", 0, { seconds: true }), { DRAIN_DELAY: "5" }),
+        /^invalid configuration: DRAIN_DELAY: .*did you mean 5s\?$/
+      )
       // 0 and 1000 or more are unambiguous milliseconds.
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "30000" }), { value: Duration.millis(30_000) })
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "0" }), { value: Duration.millis(0) })
       // A millisecond-scale setting (default below 1 s) takes bare milliseconds.
-      assert.deepStrictEqual(yield* read(Settings.duration("DRAIN_QUIET_WINDOW", 300), { DRAIN_QUIET_WINDOW: "250" }), { value: Duration.millis(250) })
+      assert.deepStrictEqual(yield* read(Settings.duration("DRAIN_QUIET_WINDOW", 300), { DRAIN_QUIET_WINDOW: "250" }), {
+        value: Duration.millis(250)
+      })
     }))
 
   it.effect("range-checks, naming the variable and the bounds", () =>
@@ -69,8 +94,14 @@ describe("durations", () => {
         yield* refusal(config, { HEADERS_TIMEOUT: "0s" }),
         "invalid configuration: HEADERS_TIMEOUT: 0s is out of range; expected from 100ms to 10m"
       )
-      assert.match(yield* refusal(config, { HEADERS_TIMEOUT: "1h" }), /^invalid configuration: HEADERS_TIMEOUT: 1h is out of range/)
-      assert.match(yield* refusal(config, { HEADERS_TIMEOUT: "later" }), /^invalid configuration: HEADERS_TIMEOUT: "later" is not a duration/)
+      assert.match(
+        yield* refusal(config, { HEADERS_TIMEOUT: "1h" }),
+        /^invalid configuration: HEADERS_TIMEOUT: 1h is out of range/
+      )
+      assert.match(
+        yield* refusal(config, { HEADERS_TIMEOUT: "later" }),
+        /^invalid configuration: HEADERS_TIMEOUT: "later" is not a duration/
+      )
       assert.deepStrictEqual(yield* read(config, {}), { value: Duration.seconds(10) })
     }))
 
@@ -89,7 +120,9 @@ describe("durations", () => {
     assert.deepStrictEqual(millis(input), Option.some(((h * 60 + m) * 60 + s) * 1000 + ms), input)
   })
 
-  it.prop("formatDuration prints what parseDuration reads back", [Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10 * 86_400_000 }))], ([value]) => {
+  it.prop("formatDuration prints what parseDuration reads back", [
+    Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10 * 86_400_000 }))
+  ], ([value]) => {
     assert.deepStrictEqual(millis(Settings.formatDuration(Duration.millis(value))), Option.some(value))
   })
 })
@@ -97,11 +130,29 @@ describe("durations", () => {
 describe("sizes", () => {
   it("accepts bytes, binary letters and IEC units, and decimal SI units, in any case", () => {
     const cases: Array<[string, number]> = [
-      ["1024", 1024], ["0", 0], ["512b", 512], ["1k", 1024], ["1K", 1024], ["1KiB", 1024], ["1kb", 1000], ["1KB", 1000],
-      ["1M", 1024 ** 2], ["1m", 1024 ** 2], ["1MiB", 1024 ** 2], ["1mib", 1024 ** 2], ["1mb", 1_000_000], ["1MB", 1_000_000],
-      ["1G", 1024 ** 3], ["2GB", 2_000_000_000], ["1.5MiB", 1_572_864], ["64 KiB", 65_536], [" 2MiB ", 2 * 1024 ** 2]
+      ["1024", 1024],
+      ["0", 0],
+      ["512b", 512],
+      ["1k", 1024],
+      ["1K", 1024],
+      ["1KiB", 1024],
+      ["1kb", 1000],
+      ["1KB", 1000],
+      ["1M", 1024 ** 2],
+      ["1m", 1024 ** 2],
+      ["1MiB", 1024 ** 2],
+      ["1mib", 1024 ** 2],
+      ["1mb", 1_000_000],
+      ["1MB", 1_000_000],
+      ["1G", 1024 ** 3],
+      ["2GB", 2_000_000_000],
+      ["1.5MiB", 1_572_864],
+      ["64 KiB", 65_536],
+      [" 2MiB ", 2 * 1024 ** 2]
     ]
-    for (const [input, expected] of cases) assert.deepStrictEqual(Settings.parseBytes(input), Option.some(expected), input)
+    for (const [input, expected] of cases) {
+      assert.deepStrictEqual(Settings.parseBytes(input), Option.some(expected), input)
+    }
     for (const input of ["big", "", "-1", "1.5", "1 fortnight", "1TiB1", "1e3", "KiB"]) {
       assert.isTrue(Option.isNone(Settings.parseBytes(input)), input)
     }
@@ -114,7 +165,10 @@ describe("sizes", () => {
         yield* refusal(config, { MAX_HEADER_SIZE: "100" }),
         "invalid configuration: MAX_HEADER_SIZE: 100 is out of range; expected from 1KiB to 1MiB"
       )
-      assert.match(yield* refusal(config, { MAX_HEADER_SIZE: "big" }), /^invalid configuration: MAX_HEADER_SIZE: "big" is not a size/)
+      assert.match(
+        yield* refusal(config, { MAX_HEADER_SIZE: "big" }),
+        /^invalid configuration: MAX_HEADER_SIZE: "big" is not a size/
+      )
       assert.deepStrictEqual(yield* read(config, { MAX_HEADER_SIZE: "32k" }), { value: 32 * 1024 })
     }))
 
@@ -124,7 +178,11 @@ describe("sizes", () => {
     caps: Schema.Array(Schema.Boolean)
   }, ({ caps, n, unit }) => {
     const spelled = [...unit].map((char, index) => caps[index] ? char.toUpperCase() : char).join("")
-    assert.deepStrictEqual(Settings.parseBytes(`${n}${spelled}`), Option.some(n * Settings.byteUnits[unit]!), `${n}${spelled}`)
+    assert.deepStrictEqual(
+      Settings.parseBytes(`${n}${spelled}`),
+      Option.some(n * Settings.byteUnits[unit]!),
+      `${n}${spelled}`
+    )
   })
 })
 
@@ -137,16 +195,24 @@ describe("integers", () => {
         "invalid configuration: RATE_LIMIT_MAX_KEYS: -1 is out of range; expected from 1 to 10000000"
       )
       assert.match(yield* refusal(config, { RATE_LIMIT_MAX_KEYS: "1.5" }), /"1\.5" is not a whole number/)
-      assert.match(yield* refusal(config, { RATE_LIMIT_MAX_KEYS: "many" }), /^invalid configuration: RATE_LIMIT_MAX_KEYS: "many" is not a whole number$/)
+      assert.match(
+        yield* refusal(config, { RATE_LIMIT_MAX_KEYS: "many" }),
+        /^invalid configuration: RATE_LIMIT_MAX_KEYS: "many" is not a whole number$/
+      )
       // Effect's environment provider reads an empty variable as unset (`X=` in an env file).
       assert.deepStrictEqual(yield* read(config, { RATE_LIMIT_MAX_KEYS: "" }), { value: 100_000 })
       assert.deepStrictEqual(yield* read(config, { RATE_LIMIT_MAX_KEYS: "10_000" }), { value: 10_000 })
       assert.deepStrictEqual(yield* read(config, {}), { value: 100_000 })
       assert.deepStrictEqual(yield* read(Settings.optionalInt("LISTEN_FD", { min: 0 }), {}), { value: Option.none() })
-      assert.match(yield* refusal(Settings.port("PORT"), { PORT: "70000" }), /^invalid configuration: PORT: 70000 is out of range; expected from 0 to 65535$/)
+      assert.match(
+        yield* refusal(Settings.port("PORT"), { PORT: "70000" }),
+        /^invalid configuration: PORT: 70000 is out of range; expected from 0 to 65535$/
+      )
     }))
 
-  it.prop("every integer inside the bounds is accepted and every one outside refused", [Schema.Int.check(Schema.isBetween({ minimum: -1000, maximum: 1000 }))], ([n]) => {
+  it.prop("every integer inside the bounds is accepted and every one outside refused", [
+    Schema.Int.check(Schema.isBetween({ minimum: -1000, maximum: 1000 }))
+  ], ([n]) => {
     const exit = Effect.runSyncExit(load(Settings.int("N", { min: -10, max: 10 }), { N: String(n) }))
     assert.strictEqual(Exit.isSuccess(exit), n >= -10 && n <= 10, String(n))
   })
@@ -162,7 +228,10 @@ describe("booleans and enums", () => {
       for (const input of ["false", "FALSE", "no", "No", "off", "OFF", "0", "n"]) {
         assert.deepStrictEqual(yield* read(config, { ACCESS_LOG: input }), { value: false }, input)
       }
-      assert.match(yield* refusal(config, { ACCESS_LOG: "maybe" }), /^invalid configuration: ACCESS_LOG: "maybe" is not a boolean/)
+      assert.match(
+        yield* refusal(config, { ACCESS_LOG: "maybe" }),
+        /^invalid configuration: ACCESS_LOG: "maybe" is not a boolean/
+      )
     }))
 
   it.effect("enums in any case come back as spelled, aliases too; others are refused with the choices", () =>

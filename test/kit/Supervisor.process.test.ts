@@ -2,12 +2,12 @@
  * The supervisor seen from outside: dist/main.js with WORKERS=2 under real keep-alive and
  * connection-per-request load, real signals, broken builds on disk, killed workers.
  */
-import { afterEach, describe, expect, it } from "vitest"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
 import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { afterEach, describe, expect, it } from "vitest"
 import { keepAliveLoad, type LoadResult } from "../support/load.ts"
 import { type LogLine, mainJs, type ServerProcess, spawnServer } from "../support/process.ts"
 
@@ -20,7 +20,10 @@ afterEach(() => {
 })
 
 const start = async (env: Record<string, string> = {}, shell?: string) => {
-  const server = await spawnServer({ env: { WORKERS: "2", ACCESS_LOG: "false", ...env }, ...(shell === undefined ? {} : { shell }) })
+  const server = await spawnServer({
+    env: { WORKERS: "2", ACCESS_LOG: "false", ...env },
+    ...(shell === undefined ? {} : { shell })
+  })
   running.add(server)
   await server.waitForLine((line) => line.message === "workers ready", 30_000)
   return server
@@ -67,7 +70,9 @@ const load = (port: number, stop: Promise<unknown>) => {
   return { warmed, done: Promise.all([keepAlive, fresh]) }
 }
 
-const expectNoFailure = ([keepAlive, fresh]: [LoadResult, { answered: number; statuses: Record<number, number>; lost: Array<string> }]) => {
+const expectNoFailure = (
+  [keepAlive, fresh]: [LoadResult, { answered: number; statuses: Record<number, number>; lost: Array<string> }]
+) => {
   expect(keepAlive.lost).toEqual([])
   expect(keepAlive.refused).toBe(0)
   expect(Object.keys(keepAlive.statuses)).toEqual(["200"])
@@ -79,13 +84,21 @@ const expectNoFailure = ([keepAlive, fresh]: [LoadResult, { answered: number; st
 const upgradeLines = (server: ServerProcess) => server.lines.filter((line) => line.message === "upgrade")
 const upgradeDone = (server: ServerProcess, count: number) =>
   server.waitForLine(
-    () => upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed").length >= count,
+    () =>
+      upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed")
+        .length >= count,
     30_000
-  ).then(() => upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed")[count - 1]!)
+  ).then(() =>
+    upgradeLines(server).filter((line) =>
+      line.annotations.step === "completed" || line.annotations.step === "failed"
+    )[count - 1]!
+  )
 
 const openFds = (pid: number) => Fs.readdirSync(`/proc/${pid}/fd`).length
 const children = (pid: number) =>
-  Fs.readdirSync(`/proc/${pid}/task`).flatMap((task) => Fs.readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/)).filter((pid) => pid !== "")
+  Fs.readdirSync(`/proc/${pid}/task`).flatMap((task) =>
+    Fs.readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/)
+  ).filter((pid) => pid !== "")
 
 describe("supervisor (WORKERS=2)", () => {
   it("both workers answer; SIGTERM under 20 keep-alive clients loses nothing and exits 0; the pid file comes and goes", async () => {
@@ -109,7 +122,10 @@ describe("supervisor (WORKERS=2)", () => {
     expect(Object.keys(answered.statuses)).toEqual(["200"])
     expect(exit.code).toBe(0)
     const stopped = server.lines.find((line) => line.message === "workers stopped")!
-    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual([
+      "code 0",
+      "code 0"
+    ])
     expect(Fs.existsSync(pidFile)).toBe(false)
   })
 
@@ -121,18 +137,23 @@ describe("supervisor (WORKERS=2)", () => {
     expect(exit.code).toBe(0)
     expect(upgradeLines(server)).toEqual([])
     const stopped = server.lines.find((line) => line.message === "workers stopped")!
-    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+    expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual([
+      "code 0",
+      "code 0"
+    ])
   })
 
   it("64 keep-alive connections opened at once spread evenly: the busiest worker holds at most 1.5x the least busy one's share (2 and 4 workers)", async () => {
     for (const workers of [2, 4]) {
       const server = await start({ WORKERS: String(workers) })
       for (let round = 0; round < 3; round++) {
-        const sockets = await Promise.all(Array.from({ length: 64 }, () =>
-          new Promise<Net.Socket>((resolve, reject) => {
-            const socket = Net.connect(server.port, "127.0.0.1", () => resolve(socket))
-            socket.on("error", reject)
-          })))
+        const sockets = await Promise.all(
+          Array.from({ length: 64 }, () =>
+            new Promise<Net.Socket>((resolve, reject) => {
+              const socket = Net.connect(server.port, "127.0.0.1", () => resolve(socket))
+              socket.on("error", reject)
+            }))
+        )
         const tags = await Promise.all(sockets.map((socket) =>
           new Promise<string>((resolve) => {
             let head = ""
@@ -142,7 +163,8 @@ describe("supervisor (WORKERS=2)", () => {
               if (tag !== null && head.includes("\r\n\r\n")) resolve(tag[1]!)
             })
             socket.write("GET /livez HTTP/1.1\r\nHost: spread\r\n\r\n")
-          })))
+          })
+        ))
         sockets.forEach((socket) => socket.destroy())
         const shares = new Map<string, number>()
         for (const tag of tags) shares.set(tag, (shares.get(tag) ?? 0) + 1)
@@ -171,7 +193,10 @@ describe("supervisor (WORKERS=2)", () => {
     stop()
     expectNoFailure(await traffic.done)
     expect(done.annotations).toMatchObject({ step: "completed", outcome: "ok", generation: 2 })
-    expect((done.annotations.retired as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual(["code 0", "code 0"])
+    expect((done.annotations.retired as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual([
+      "code 0",
+      "code 0"
+    ])
     for (let i = 0; i < 10; i++) expect((await ask(server.port)).worker).toMatch(/^2\./)
     expect(server.child.pid).toBe(pid)
     expect(server.child.exitCode).toBeNull()
@@ -275,7 +300,9 @@ describe("supervisor (WORKERS=2)", () => {
     // report (batched, ≤ 20 ms) says it arrived: the last few may still be in transit for a moment.
     for (let waited = 0; waited < 1_000 && openFds(pid) !== fdsBefore; waited += 50) await sleep(50)
     expect(openFds(pid)).toBe(fdsBefore)
-    const durations = upgradeLines(server).filter((line: LogLine) => line.annotations.step === "completed").map((line) => line.annotations.durationMs)
+    const durations = upgradeLines(server).filter((line: LogLine) => line.annotations.step === "completed").map((
+      line
+    ) => line.annotations.durationMs)
     console.log(`upgrade durations (ms): ${durations.join(", ")}`)
   })
 })

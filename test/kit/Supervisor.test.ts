@@ -6,7 +6,13 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"
 import { TestClock } from "effect/testing"
 import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/Supervisor.ts"
-import { Host, type UpgradeRequest, WorkerError, type WorkerExit, type WorkerProcess } from "../../src/kit/supervisor/Host.ts"
+import {
+  Host,
+  type UpgradeRequest,
+  WorkerError,
+  type WorkerExit,
+  type WorkerProcess
+} from "../../src/kit/supervisor/Host.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
 interface FakeWorker extends WorkerProcess {
@@ -32,7 +38,13 @@ const makeHost = Effect.gen(function*() {
         const exited = yield* Deferred.make<WorkerExit>()
         const exit = (code: number | null, signal: string | null = null) =>
           Effect.andThen(
-            Deferred.fail(ready, new WorkerError({ reason: "ExitedBeforeReady", message: `worker exited before it was ready (code ${code})` })),
+            Deferred.fail(
+              ready,
+              new WorkerError({
+                reason: "ExitedBeforeReady",
+                message: `worker exited before it was ready (code ${code})`
+              })
+            ),
             Deferred.succeed(exited, { code, signal })
           ).pipe(Effect.asVoid)
         const worker: FakeWorker = {
@@ -64,7 +76,12 @@ const makeHost = Effect.gen(function*() {
       }),
     upgrades: Queue.take(upgrades),
     stopListening: Effect.sync(() => void notes.push("stop listening")),
-    notify: (...assignments) => Effect.sync(() => void notes.push(assignments.filter((a) => !a.startsWith("MONOTONIC_USEC") && !a.startsWith("MAINPID")).join(" ")))
+    notify: (...assignments) =>
+      Effect.sync(() =>
+        void notes.push(
+          assignments.filter((a) => !a.startsWith("MONOTONIC_USEC") && !a.startsWith("MAINPID")).join(" ")
+        )
+      )
   })
   return {
     host,
@@ -73,7 +90,10 @@ const makeHost = Effect.gen(function*() {
     drainExits,
     requestUpgrade: Queue.offer(upgrades, { signal: "SIGUSR2", from: 1 }),
     generation: (gen: number) => spawned.filter((worker) => worker.generation === gen),
-    readyAll: (gen: number) => Effect.forEach(spawned.filter((worker) => worker.generation === gen), (worker) => worker.markReady, { discard: true })
+    readyAll: (gen: number) =>
+      Effect.forEach(spawned.filter((worker) => worker.generation === gen), (worker) => worker.markReady, {
+        discard: true
+      })
   }
 })
 
@@ -160,7 +180,10 @@ describe("Supervisor", () => {
       assert.isDefined(harness.logs.find((entry) => entry.message === "upgrade already in progress; request ignored"))
       yield* fake.generation(2)[0]!.markReady
       yield* settle
-      assert.isTrue(old.every((worker) => worker.drains === 0 && worker.alive()), "old workers untouched while one new worker is not ready")
+      assert.isTrue(
+        old.every((worker) => worker.drains === 0 && worker.alive()),
+        "old workers untouched while one new worker is not ready"
+      )
       yield* fake.generation(2)[1]!.markReady
       yield* settle
       assert.isTrue(old.every((worker) => worker.drains === 1 && !worker.alive()))
@@ -197,7 +220,10 @@ describe("Supervisor", () => {
       assert.isTrue(!second!.alive() && !replacement.alive(), "the replacement is retired with the old generation")
       assert.isTrue(fake.generation(2).every((worker) => worker.alive() && worker.serving))
       const completed = upgradeLines(harness.logs).find((line) => line.step === "completed")!
-      assert.sameMembers((completed.retired as Array<{ pid: number }>).map((worker) => worker.pid), [second!.pid, replacement.pid])
+      assert.sameMembers((completed.retired as Array<{ pid: number }>).map((worker) => worker.pid), [
+        second!.pid,
+        replacement.pid
+      ])
       // After the upgrade a crash is replaced in the new generation.
       yield* fake.generation(2)[0]!.exit(1)
       yield* TestClock.adjust("1 second")

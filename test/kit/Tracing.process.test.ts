@@ -49,11 +49,17 @@ const receiver = async () => {
       paths.push(req.url ?? "")
       if (req.url === "/v1/traces") {
         const decoded = JSON.parse(body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<Span> }> }> }
-        for (const resource of decoded.resourceSpans) for (const scope of resource.scopeSpans) spans.push(...scope.spans)
+        for (const resource of decoded.resourceSpans) {
+          for (const scope of resource.scopeSpans) spans.push(...scope.spans)
+        }
       }
       if (req.url === "/v1/logs") {
-        const decoded = JSON.parse(body) as { resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<LogRecord> }> }> }
-        for (const resource of decoded.resourceLogs) for (const scope of resource.scopeLogs) logs.push(...scope.logRecords)
+        const decoded = JSON.parse(body) as {
+          resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<LogRecord> }> }>
+        }
+        for (const resource of decoded.resourceLogs) {
+          for (const scope of resource.scopeLogs) logs.push(...scope.logRecords)
+        }
       }
       res.writeHead(200, { "content-type": "application/json" }).end("{}")
     })
@@ -100,13 +106,17 @@ describe("OTLP traces", () => {
     expect(code).toBe(0)
 
     const serverA = otlp.spans.find((span) => span.traceId === traceA && span.kind === 2)
-    expect(serverA, JSON.stringify([otlp.paths, otlp.spans.map((s) => [s.name, s.traceId, s.kind]), server.lines.slice(-8)])).toBeDefined()
+    expect(
+      serverA,
+      JSON.stringify([otlp.paths, otlp.spans.map((s) => [s.name, s.traceId, s.kind]), server.lines.slice(-8)])
+    ).toBeDefined()
     expect(serverA!.parentSpanId).toBe(parentA)
     expect(attribute(serverA!, "http.route")).toEqual({ stringValue: "/api/v1/items/:id" })
     // The SQL query's span descends from the server span.
     const byId = new Map(otlp.spans.map((span) => [span.spanId, span]))
     const descends = (span: Span): boolean =>
-      span.parentSpanId === serverA!.spanId || (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && descends(byId.get(span.parentSpanId)!))
+      span.parentSpanId === serverA!.spanId ||
+      (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && descends(byId.get(span.parentSpanId)!))
     const sql = otlp.spans.filter((span) =>
       span.traceId === traceA && span.attributes.some((entry) => entry.key.startsWith("db.")) && descends(span)
     )
@@ -114,7 +124,9 @@ describe("OTLP traces", () => {
     // Served during the drain, delivered before the process exited.
     expect(otlp.spans.some((span) => span.traceId === traceB && span.kind === 2)).toBe(true)
     // The access-log line of the request names its trace and its server span.
-    const accessLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/api/v1/items/990001")
+    const accessLine = server.lines.find((line) =>
+      line.message === "request" && line.annotations.path === "/api/v1/items/990001"
+    )
     expect(accessLine?.annotations).toMatchObject({ traceId: traceA, spanId: serverA!.spanId, status: 404 })
     // A probe is untraced: its line has no trace ids.
     const probeLine = server.lines.find((line) => line.message === "request" && line.annotations.path === "/livez")
@@ -122,7 +134,9 @@ describe("OTLP traces", () => {
     // Log records went out over OTLP too, down to the access line of the request served during the drain.
     expect(otlp.paths).toContain("/v1/logs")
     const pathOf = (record: LogRecord) => record.attributes?.find((entry) => entry.key === "path")?.value.stringValue
-    expect(otlp.logs.some((record) => record.body?.stringValue === "request" && pathOf(record) === "/api/v1/items/990002")).toBe(true)
+    expect(
+      otlp.logs.some((record) => record.body?.stringValue === "request" && pathOf(record) === "/api/v1/items/990002")
+    ).toBe(true)
     // Probes are not traced.
     expect(otlp.spans.some((span) => JSON.stringify(span.attributes).includes("/livez"))).toBe(false)
   })
@@ -145,7 +159,9 @@ describe("OTLP traces", () => {
       const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
       const [miss, hit] = [hex(32), hex(32)]
       for (const trace of [miss, hit]) {
-        const answer = await request(server.port, "/api/v1/items?perPage=3", { headers: { ...headers, traceparent: `00-${trace}-${hex(16)}-01` } })
+        const answer = await request(server.port, "/api/v1/items?perPage=3", {
+          headers: { ...headers, traceparent: `00-${trace}-${hex(16)}-01` }
+        })
         expect(answer.status).toBe(200)
       }
       server.signal("SIGTERM")
@@ -153,7 +169,8 @@ describe("OTLP traces", () => {
 
       const byId = new Map(otlp.spans.map((span) => [span.spanId, span]))
       const under = (root: Span, span: Span): boolean =>
-        span.parentSpanId === root.spanId || (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && under(root, byId.get(span.parentSpanId)!))
+        span.parentSpanId === root.spanId ||
+        (span.parentSpanId !== undefined && byId.has(span.parentSpanId) && under(root, byId.get(span.parentSpanId)!))
       for (const [trace, result] of [[miss, "miss"], [hit, "hit"]] as const) {
         const root = otlp.spans.find((span) => span.traceId === trace && span.kind === 2)
         expect(root, JSON.stringify(otlp.spans.map((span) => [span.name, span.traceId, span.kind]))).toBeDefined()

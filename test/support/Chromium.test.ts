@@ -54,8 +54,12 @@ describe("findChromium", () => {
   it("takes CHROME_PATH over the PATH, and reports a wrong one instead of using another browser", () => {
     const custom = binDir({ "my-chrome": true, "not-runnable": false })
     const onPath = binDir({ chromium: true })
-    expect(findChromium({ PATH: onPath, CHROME_PATH: Path.join(custom, "my-chrome") })).toEqual({ path: Path.join(custom, "my-chrome") })
+    expect(findChromium({ PATH: onPath, CHROME_PATH: Path.join(custom, "my-chrome") })).toEqual({
+      path: Path.join(custom, "my-chrome")
+    })
     const wrong = findChromium({ PATH: onPath, CHROME_PATH: Path.join(custom, "not-runnable") })
-    expect(wrong).toEqual({ missing: `CHROME_PATH is ${Path.join(custom, "not-runnable")}, which is not an executable file` })
+    expect(wrong).toEqual({
+      missing: `CHROME_PATH is ${Path.join(custom, "not-runnable")}, which is not an executable file`
+    })
   })
 })

@@ -38,15 +38,21 @@ export const freshDatabase = Effect.gen(function*() {
   return url.toString()
 })
 
-export class App extends Context.Service<App, Testing.TestServer["Service"] & {
-  readonly databaseUrl: string
-}>()("test/App") {
+export class App extends Context.Service<
+  App,
+  Testing.TestServer["Service"] & {
+    readonly databaseUrl: string
+  }
+>()("test/App") {
   static readonly layer = (env: Record<string, string> = {}) =>
     Layer.unwrap(Effect.gen(function*() {
       const databaseUrl = env.DATABASE_URL ?? (yield* freshDatabase)
-      return Layer.effect(App, Effect.gen(function*() {
-        return { ...(yield* Testing.TestServer), databaseUrl }
-      })).pipe(
+      return Layer.effect(
+        App,
+        Effect.gen(function*() {
+          return { ...(yield* Testing.TestServer), databaseUrl }
+        })
+      ).pipe(
         Layer.provide(Testing.layer(Main, { JWT_SECRET: jwtSecret, ...env, DATABASE_URL: databaseUrl }))
       )
     }))

@@ -62,9 +62,20 @@ export const ensureChromium = (): Found => {
   if ("path" in found || process.env.CHROME_PATH) return found
   const prefix = aptPrefix()
   if (prefix === undefined) return found
-  console.error("pretest: Chromium not found; installing Debian's chromium for the docs test (apt-get, about a minute, once)")
+  console.error(
+    "pretest: Chromium not found; installing Debian's chromium for the docs test (apt-get, about a minute, once)"
+  )
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" }
-  for (const args of [["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]]) {
+  for (
+    const args of [["apt-get", "update", "-qq"], [
+      "apt-get",
+      "install",
+      "-y",
+      "-qq",
+      "--no-install-recommends",
+      "chromium"
+    ]]
+  ) {
     const [command, ...rest] = [...prefix, ...args]
     const result = spawnSync(command!, rest, { env, stdio: ["ignore", "ignore", "inherit"], timeout: 600_000 })
     if (result.status !== 0) {
@@ -72,7 +83,9 @@ export const ensureChromium = (): Found => {
     }
   }
   const installed = findChromium()
-  return "path" in installed ? installed : { missing: `${missingMessage}; apt-get installed chromium, yet none is on the PATH` }
+  return "path" in installed
+    ? installed
+    : { missing: `${missingMessage}; apt-get installed chromium, yet none is on the PATH` }
 }
 
 if (import.meta.main) {

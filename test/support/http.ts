@@ -12,11 +12,23 @@ export interface Answer {
 export const request = (
   port: number,
   path: string,
-  options: { readonly method?: string; readonly body?: string | Buffer; readonly agent?: Http.Agent | false; readonly headers?: Http.OutgoingHttpHeaders } = {}
+  options: {
+    readonly method?: string
+    readonly body?: string | Buffer
+    readonly agent?: Http.Agent | false
+    readonly headers?: Http.OutgoingHttpHeaders
+  } = {}
 ) =>
   new Promise<Answer>((resolve, reject) => {
     const req = Http.request(
-      { host: "127.0.0.1", port, path, method: options.method ?? "GET", agent: options.agent ?? false, headers: options.headers },
+      {
+        host: "127.0.0.1",
+        port,
+        path,
+        method: options.method ?? "GET",
+        agent: options.agent ?? false,
+        headers: options.headers
+      },
       (response) => {
         let body = ""
         response.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))

@@ -56,7 +56,8 @@ export const privatePostgres = Effect.gen(function*() {
     env: (database = "postgres") => ({ DATABASE_URL: Redacted.value(urlFor(database)) }),
     pid: () => instance.pid,
     /** Signals the whole server: the postmaster and every backend (backends setsid, so not by group). */
-    signal: (signal: NodeJS.Signals) => Effect.sync(() => serverPids(instance.pid).forEach((pid) => process.kill(pid, signal))),
+    signal: (signal: NodeJS.Signals) =>
+      Effect.sync(() => serverPids(instance.pid).forEach((pid) => process.kill(pid, signal))),
     /** SIGKILL the whole server and wait until the postmaster is gone. */
     kill: Effect.callback<void>((resume) => {
       instance.process.once("exit", () => resume(Effect.void))

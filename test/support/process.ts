@@ -23,7 +23,9 @@ export interface ServerProcess {
   readonly port: number
   readonly adminPort: number | undefined
   /** Resolves with the exit code and the time of exit (performance.now()). */
-  readonly exited: Promise<{ readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }>
+  readonly exited: Promise<
+    { readonly code: number | null; readonly signal: NodeJS.Signals | null; readonly at: number }
+  >
   readonly signal: (signal: NodeJS.Signals) => number
   readonly waitForLine: (predicate: (line: LogLine) => boolean, timeoutMs?: number) => Promise<LogLine>
 }
@@ -51,7 +53,9 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
     DATABASE_URL: inject("databaseUrl"),
     ...options.env
   }
-  const env = Object.fromEntries(Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined))
+  const env = Object.fromEntries(
+    Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined)
+  )
   const stdio: StdioOptions = ["ignore", "pipe", "pipe", ...(options.extraStdio ?? [])]
   const child = options.shell === undefined
     ? spawn(nodeBinary, [mainJs], { env, stdio, detached: options.detached ?? false })
@@ -100,12 +104,22 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
           resolve(found)
         } else if (exitedNow) {
           cleanup()
-          reject(new Error(`process exited without the expected line; log:\n${lines.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`))
+          reject(
+            new Error(
+              `process exited without the expected line; log:\n${
+                lines.map((l) => JSON.stringify(l)).join("\n")
+              }\n${stderr}`
+            )
+          )
         }
       }
       const timer = setTimeout(() => {
         cleanup()
-        reject(new Error(`timed out waiting for a log line; log:\n${lines.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`))
+        reject(
+          new Error(
+            `timed out waiting for a log line; log:\n${lines.map((l) => JSON.stringify(l)).join("\n")}\n${stderr}`
+          )
+        )
       }, timeoutMs)
       const cleanup = () => {
         clearTimeout(timer)
@@ -145,4 +159,8 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
 
 /** Phase lines in the order they were written. */
 export const phases = (lines: ReadonlyArray<LogLine>) =>
-  lines.filter((line) => line.message === "phase").map((line) => line.annotations as { phase: string; durationMs: number; outcome?: string; resource?: string } & Record<string, unknown>)
+  lines.filter((line) => line.message === "phase").map((line) =>
+    line.annotations as
+      & { phase: string; durationMs: number; outcome?: string; resource?: string }
+      & Record<string, unknown>
+  )

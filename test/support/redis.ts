@@ -30,7 +30,16 @@ const launch = (port: number) =>
   Effect.acquireRelease(
     Effect.gen(function*() {
       const child = spawn("redis-server", [
-        "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no"
       ], { stdio: "ignore" })
       for (let attempt = 0; attempt < 200; attempt++) {
         if (yield* Effect.promise(() => ping(port))) return child

@@ -4,9 +4,9 @@
  */
 import { Schema } from "effect"
 import { HttpApi, HttpApiEndpoint, HttpApiError, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
+import { Problem, Validation } from "../../kit/index.ts"
 import { Authentication } from "../Auth.ts"
 import { AddressRateLimited, RateLimited } from "../RateLimited.ts"
-import { Problem, Validation } from "../../kit/index.ts"
 
 export const ItemId = Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })).annotate({
   description: "The item's id, a positive integer"
@@ -84,7 +84,9 @@ const PageQuery = Schema.Struct({
   )
 })
 
-const IdParams = Schema.Struct({ id: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 })) })
+const IdParams = Schema.Struct({
+  id: Schema.NumberFromString.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 2_147_483_647 }))
+})
 
 export class ItemsGroup extends HttpApiGroup.make("items")
   .add(

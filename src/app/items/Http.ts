@@ -5,10 +5,10 @@
 import { Duration, Effect, Layer, Option, PubSub } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
+import { Cache, CacheConfig, Log, makeCacheGenerations, Metrics } from "../../kit/index.ts"
 import { Api, ItemNotFound, Unavailable } from "./Api.ts"
 import { ItemEvents } from "./Events.ts"
 import { ItemsRepo } from "./Repo.ts"
-import { Cache, CacheConfig, Log, makeCacheGenerations, Metrics } from "../../kit/index.ts"
 
 const defaultPerPage = 20
 
@@ -77,8 +77,11 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
           // The insert commits, the cache moves on and subscribers hear of it together, or none
           // of them: shutdown waits.
           const item = yield* Effect.uninterruptible(
-            Effect.tap(unavailable(repo.create(payload)), (item) =>
-              Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "created", item })))
+            Effect.tap(
+              unavailable(repo.create(payload)),
+              (item) =>
+                Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "created", item }))
+            )
           )
           return HttpApiSchema.withHeaders({ body: item, headers: { location: `/api/v1/items/${item.id}` } })
         }))
@@ -87,11 +90,12 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
           const removed = yield* Effect.uninterruptible(
             Effect.tap(unavailable(repo.remove(params.id)), (removed) =>
               removed
-                ? Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "removed", id: params.id }))
+                ? Effect.andThen(
+                  caching ? newGeneration : Effect.void,
+                  PubSub.publish(events, { type: "removed", id: params.id })
+                )
                 : Effect.void)
           )
           if (!removed) return yield* ItemNotFound.of(params.id)
         }))
-  })
-).pipe(Layer.provide(ItemsRepo.layer))
-
+  })).pipe(Layer.provide(ItemsRepo.layer))

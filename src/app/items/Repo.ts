@@ -6,11 +6,15 @@ import { Context, Effect, Layer, Option } from "effect"
 import { Postgres } from "../../kit/index.ts"
 import type { Item } from "./Api.ts"
 
-const columns = `id, name, description, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "createdAt"`
+const columns =
+  `id, name, description, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS "createdAt"`
 
 export class ItemsRepo extends Context.Service<ItemsRepo, {
   /** A page in a stable order (by id) and the total, in one round trip. */
-  readonly list: (page: number, perPage: number) => Effect.Effect<{ readonly items: ReadonlyArray<Item>; readonly total: number }, unknown>
+  readonly list: (
+    page: number,
+    perPage: number
+  ) => Effect.Effect<{ readonly items: ReadonlyArray<Item>; readonly total: number }, unknown>
   readonly get: (id: number) => Effect.Effect<Option.Option<Item>, unknown>
   readonly create: (input: { readonly name: string; readonly description?: string }) => Effect.Effect<Item, unknown>
   /** True when there was such an item. */
@@ -35,7 +39,9 @@ export class ItemsRepo extends Context.Service<ItemsRepo, {
             Effect.map((rows) => Option.fromNullishOr(rows[0]))
           ),
         create: ({ description, name }) =>
-          use(sql<Item>`INSERT INTO items (name, description) VALUES (${name}, ${description ?? ""}) RETURNING ${select}`)
+          use(
+            sql<Item>`INSERT INTO items (name, description) VALUES (${name}, ${description ?? ""}) RETURNING ${select}`
+          )
             .pipe(Effect.map((rows) => rows[0]!)),
         remove: (id) =>
           use(sql`DELETE FROM items WHERE id = ${id} RETURNING id`).pipe(Effect.map((rows) => rows.length > 0))

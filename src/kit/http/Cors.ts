@@ -30,17 +30,22 @@ export const invalidOrigin = (entry: string): string | undefined => {
 export const CorsConfig = Config.all({
   /** Comma-separated origins allowed by CORS; empty: no cross-origin access. `*` allows any. */
   origins: list("CORS_ORIGINS")
-}).pipe(check(({ origins }) => {
-  if (origins.includes("*") && origins.length > 1) return "CORS_ORIGINS: * allows any origin; list origins or use * alone"
-  for (const origin of origins) {
-    const problem = invalidOrigin(origin)
-    if (problem !== undefined) return `CORS_ORIGINS: ${JSON.stringify(origin)} ${problem}`
-  }
-  return undefined
-}), Config.map(({ origins }) => ({
-  // As a browser spells it (lower-case host, no default port), so the exact match used by CORS holds.
-  origins: origins.map((origin) => origin === "*" ? origin : new URL(origin).origin)
-})))
+}).pipe(
+  check(({ origins }) => {
+    if (
+      origins.includes("*") && origins.length > 1
+    ) return "CORS_ORIGINS: * allows any origin; list origins or use * alone"
+    for (const origin of origins) {
+      const problem = invalidOrigin(origin)
+      if (problem !== undefined) return `CORS_ORIGINS: ${JSON.stringify(origin)} ${problem}`
+    }
+    return undefined
+  }),
+  Config.map(({ origins }) => ({
+    // As a browser spells it (lower-case host, no default port), so the exact match used by CORS holds.
+    origins: origins.map((origin) => origin === "*" ? origin : new URL(origin).origin)
+  }))
+)
 
 export interface CorsOptions {
   /** Request headers a browser may send beyond the simple ones. */

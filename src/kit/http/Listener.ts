@@ -13,7 +13,9 @@ export class ListenError extends Schema.TaggedError<ListenError>()("ListenError"
 }) {
   override get message() {
     const cause = this.cause as { readonly message?: unknown } | undefined
-    return `cannot listen on ${this.listener}: ${typeof cause?.message === "string" ? cause.message : String(this.cause)}`
+    return `cannot listen on ${this.listener}: ${
+      typeof cause?.message === "string" ? cause.message : String(this.cause)
+    }`
   }
 }
 
@@ -50,14 +52,16 @@ export const listeners = (
   const systemd = Option.isSome(settings.systemdFds) && Option.getOrUndefined(settings.systemdPid) === pid
     ? settings.systemdFds.value
     : 0
-  const adminFd = Option.map(settings.adminListenFd ?? Option.none(), (fd): Bindable => ({ _tag: "Fd", fd, source: "ADMIN_LISTEN_FD" }))
+  const adminFd = Option.map(
+    settings.adminListenFd ?? Option.none(),
+    (fd): Bindable => ({ _tag: "Fd", fd, source: "ADMIN_LISTEN_FD" })
+  )
   const adminPort = Option.orElse(adminFd, () =>
     Option.map(settings.adminPort, (port): Bindable => ({
       _tag: "Port",
       port,
       host: Option.getOrUndefined(Option.orElse(settings.adminHost, () => settings.host))
-    }))
-  )
+    })))
   if (systemd >= 1) {
     return {
       main: { _tag: "Fd", fd: systemdFirstFd, source: "LISTEN_FDS" },
@@ -92,7 +96,10 @@ export const listen = (server: Http.Server, listener: Listener) =>
     } else if (listener._tag === "Handoff") {
       server.listen(listener.handle, onListening)
     } else {
-      server.listen(listener.host === undefined ? { port: listener.port } : { port: listener.port, host: listener.host }, onListening)
+      server.listen(
+        listener.host === undefined ? { port: listener.port } : { port: listener.port, host: listener.host },
+        onListening
+      )
     }
   })
 

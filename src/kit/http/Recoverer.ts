@@ -23,7 +23,8 @@ export const layer = <Id extends string, Groups extends HttpApiGroup.Constraint>
   const byPattern = new Map<string, Set<string>>()
   for (const group of Object.values(api.groups) as ReadonlyArray<HttpApiGroup.Top>) {
     for (const endpoint of Object.values(group.endpoints)) {
-      const source = "^" + endpoint.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+") + "/?$"
+      const source = "^" + endpoint.path.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/:[A-Za-z0-9_]+/g, "[^/]+") +
+        "/?$"
       byPattern.set(source, (byPattern.get(source) ?? new Set()).add(endpoint.method))
     }
   }
@@ -58,6 +59,5 @@ export const layer = <Id extends string, Groups extends HttpApiGroup.Constraint>
           undefined,
           requestId === undefined ? undefined : { requestId }
         )
-      })
-    ), { global: true })
+      })), { global: true })
 }

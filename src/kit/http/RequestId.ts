@@ -48,5 +48,4 @@ export const assign = (request: Http.IncomingMessage): string => {
 }
 
 /** The id of a request being served, for log lines and error bodies. */
-export const of = (request: HttpServerRequest.HttpServerRequest): string | undefined =>
-  (request.source as Tagged)[key]
+export const of = (request: HttpServerRequest.HttpServerRequest): string | undefined => (request.source as Tagged)[key]

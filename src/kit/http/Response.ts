@@ -76,7 +76,9 @@ export const makeServerResponse = (options: ResponseOptions) => {
   const onClose = function(this: Http.ServerResponse & { readonly startedAt: number }) {
     metrics!.end(this.req, this.statusCode, this.writableFinished, (performance.now() - this.startedAt) / 1000)
   }
-  return class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage> extends Http.ServerResponse<Request> {
+  return class ServerResponse<Request extends Http.IncomingMessage = Http.IncomingMessage>
+    extends Http.ServerResponse<Request>
+  {
     private readonly requestId: string
     private readonly securityHeaders: Readonly<Record<string, string>>
     startedAt = 0
@@ -118,7 +120,9 @@ export const makeServerResponse = (options: ResponseOptions) => {
       const merged = Array.isArray(headers)
         ? [...Object.entries(this.securityHeaders).flat(), "x-request-id", this.requestId, ...headers.flat()]
         : { ...this.securityHeaders, "x-request-id": this.requestId, ...headers }
-      return statusMessage === undefined ? super.writeHead(statusCode, merged) : super.writeHead(statusCode, statusMessage, merged)
+      return statusMessage === undefined
+        ? super.writeHead(statusCode, merged)
+        : super.writeHead(statusCode, statusMessage, merged)
     }
 
     override end(chunk?: any, encoding?: any, callback?: any): this {

@@ -12,7 +12,20 @@ import { scrapeAll } from "./Workers.ts"
 
 /** OpenTelemetry's recommended boundaries for `http.server.request.duration`, in seconds. */
 export const durationBuckets: ReadonlyArray<number> = [
-  0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.075,
+  0.1,
+  0.25,
+  0.5,
+  0.75,
+  1,
+  2.5,
+  5,
+  7.5,
+  10
 ]
 
 const requestDurationName = "http_server_request_duration_seconds"
@@ -48,7 +61,10 @@ class Series {
 
   state(): Metric.HistogramState {
     let cumulated = 0
-    const buckets = durationBuckets.map((boundary, index): [number, number] => [boundary, cumulated += this.counts[index]!])
+    const buckets = durationBuckets.map((
+      boundary,
+      index
+    ): [number, number] => [boundary, cumulated += this.counts[index]!])
     return { buckets, count: this.count, min: this.min, max: this.max, sum: this.sum }
   }
 }
@@ -65,7 +81,10 @@ interface RoutedRequest extends Http.IncomingMessage {
 }
 
 /** The server span the request runs under, when an exporter is installed (Effect's native spans are nobody's trace). */
-const recordSpan = (fiber: { readonly context: Context.Context<never>; getRef: <A>(ref: Context.Reference<A>) => A }, source: RoutedRequest) => {
+const recordSpan = (
+  fiber: { readonly context: Context.Context<never>; getRef: <A>(ref: Context.Reference<A>) => A },
+  source: RoutedRequest
+) => {
   const span = Context.getOrUndefined(fiber.context, Tracer.ParentSpan)
   if (span !== undefined && fiber.getRef(Tracer.Tracer) !== Tracer.nativeTracer) source[kSpan] = span
 }
@@ -104,7 +123,11 @@ export class RequestMetrics {
     if (route !== undefined) attributes.http_route = route
     if (errorType !== undefined) attributes.error_type = errorType
     const series = new Series()
-    const metric = Metric.histogram(requestDurationName, { description: requestDurationHelp, boundaries: durationBuckets, attributes })
+    const metric = Metric.histogram(requestDurationName, {
+      description: requestDurationHelp,
+      boundaries: durationBuckets,
+      attributes
+    })
     Metric.registerUnsafe(metric, this.context, { get: () => series.state(), update: () => {}, modify: () => {} })
     return series
   }
@@ -138,7 +161,8 @@ export const spanLabel: Layer.Layer<never, never, HttpRouter.HttpRouter> = HttpR
   { global: true }
 )
 
-const exposition = (body: string) => HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+const exposition = (body: string) =>
+  HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
 
 /**
  * `GET /metrics`: everything in the registry, as Prometheus text 0.0.4. In a supervisor's worker,
@@ -151,7 +175,8 @@ export const metricsRoute: Layer.Layer<never, never, HttpRouter.HttpRouter> = Ht
     ? Effect.map(PrometheusMetrics.format(), exposition)
     : Effect.map(scrapeAll, (body) =>
       body === undefined
-        ? errorResponse(503, "the supervisor did not answer with the workers' metrics; try again", { "retry-after": "1" })
+        ? errorResponse(503, "the supervisor did not answer with the workers' metrics; try again", {
+          "retry-after": "1"
+        })
         : exposition(body))
 )
-

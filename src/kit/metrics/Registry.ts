@@ -30,4 +30,3 @@ export const observe = (
 /** Counters kept by the code that counts (cache, rate limit, Redis, JWT). */
 export const counter = (name: string, description: string, attributes?: Record<string, string>) =>
   Metric.counter(name, { description, attributes, incremental: true })
-

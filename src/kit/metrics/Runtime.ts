@@ -15,8 +15,12 @@ const phases = ["starting", "ready", "draining", "closing", "releasing", "stoppe
 const lifecycleMetrics = Effect.fnUntraced(function*(lifecycle: Lifecycle["Service"]) {
   const phaseNow = () => lifecycle.currentPhase().split(" ")[0]
   for (const phase of phases) {
-    yield* observe("scoped_server_phase", "The lifecycle phase the process is in (1 for the current one).", () =>
-      phaseNow() === phase ? 1 : 0, { attributes: { phase } })
+    yield* observe(
+      "scoped_server_phase",
+      "The lifecycle phase the process is in (1 for the current one).",
+      () => phaseNow() === phase ? 1 : 0,
+      { attributes: { phase } }
+    )
   }
   yield* observe(
     "scoped_server_ready",
@@ -24,24 +28,48 @@ const lifecycleMetrics = Effect.fnUntraced(function*(lifecycle: Lifecycle["Servi
     () => phaseNow() === "ready" && !lifecycle.isStopping() ? 1 : 0
   )
   const totals = lifecycle.totals
-  yield* observe("scoped_server_drain_requests_total", "Requests completed after the drain began.", () =>
-    totals.requestsDuringDrain, { counter: true })
-  yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
-    totals.socketsClosedIdle, { counter: true, attributes: { reason: "idle" } })
-  yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
-    totals.socketsClosedRaced, { counter: true, attributes: { reason: "raced" } })
-  yield* observe("scoped_server_drain_sockets_closed_total", "Keep-alive sockets closed by the drain.", () =>
-    totals.socketsDestroyed, { counter: true, attributes: { reason: "destroyed" } })
+  yield* observe(
+    "scoped_server_drain_requests_total",
+    "Requests completed after the drain began.",
+    () => totals.requestsDuringDrain,
+    { counter: true }
+  )
+  yield* observe(
+    "scoped_server_drain_sockets_closed_total",
+    "Keep-alive sockets closed by the drain.",
+    () => totals.socketsClosedIdle,
+    { counter: true, attributes: { reason: "idle" } }
+  )
+  yield* observe(
+    "scoped_server_drain_sockets_closed_total",
+    "Keep-alive sockets closed by the drain.",
+    () => totals.socketsClosedRaced,
+    { counter: true, attributes: { reason: "raced" } }
+  )
+  yield* observe(
+    "scoped_server_drain_sockets_closed_total",
+    "Keep-alive sockets closed by the drain.",
+    () => totals.socketsDestroyed,
+    { counter: true, attributes: { reason: "destroyed" } }
+  )
   yield* observe(
     "scoped_server_drain_requests_not_run_total",
     "Requests parsed on a closing socket and never run (pipelined or late; the client may retry them).",
     () => totals.requestsNotRun,
     { counter: true }
   )
-  yield* observe("scoped_server_responses_cut_total", "Responses cut at WRITE_TIMEOUT because their client read nothing.", () =>
-    totals.responsesCut, { counter: true })
-  yield* observe("scoped_server_shutdowns_total", "Shutdowns begun (a signal received).", () =>
-    lifecycle.stoppedAt() === undefined ? 0 : 1, { counter: true })
+  yield* observe(
+    "scoped_server_responses_cut_total",
+    "Responses cut at WRITE_TIMEOUT because their client read nothing.",
+    () => totals.responsesCut,
+    { counter: true }
+  )
+  yield* observe(
+    "scoped_server_shutdowns_total",
+    "Shutdowns begun (a signal received).",
+    () => lifecycle.stoppedAt() === undefined ? 0 : 1,
+    { counter: true }
+  )
   yield* observe(
     "scoped_server_shutdown_duration_seconds",
     "Time since the shutdown began (0 while serving).",
@@ -64,10 +92,16 @@ const runtimeMetrics = Effect.gen(function*() {
   )
   // Percentiles over the last scrape interval: reset after each read of the max.
   const nanos = (value: number) => (Number.isFinite(value) ? value / 1e9 : 0)
-  yield* observe("nodejs_eventloop_delay_p50_seconds", "Event-loop delay, median since the last scrape.", () =>
-    nanos(delay.percentile(50)))
-  yield* observe("nodejs_eventloop_delay_p99_seconds", "Event-loop delay, 99th percentile since the last scrape.", () =>
-    nanos(delay.percentile(99)))
+  yield* observe(
+    "nodejs_eventloop_delay_p50_seconds",
+    "Event-loop delay, median since the last scrape.",
+    () => nanos(delay.percentile(50))
+  )
+  yield* observe(
+    "nodejs_eventloop_delay_p99_seconds",
+    "Event-loop delay, 99th percentile since the last scrape.",
+    () => nanos(delay.percentile(99))
+  )
   yield* observe("nodejs_eventloop_delay_max_seconds", "Event-loop delay, maximum since the last scrape.", () => {
     const max = nanos(delay.max)
     delay.reset()
@@ -99,16 +133,29 @@ const runtimeMetrics = Effect.gen(function*() {
 
   yield* observe("v8js_memory_heap_used_bytes", "V8 heap in use.", () => process.memoryUsage().heapUsed)
   yield* observe("v8js_memory_heap_limit_bytes", "V8 heap size.", () => process.memoryUsage().heapTotal)
-  yield* observe("process_memory_usage_bytes", "Resident set size (process.memory.usage).", () =>
-    process.memoryUsage.rss())
-  yield* observe("process_cpu_time_seconds_total", "CPU time (process.cpu.time).", () =>
-    process.cpuUsage().user / 1e6, { counter: true, attributes: { cpu_mode: "user" } })
-  yield* observe("process_cpu_time_seconds_total", "CPU time (process.cpu.time).", () =>
-    process.cpuUsage().system / 1e6, { counter: true, attributes: { cpu_mode: "system" } })
-  yield* observe("process_open_handles", "Handles and requests keeping the event loop alive.", () =>
-    process.getActiveResourcesInfo().length)
+  yield* observe(
+    "process_memory_usage_bytes",
+    "Resident set size (process.memory.usage).",
+    () => process.memoryUsage.rss()
+  )
+  yield* observe(
+    "process_cpu_time_seconds_total",
+    "CPU time (process.cpu.time).",
+    () => process.cpuUsage().user / 1e6,
+    { counter: true, attributes: { cpu_mode: "user" } }
+  )
+  yield* observe(
+    "process_cpu_time_seconds_total",
+    "CPU time (process.cpu.time).",
+    () => process.cpuUsage().system / 1e6,
+    { counter: true, attributes: { cpu_mode: "system" } }
+  )
+  yield* observe(
+    "process_open_handles",
+    "Handles and requests keeping the event loop alive.",
+    () => process.getActiveResourcesInfo().length
+  )
 })
-
 
 /** Registers both for the current scope; a supervisor's worker also answers its collects. */
 export const collect = (lifecycle: Lifecycle["Service"]) =>

@@ -31,7 +31,9 @@ const labelled = (text: string, labels: string): ReadonlyArray<string> =>
  * Several expositions as one: each family's HELP and TYPE once, then every part's samples of it
  * (Prometheus refuses a family split in two, or declared twice). Families keep their first order.
  */
-export const merge = (parts: ReadonlyArray<{ readonly text: string; readonly labels?: Record<string, string> }>): string => {
+export const merge = (
+  parts: ReadonlyArray<{ readonly text: string; readonly labels?: Record<string, string> }>
+): string => {
   const families = new Map<string, { help?: string; type?: string; samples: Array<string> }>()
   const familyOf = (name: string) => {
     let family = families.get(name)
@@ -41,7 +43,11 @@ export const merge = (parts: ReadonlyArray<{ readonly text: string; readonly lab
   for (const part of parts) {
     const labels = Object.entries(part.labels ?? {}).map(([key, value]) => `${key}="${value}"`).join(",")
     let current = familyOf("")
-    for (const line of labels === "" ? part.text.split("\n").filter((line) => line !== "") : labelled(part.text, labels)) {
+    for (
+      const line of labels === ""
+        ? part.text.split("\n").filter((line) => line !== "")
+        : labelled(part.text, labels)
+    ) {
       const meta = /^# (HELP|TYPE) (\S+)/.exec(line)
       if (meta !== null) {
         current = familyOf(meta[2]!)
@@ -63,7 +69,10 @@ export const merge = (parts: ReadonlyArray<{ readonly text: string; readonly lab
 
 /** Over an IPC channel that may already be gone (the other side exited): then nothing is sent. */
 const send = (
-  target: { readonly connected?: boolean; readonly send?: (message: MetricsMessage, handle: undefined, options: object, callback: () => void) => unknown },
+  target: {
+    readonly connected?: boolean
+    readonly send?: (message: MetricsMessage, handle: undefined, options: object, callback: () => void) => unknown
+  },
   message: MetricsMessage
 ) => {
   if (target.connected === true && target.send !== undefined) target.send(message, undefined, {}, () => {})

@@ -66,7 +66,10 @@ export interface UpgradeRequest {
 
 export class Host extends Context.Service<Host, {
   /** Starts a worker of `generation` on the held sockets, with `env` added to ours. */
-  readonly spawn: (generation: number, env: Readonly<Record<string, string>>) => Effect.Effect<WorkerProcess, WorkerError>
+  readonly spawn: (
+    generation: number,
+    env: Readonly<Record<string, string>>
+  ) => Effect.Effect<WorkerProcess, WorkerError>
   /** Waits for the next upgrade request. */
   readonly upgrades: Effect.Effect<UpgradeRequest>
   /**
@@ -78,12 +81,13 @@ export class Host extends Context.Service<Host, {
   readonly notify: (...assignments: ReadonlyArray<string>) => Effect.Effect<void>
 }>()("scoped-server/supervisor/Host") {
   /** The real OS, settings from the environment. */
-  static readonly layerConfig: Layer.Layer<Host, Config.ConfigError | Listener.ListenError, Lifecycle.Lifecycle> = Layer.effect(
-    Host,
-    Effect.gen(function*() {
-      return yield* make(yield* ListenerConfig)
-    })
-  )
+  static readonly layerConfig: Layer.Layer<Host, Config.ConfigError | Listener.ListenError, Lifecycle.Lifecycle> = Layer
+    .effect(
+      Host,
+      Effect.gen(function*() {
+        return yield* make(yield* ListenerConfig)
+      })
+    )
 }
 
 /** Node's TCP handle, bound (or adopted) here without a net.Server around it. */
@@ -154,13 +158,32 @@ const hold = (name: "main" | "admin", listener: Listener.Bindable) =>
   })
 
 /** Environment a worker must not inherit: it is not the supervisor, systemd's fds are not its, and it listens on the fds it is given (PORT beside LISTEN_FD is refused). */
-const supervisorOnly = ["WORKERS", "PORT", "ADMIN_PORT", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "LISTEN_FD", "ADMIN_LISTEN_FD", "NOTIFY_SOCKET", "PID_FILE"]
+const supervisorOnly = [
+  "WORKERS",
+  "PORT",
+  "ADMIN_PORT",
+  "LISTEN_FDS",
+  "LISTEN_PID",
+  "LISTEN_FDNAMES",
+  "LISTEN_FD",
+  "ADMIN_LISTEN_FD",
+  "NOTIFY_SOCKET",
+  "PID_FILE"
+]
 
 const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
   const sources = Listener.listeners(settings, process.pid)
-  const main = yield* Lifecycle.acquireRelease("listener main", hold("main", sources.main), (held) => Effect.sync(held.close))
+  const main = yield* Lifecycle.acquireRelease(
+    "listener main",
+    hold("main", sources.main),
+    (held) => Effect.sync(held.close)
+  )
   const admin = Option.isSome(sources.admin)
-    ? yield* Lifecycle.acquireRelease("listener admin", hold("admin", sources.admin.value), (held) => Effect.sync(held.close))
+    ? yield* Lifecycle.acquireRelease(
+      "listener admin",
+      hold("admin", sources.admin.value),
+      (held) => Effect.sync(held.close)
+    )
     : undefined
   if (Option.isSome(settings.pidFile)) {
     const file = settings.pidFile.value
@@ -236,7 +259,10 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         return yield* new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${String(cause)}` })
       }
       child.on("error", (error) => {
-        Deferred.doneUnsafe(ready, Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` })))
+        Deferred.doneUnsafe(
+          ready,
+          Effect.fail(new WorkerError({ reason: "SpawnFailed", message: `cannot start a worker: ${error.message}` }))
+        )
       })
       const target = handoff.target(child)
       gatherer.add(child, generation)
@@ -251,7 +277,12 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         const exit: WorkerExit = { code, signal }
         Deferred.doneUnsafe(
           ready,
-          Effect.fail(new WorkerError({ reason: "ExitedBeforeReady", message: `worker exited before it was ready (${describeExit(exit)})` }))
+          Effect.fail(
+            new WorkerError({
+              reason: "ExitedBeforeReady",
+              message: `worker exited before it was ready (${describeExit(exit)})`
+            })
+          )
         )
         handoff.remove(target)
         handoff.release(target)
@@ -379,8 +410,15 @@ const makeHandoff = (main: Held) => {
         inTransit: [],
         load: () => target.counters.open + target.handed - target.counters.received,
         report: (counters) => {
-          for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) target.inTransit.shift()?.client.close()
-          target.counters = { open: counters.open, received: counters.received, requests: counters.requests, inFlight: counters.inFlight }
+          for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) {
+            target.inTransit.shift()?.client.close()
+          }
+          target.counters = {
+            open: counters.open,
+            received: counters.received,
+            requests: counters.requests,
+            inFlight: counters.inFlight
+          }
         }
       }
       return target

@@ -33,7 +33,8 @@ interface FakeListenHandle {
  * Its `close` is the drain's "stop accepting": the supervisor is told to hand over no more.
  */
 const makeHandoff = (address: Record<string, unknown>) => {
-  const TCP = (process as unknown as { binding: (name: string) => { TCP: { prototype: object } } }).binding("tcp_wrap").TCP
+  const TCP =
+    (process as unknown as { binding: (name: string) => { TCP: { prototype: object } } }).binding("tcp_wrap").TCP
   let listening = false
   const early: Array<ClientHandle> = []
   const handle: FakeListenHandle & Record<string, unknown> = Object.assign(Object.create(TCP.prototype) as object, {
@@ -100,9 +101,10 @@ const makeHandoff = (address: Record<string, unknown>) => {
 }
 
 /** Set when the supervisor accepts on the main socket and hands this worker its connections. */
-export const handoff: ReturnType<typeof makeHandoff> | undefined = identity !== undefined && process.env[mainAddressEnv] !== undefined
-  ? makeHandoff(JSON.parse(process.env[mainAddressEnv]!) as Record<string, unknown>)
-  : undefined
+export const handoff: ReturnType<typeof makeHandoff> | undefined =
+  identity !== undefined && process.env[mainAddressEnv] !== undefined
+    ? makeHandoff(JSON.parse(process.env[mainAddressEnv]!) as Record<string, unknown>)
+    : undefined
 
 /**
  * The OS as a worker sees it: SIGTERM, SIGINT, SIGQUIT and crashes as before, plus the supervisor's `drain` and the

@@ -16,7 +16,10 @@ const cli = (server: Server["Service"], ...args: ReadonlyArray<string>) =>
   Effect.sync(() => execFileSync("redis-cli", ["-p", String(server.port), ...args], { encoding: "utf8" }).trim())
 
 /** The app on its own fresh database, with Redis at `server`, for the length of `f`. */
-const withApp = <A>(env: Record<string, string>, f: (app: App["Service"], token: string) => Effect.Effect<A, unknown>) =>
+const withApp = <A>(
+  env: Record<string, string>,
+  f: (app: App["Service"], token: string) => Effect.Effect<A, unknown>
+) =>
   Effect.scoped(Effect.gen(function*() {
     const app = Context.get(yield* Layer.build(App.layer({ CACHE_TTL: "1 minute", RATE_LIMIT: "10000", ...env })), App)
     const token = yield* Effect.promise(() => mint({ subject: "cache-tester" }))
@@ -83,7 +86,9 @@ describe("items list cache with a misbehaving Redis", () => {
             const [firstMs, first] = yield* timed(names(app, token))
             const rest = yield* Effect.forEach(Array.from({ length: 10 }), () => timed(names(app, token)))
             yield* server.signal("SIGCONT")
-            console.log(`hung redis: first list ${firstMs.toFixed(0)} ms, then ${rest.map(([ms]) => ms.toFixed(0)).join(", ")} ms`)
+            console.log(
+              `hung redis: first list ${firstMs.toFixed(0)} ms, then ${rest.map(([ms]) => ms.toFixed(0)).join(", ")} ms`
+            )
             assert.strictEqual(first.status, 200)
             assert.deepStrictEqual(first.names, ["kept"])
             assert.isBelow(firstMs, 900)

@@ -3,12 +3,12 @@
  * routes answering and applies the rate-limit policy; the database down is 503, not 500. And the
  * token `npm run token` mints is one the server accepts.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Effect, Exit, Redacted, Scope } from "effect"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { mint } from "../../support/app.ts"
 import { json, request } from "../../support/http.ts"
 import { privatePostgres } from "../../support/postgres.ts"
@@ -39,7 +39,12 @@ const auth = async (subject: string) => ({ authorization: `Bearer ${await mint({
 
 describe("items API when Redis fails", () => {
   it("cached pages still answer and the limiter fails open; after a restart both use Redis again", async () => {
-    const server = await start({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT: "300ms", REDIS_HEALTH_TIMEOUT: "300ms", RATE_LIMIT: "1000" })
+    const server = await start({
+      REDIS_URL: redis.url,
+      REDIS_COMMAND_TIMEOUT: "300ms",
+      REDIS_HEALTH_TIMEOUT: "300ms",
+      RATE_LIMIT: "1000"
+    })
     const headers = await auth("reader")
     const created = await request(server.port, "/api/v1/items", {
       method: "POST",
@@ -60,7 +65,11 @@ describe("items API when Redis fails", () => {
     expect(readyz.status).toBe(200)
     expect(json(readyz).checks.redis.status).toBe("degraded")
     await Effect.runPromise(redis.restart)
-    for (let attempt = 0; attempt < 50 && json(await request(server.port, "/readyz")).checks.redis.status !== "ok"; attempt++) {
+    for (
+      let attempt = 0;
+      attempt < 50 && json(await request(server.port, "/readyz")).checks.redis.status !== "ok";
+      attempt++
+    ) {
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
     // The store's breaker lets commands through again after its cool-down and a good PING; until
@@ -75,7 +84,11 @@ describe("items API when Redis fails", () => {
   })
 
   it("Redis hung (SIGSTOP): the first list pays one command timeout, the next ones none; SIGCONT: Redis is used again", async () => {
-    const server = await start({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT: "400ms", REDIS_BREAKER_COOLDOWN: "300ms" })
+    const server = await start({
+      REDIS_URL: redis.url,
+      REDIS_COMMAND_TIMEOUT: "400ms",
+      REDIS_BREAKER_COOLDOWN: "300ms"
+    })
     const headers = await auth("hung-reader")
     expect((await request(server.port, "/api/v1/items", { headers })).status).toBe(200)
     await Effect.runPromise(redis.signal("SIGSTOP"))
@@ -97,7 +110,11 @@ describe("items API when Redis fails", () => {
   })
 
   it("with RATE_LIMIT_ON_STORE_ERROR=closed the API answers 503 while Redis is down", async () => {
-    const server = await start({ REDIS_URL: redis.url, REDIS_COMMAND_TIMEOUT: "300ms", RATE_LIMIT_ON_STORE_ERROR: "closed" })
+    const server = await start({
+      REDIS_URL: redis.url,
+      REDIS_COMMAND_TIMEOUT: "300ms",
+      RATE_LIMIT_ON_STORE_ERROR: "closed"
+    })
     const headers = await auth("strict")
     expect((await request(server.port, "/api/v1/items", { headers })).status).toBe(200)
     await Effect.runPromise(redis.kill)
@@ -143,8 +160,14 @@ describe("npm run token", () => {
     try {
       const secretFile = Path.join(dir, "jwt-secret")
       const server = await start({ JWT_SECRET: undefined, JWT_DEV_SECRET_FILE: secretFile })
-      expect(server.lines.some((line) => line.message === "JWT_SECRET is not set: using the development secret")).toBe(true)
-      const token = execFileSync(process.execPath, [Path.resolve(import.meta.dirname, "../../../scripts/token.mjs"), "--sub", "alice"], {
+      expect(server.lines.some((line) => line.message === "JWT_SECRET is not set: using the development secret")).toBe(
+        true
+      )
+      const token = execFileSync(process.execPath, [
+        Path.resolve(import.meta.dirname, "../../../scripts/token.mjs"),
+        "--sub",
+        "alice"
+      ], {
         env: { ...process.env, JWT_DEV_SECRET_FILE: secretFile },
         encoding: "utf8"
       }).trim()

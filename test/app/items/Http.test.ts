@@ -14,7 +14,12 @@ const call = (path: string, init?: Parameters<App["Service"]["fetch"]>[1]) =>
     return yield* Effect.promise(() => app.fetch(path, init))
   })
 const create = (token: string, body: unknown) =>
-  call("/api/v1/items", { method: "POST", token, headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+  call("/api/v1/items", {
+    method: "POST",
+    token,
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body)
+  })
 
 describe("items API", () => {
   layer(App.layer(), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
@@ -59,7 +64,10 @@ describe("items API", () => {
         const token = yield* Effect.promise(() => mint())
         const name = "Robert'); DROP TABLE items;--"
         const item = yield* json(yield* create(token, { name, description: "' OR 1=1 --" }))
-        assert.deepInclude(yield* json(yield* call(`/api/v1/items/${item.id}`, { token })), { name, description: "' OR 1=1 --" })
+        assert.deepInclude(yield* json(yield* call(`/api/v1/items/${item.id}`, { token })), {
+          name,
+          description: "' OR 1=1 --"
+        })
       }))
   })
 
@@ -101,111 +109,120 @@ describe("items API", () => {
         assert.deepStrictEqual(yield* json(yield* call("/api/v1/items", { token })), before)
         yield* create(token, { name: "second" })
         const after = yield* json(yield* call("/api/v1/items", { token }))
-        assert.deepStrictEqual(after.items.map((item: { name: string }) => item.name), ["first", "sneaked in", "second"])
+        assert.deepStrictEqual(after.items.map((item: { name: string }) => item.name), [
+          "first",
+          "sneaked in",
+          "second"
+        ])
       }))
   })
 })
 
 describe("bad input: a problem that says what was wrong, nothing stored", () => {
-  layer(App.layer({ RATE_LIMIT: "3", MAX_BODY_SIZE: "64KiB" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
-    const expectError = (response: Response, status: number, message?: RegExp) =>
-      Effect.gen(function*() {
-        assert.strictEqual(response.status, status)
-        assert.strictEqual(response.headers.get("content-type"), "application/problem+json")
-        const body = yield* json(response)
-        assert.strictEqual(body.status, status)
-        assert.isString(body.title)
-        assert.strictEqual(body.requestId, response.headers.get("x-request-id"))
-        if (message !== undefined) assert.match(body.detail ?? body.message, message)
-        assert.notInclude(JSON.stringify(body), "    at ")
-        return body
-      })
+  layer(App.layer({ RATE_LIMIT: "3", MAX_BODY_SIZE: "64KiB" }), { excludeTestServices: true, timeout: "60 seconds" })(
+    (it) => {
+      const expectError = (response: Response, status: number, message?: RegExp) =>
+        Effect.gen(function*() {
+          assert.strictEqual(response.status, status)
+          assert.strictEqual(response.headers.get("content-type"), "application/problem+json")
+          const body = yield* json(response)
+          assert.strictEqual(body.status, status)
+          assert.isString(body.title)
+          assert.strictEqual(body.requestId, response.headers.get("x-request-id"))
+          if (message !== undefined) assert.match(body.detail ?? body.message, message)
+          assert.notInclude(JSON.stringify(body), "    at ")
+          return body
+        })
 
-    it.effect("each kind of bad request gets its status", () =>
-      Effect.gen(function*() {
-        const app = yield* App
-        const token = yield* Effect.promise(() => mint({ subject: "bad-input" }))
-        const post = (body: string, contentType = "application/json") =>
-          call("/api/v1/items", { method: "POST", token, headers: { "content-type": contentType }, body })
+      it.effect("each kind of bad request gets its status", () =>
+        Effect.gen(function*() {
+          const app = yield* App
+          const token = yield* Effect.promise(() => mint({ subject: "bad-input" }))
+          const post = (body: string, contentType = "application/json") =>
+            call("/api/v1/items", { method: "POST", token, headers: { "content-type": contentType }, body })
 
-        yield* expectError(yield* post("{\"name\":"), 400, /payload/)
-        const violation = yield* expectError(yield* post(JSON.stringify({ name: "" })), 400, /payload\.name/)
-        assert.deepStrictEqual(violation.issues[0].path, ["payload", "name"])
-        // A fresh token per rate-limit budget; this subject has had its three.
-        const token2 = yield* Effect.promise(() => mint({ subject: "bad-input-2" }))
-        const post2 = (body: string | Uint8Array, contentType = "application/json") =>
-          call("/api/v1/items", { method: "POST", token: token2, headers: { "content-type": contentType }, body })
-        yield* expectError(yield* post2(new Uint8Array(200 * 1024).fill(97)), 413, /larger than 65536 bytes/)
-        yield* expectError(yield* post2("name=x", "text/plain"), 415, /content-type/)
-        const token3 = yield* Effect.promise(() => mint({ subject: "bad-input-3" }))
-        yield* expectError(yield* call("/api/v1/items?page=-1", { token: token3 }), 400, /query\.page/)
-        yield* expectError(yield* call("/api/v1/items?perPage=1000", { token: token3 }), 400, /query\.perPage/)
-        yield* expectError(yield* call("/api/v1/items/abc", { token: token3 }), 400, /params\.id/)
-        yield* expectError(yield* call("/api/v1/nothing-here"), 404, /no route/)
-        const wrongMethod = yield* expectError(yield* call("/api/v1/items", { method: "PUT" }), 405)
-        assert.strictEqual(wrongMethod.title, "Method Not Allowed")
-        const rows = yield* sqlOn(app.databaseUrl, "SELECT count(*)::int AS n FROM items")
-        assert.strictEqual(rows[0]!.n, 0)
-      }))
+          yield* expectError(yield* post("{\"name\":"), 400, /payload/)
+          const violation = yield* expectError(yield* post(JSON.stringify({ name: "" })), 400, /payload\.name/)
+          assert.deepStrictEqual(violation.issues[0].path, ["payload", "name"])
+          // A fresh token per rate-limit budget; this subject has had its three.
+          const token2 = yield* Effect.promise(() => mint({ subject: "bad-input-2" }))
+          const post2 = (body: string | Uint8Array, contentType = "application/json") =>
+            call("/api/v1/items", { method: "POST", token: token2, headers: { "content-type": contentType }, body })
+          yield* expectError(yield* post2(new Uint8Array(200 * 1024).fill(97)), 413, /larger than 65536 bytes/)
+          yield* expectError(yield* post2("name=x", "text/plain"), 415, /content-type/)
+          const token3 = yield* Effect.promise(() => mint({ subject: "bad-input-3" }))
+          yield* expectError(yield* call("/api/v1/items?page=-1", { token: token3 }), 400, /query\.page/)
+          yield* expectError(yield* call("/api/v1/items?perPage=1000", { token: token3 }), 400, /query\.perPage/)
+          yield* expectError(yield* call("/api/v1/items/abc", { token: token3 }), 400, /params\.id/)
+          yield* expectError(yield* call("/api/v1/nothing-here"), 404, /no route/)
+          const wrongMethod = yield* expectError(yield* call("/api/v1/items", { method: "PUT" }), 405)
+          assert.strictEqual(wrongMethod.title, "Method Not Allowed")
+          const rows = yield* sqlOn(app.databaseUrl, "SELECT count(*)::int AS n FROM items")
+          assert.strictEqual(rows[0]!.n, 0)
+        }))
 
-    it.effect("missing, malformed, expired and forged tokens get 401 with WWW-Authenticate", () =>
-      Effect.gen(function*() {
-        const expired = yield* Effect.promise(() => mint({ expiresIn: Math.floor(Date.now() / 1000) - 60 }))
-        const forged = yield* Effect.promise(() => mint({ secret: "not-the-server-secret-0123456789abcdef" }))
-        const anonymous = yield* Effect.promise(() => mint({ subject: "" }))
-        const cases: Array<[string | undefined, RegExp]> = [
-          [undefined, /a bearer token is required/],
-          ["not-a-jwt", /malformed/],
-          [expired, /expired/],
-          [forged, /signature/],
-          [anonymous, /no sub claim/]
-        ]
-        for (const [token, message] of cases) {
-          const response = yield* call("/api/v1/items", token === undefined ? {} : { token })
-          yield* expectError(response, 401, message)
-          assert.match(response.headers.get("www-authenticate") ?? "", /^Bearer realm="api"/)
-        }
-        // Public: health and docs.
-        assert.strictEqual((yield* call("/livez")).status, 200)
-        assert.strictEqual((yield* call("/openapi.json")).status, 200)
-      }))
+      it.effect("missing, malformed, expired and forged tokens get 401 with WWW-Authenticate", () =>
+        Effect.gen(function*() {
+          const expired = yield* Effect.promise(() => mint({ expiresIn: Math.floor(Date.now() / 1000) - 60 }))
+          const forged = yield* Effect.promise(() => mint({ secret: "not-the-server-secret-0123456789abcdef" }))
+          const anonymous = yield* Effect.promise(() => mint({ subject: "" }))
+          const cases: Array<[string | undefined, RegExp]> = [
+            [undefined, /a bearer token is required/],
+            ["not-a-jwt", /malformed/],
+            [expired, /expired/],
+            [forged, /signature/],
+            [anonymous, /no sub claim/]
+          ]
+          for (const [token, message] of cases) {
+            const response = yield* call("/api/v1/items", token === undefined ? {} : { token })
+            yield* expectError(response, 401, message)
+            assert.match(response.headers.get("www-authenticate") ?? "", /^Bearer realm="api"/)
+          }
+          // Public: health and docs.
+          assert.strictEqual((yield* call("/livez")).status, 200)
+          assert.strictEqual((yield* call("/openapi.json")).status, 200)
+        }))
 
-    it.effect("over the rate: 429 with Retry-After; under it, RateLimit-* headers", () =>
-      Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint({ subject: "eager" }))
-        const responses = []
-        for (let i = 0; i < 4; i++) responses.push(yield* call("/api/v1/items", { token }))
-        assert.deepStrictEqual(responses.map((r) => r.status), [200, 200, 200, 429])
-        assert.strictEqual(responses[0]!.headers.get("ratelimit-limit"), "3")
-        assert.strictEqual(responses[0]!.headers.get("ratelimit-remaining"), "2")
-        const limited = responses[3]!
-        assert.isAtLeast(Number(limited.headers.get("retry-after")), 1)
-        yield* expectError(limited, 429, /too many requests/)
-        // Another subject has its own budget.
-        const other = yield* Effect.promise(() => mint({ subject: "patient" }))
-        assert.strictEqual((yield* call("/api/v1/items", { token: other })).status, 200)
-      }))
+      it.effect("over the rate: 429 with Retry-After; under it, RateLimit-* headers", () =>
+        Effect.gen(function*() {
+          const token = yield* Effect.promise(() => mint({ subject: "eager" }))
+          const responses = []
+          for (let i = 0; i < 4; i++) responses.push(yield* call("/api/v1/items", { token }))
+          assert.deepStrictEqual(responses.map((r) => r.status), [200, 200, 200, 429])
+          assert.strictEqual(responses[0]!.headers.get("ratelimit-limit"), "3")
+          assert.strictEqual(responses[0]!.headers.get("ratelimit-remaining"), "2")
+          const limited = responses[3]!
+          assert.isAtLeast(Number(limited.headers.get("retry-after")), 1)
+          yield* expectError(limited, 429, /too many requests/)
+          // Another subject has its own budget.
+          const other = yield* Effect.promise(() => mint({ subject: "patient" }))
+          assert.strictEqual((yield* call("/api/v1/items", { token: other })).status, 200)
+        }))
 
-    const generatedId = /^[A-Za-z0-9_-]{12}-[0-9a-z]+$/
-    it.effect("every response carries a request id (echoed when valid) and the security headers for what it is", () =>
-      Effect.gen(function*() {
-        const echoed = yield* call("/livez", { headers: { "x-request-id": "req-42" } })
-        assert.strictEqual(echoed.headers.get("x-request-id"), "req-42")
-        const generated = yield* call("/livez", { headers: { "x-request-id": "bad id with spaces" } })
-        assert.match(generated.headers.get("x-request-id") ?? "", generatedId)
-        const next = yield* call("/livez")
-        assert.match(next.headers.get("x-request-id") ?? "", generatedId)
-        assert.notStrictEqual(next.headers.get("x-request-id"), generated.headers.get("x-request-id"))
-        assert.strictEqual(generated.headers.get("x-content-type-options"), "nosniff")
-        assert.strictEqual(generated.headers.get("content-security-policy"), "default-src 'none'; frame-ancestors 'none'")
-        assert.strictEqual(generated.headers.get("cross-origin-resource-policy"), "same-origin")
-        const docs = yield* call("/docs")
-        assert.strictEqual(docs.headers.get("x-frame-options"), "DENY")
-        assert.strictEqual(docs.headers.get("referrer-policy"), "no-referrer")
-        assert.strictEqual(docs.headers.get("cross-origin-opener-policy"), "same-origin")
-        assert.match(docs.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/)
-        const notFound = yield* call("/nope")
-        assert.match(notFound.headers.get("x-request-id") ?? "", generatedId)
-      }))
-  })
+      const generatedId = /^[A-Za-z0-9_-]{12}-[0-9a-z]+$/
+      it.effect("every response carries a request id (echoed when valid) and the security headers for what it is", () =>
+        Effect.gen(function*() {
+          const echoed = yield* call("/livez", { headers: { "x-request-id": "req-42" } })
+          assert.strictEqual(echoed.headers.get("x-request-id"), "req-42")
+          const generated = yield* call("/livez", { headers: { "x-request-id": "bad id with spaces" } })
+          assert.match(generated.headers.get("x-request-id") ?? "", generatedId)
+          const next = yield* call("/livez")
+          assert.match(next.headers.get("x-request-id") ?? "", generatedId)
+          assert.notStrictEqual(next.headers.get("x-request-id"), generated.headers.get("x-request-id"))
+          assert.strictEqual(generated.headers.get("x-content-type-options"), "nosniff")
+          assert.strictEqual(
+            generated.headers.get("content-security-policy"),
+            "default-src 'none'; frame-ancestors 'none'"
+          )
+          assert.strictEqual(generated.headers.get("cross-origin-resource-policy"), "same-origin")
+          const docs = yield* call("/docs")
+          assert.strictEqual(docs.headers.get("x-frame-options"), "DENY")
+          assert.strictEqual(docs.headers.get("referrer-policy"), "no-referrer")
+          assert.strictEqual(docs.headers.get("cross-origin-opener-policy"), "same-origin")
+          assert.match(docs.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/)
+          const notFound = yield* call("/nope")
+          assert.match(notFound.headers.get("x-request-id") ?? "", generatedId)
+        }))
+    }
+  )
 })

@@ -14,7 +14,10 @@ const request = (path: string, init: Parameters<App["Service"]["fetch"]>[1]) =>
     return { status: response.status, text, contentType: response.headers.get("content-type") ?? "" }
   })
 
-const assertAnswered = (answer: { status: number; text: string; contentType: string }, allowed: ReadonlyArray<number>) => {
+const assertAnswered = (
+  answer: { status: number; text: string; contentType: string },
+  allowed: ReadonlyArray<number>
+) => {
   assert.include(allowed, answer.status, answer.text)
   if (answer.status !== 204) {
     // An answer is JSON; an error is a problem (RFC 9457).
@@ -28,28 +31,40 @@ describe("items API under arbitrary input", () => {
   layer(App.layer({ RATE_LIMIT: "1000000" }), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
     const token = mint({ subject: "fuzzer" })
 
-    it.effect.prop("any JSON body to POST /items is created (201) or refused (400)", [Schema.Json], ([body]) =>
-      Effect.gen(function*() {
-        const answer = yield* request("/api/v1/items", {
-          method: "POST",
-          token: yield* Effect.promise(() => token),
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(body)
-        })
-        assertAnswered(answer, [201, 400])
-      }), { timeout: 60_000 })
+    it.effect.prop(
+      "any JSON body to POST /items is created (201) or refused (400)",
+      [Schema.Json],
+      ([body]) =>
+        Effect.gen(function*() {
+          const answer = yield* request("/api/v1/items", {
+            method: "POST",
+            token: yield* Effect.promise(() => token),
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify(body)
+          })
+          assertAnswered(answer, [201, 400])
+        }),
+      { timeout: 60_000 }
+    )
 
-    it.effect.prop("any page and perPage give a page (200) or a 400", [Schema.String, Schema.String], ([page, perPage]) =>
-      Effect.gen(function*() {
-        const query = new URLSearchParams({ page, perPage }).toString()
-        const answer = yield* request(`/api/v1/items?${query}`, { token: yield* Effect.promise(() => token) })
-        assertAnswered(answer, [200, 400])
-      }), { timeout: 60_000 })
+    it.effect.prop(
+      "any page and perPage give a page (200) or a 400",
+      [Schema.String, Schema.String],
+      ([page, perPage]) =>
+        Effect.gen(function*() {
+          const query = new URLSearchParams({ page, perPage }).toString()
+          const answer = yield* request(`/api/v1/items?${query}`, { token: yield* Effect.promise(() => token) })
+          assertAnswered(answer, [200, 400])
+        }),
+      { timeout: 60_000 }
+    )
 
     it.effect.prop("any id segment gives an item, a 404 or a 400", [Schema.String], ([id]) =>
       Effect.gen(function*() {
         // An empty segment is the list itself.
-        const answer = yield* request(`/api/v1/items/${encodeURIComponent(id.toWellFormed())}`, { token: yield* Effect.promise(() => token) })
+        const answer = yield* request(`/api/v1/items/${encodeURIComponent(id.toWellFormed())}`, {
+          token: yield* Effect.promise(() => token)
+        })
         assertAnswered(answer, [200, 400, 404])
       }), { timeout: 60_000 })
 

@@ -17,7 +17,10 @@ describe("client address behind TRUSTED_PROXIES", () => {
   it("is the right-most forwarded address that is not a trusted proxy", () => {
     assert.strictEqual(ClientAddress.clientAddress("10.0.0.1", "198.51.100.7", proxies), "198.51.100.7")
     // The left-most entry is the client's own word: a spoofed hop before the real one is ignored.
-    assert.strictEqual(ClientAddress.clientAddress("10.0.0.1", "6.6.6.6, 198.51.100.7, 10.0.0.2", proxies), "198.51.100.7")
+    assert.strictEqual(
+      ClientAddress.clientAddress("10.0.0.1", "6.6.6.6, 198.51.100.7, 10.0.0.2", proxies),
+      "198.51.100.7"
+    )
   })
 
   it("is the trusted peer itself when nothing was forwarded", () => {
@@ -32,7 +35,10 @@ describe("client address behind TRUSTED_PROXIES", () => {
     assert.strictEqual(ClientAddress.clientAddress("11.0.0.1", "198.51.100.7", cidrs), "11.0.0.1")
     assert.strictEqual(ClientAddress.clientAddress("fe00::1", "198.51.100.7", cidrs), "fe00::1")
     // A chain of trusted hops is walked through to the first untrusted one.
-    assert.strictEqual(ClientAddress.clientAddress("10.0.0.9", "198.51.100.7, fd00::5, 10.9.9.9", cidrs), "198.51.100.7")
+    assert.strictEqual(
+      ClientAddress.clientAddress("10.0.0.9", "198.51.100.7, fd00::5, 10.9.9.9", cidrs),
+      "198.51.100.7"
+    )
   })
 
   it("strips ports from hops and stops at garbage rather than keying by it", () => {

@@ -2,9 +2,9 @@
  * The kit's `Expect: 100-continue` hook on a bare Node server over raw sockets: the size check and
  * an app's own check refuse from the head; otherwise 100 goes out only when the handler reads.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Http from "node:http"
 import * as Net from "node:net"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Continue from "../../../src/kit/http/Continue.ts"
 import { errorResponse } from "../../../src/kit/http/Problem.ts"
 
@@ -63,7 +63,9 @@ const exchange = (head: string, body?: string, settleMs = 300) =>
   })
 
 const head = (path: string, length: number, extra: Array<string> = []) =>
-  [`POST ${path} HTTP/1.1`, "Host: x", `Content-Length: ${length}`, "Expect: 100-continue", ...extra, "", ""].join("\r\n")
+  [`POST ${path} HTTP/1.1`, "Host: x", `Content-Length: ${length}`, "Expect: 100-continue", ...extra, "", ""].join(
+    "\r\n"
+  )
 
 /** Status line, lower-cased headers and the JSON body of one raw answer. */
 const parse = (text: string) => {
@@ -104,7 +106,11 @@ describe("refusals from the head", () => {
   it("a declared Content-Length over the bound without Expect is 413 at once, the handler never runs", async () => {
     const before = bodiesRead
     const startedAt = performance.now()
-    const text = await exchange(["POST / HTTP/1.1", "Host: x", "Content-Length: 99999999999", "", ""].join("\r\n"), undefined, 100)
+    const text = await exchange(
+      ["POST / HTTP/1.1", "Host: x", "Content-Length: 99999999999", "", ""].join("\r\n"),
+      undefined,
+      100
+    )
     expect(performance.now() - startedAt).toBeLessThan(900)
     expectRefusal(text, 413, /larger than 100 bytes/)
     expect(bodiesRead).toBe(before)
@@ -112,7 +118,9 @@ describe("refusals from the head", () => {
 
   it("an Expect other than 100-continue is a 417 problem, the handler never runs", async () => {
     const before = bodiesRead
-    const text = await exchange(["POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Expect: teapot", "", "hello"].join("\r\n"))
+    const text = await exchange(
+      ["POST / HTTP/1.1", "Host: x", "Content-Length: 5", "Expect: teapot", "", "hello"].join("\r\n")
+    )
     expectRefusal(text, 417, /100-continue/)
     expect(bodiesRead).toBe(before)
   })

@@ -2,12 +2,12 @@
  * The drain under hostile and unlucky clients, at process level with raw sockets: pipelined
  * requests, half-sent heads, think time near the quiet window, clients that never read.
  */
-import { afterEach, describe, expect, inject, it } from "vitest"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
+import { afterEach, describe, expect, inject, it } from "vitest"
 import { phases, type ServerProcess, spawnServer } from "../../support/process.ts"
 
 const running = new Set<ServerProcess>()
@@ -60,11 +60,13 @@ const responses = (text: string) => {
 }
 
 const rowsNamed = (marker: string) =>
-  Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const sql = yield* PgClient.make({ url: Redacted.make(inject("databaseUrl")), maxConnections: 1 })
-    const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM items WHERE name = ${marker}`
-    return rows[0]!.n
-  })).pipe(Effect.provide(Reactivity.layer)))
+  Effect.runPromise(
+    Effect.scoped(Effect.gen(function*() {
+      const sql = yield* PgClient.make({ url: Redacted.make(inject("databaseUrl")), maxConnections: 1 })
+      const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM items WHERE name = ${marker}`
+      return rows[0]!.n
+    })).pipe(Effect.provide(Reactivity.layer))
+  )
 
 describe("pipelined requests across SIGTERM", () => {
   it("runs and answers a POST pipelined behind a slow GET; only the last answer says Connection: close", async () => {
@@ -102,7 +104,10 @@ describe("pipelined requests across SIGTERM", () => {
     const [{ text, error }, exit] = await Promise.all([received, server.exited])
     const answers = responses(text)
     expect(error).toBeUndefined()
-    expect(answers.map((answer) => [answer.status, answer.headers.connection])).toEqual([[200, "keep-alive"], [200, "close"]])
+    expect(answers.map((answer) => [answer.status, answer.headers.connection])).toEqual([[200, "keep-alive"], [
+      200,
+      "close"
+    ]])
     expect(await rowsNamed(marker)).toBe(2)
     expect(exit.code).toBe(0)
   })
@@ -133,8 +138,11 @@ describe("pipelined requests across SIGTERM", () => {
     await sleep(100)
     server.signal("SIGTERM")
     // Sent as the answer (with Connection: close) arrives: the server has ended its side already.
-    socket.once("data", () =>
-      socket.write(`POST /debug/transaction?marker=${marker}&ms=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`))
+    socket.once(
+      "data",
+      () =>
+        socket.write(`POST /debug/transaction?marker=${marker}&ms=0 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`)
+    )
     const [{ text, error }, exit] = await Promise.all([received, server.exited])
     expect(error).toBeUndefined()
     expect(responses(text).map((answer) => [answer.status, answer.headers.connection])).toEqual([[200, "close"]])
@@ -191,10 +199,13 @@ describe("half-sent heads and think time near the quiet window", () => {
         const onData = (chunk: Buffer) => {
           text += chunk.toString("latin1")
           const answer = responses(text)
-          if (answer.length === 1 && text.length >= text.indexOf("\r\n\r\n") + 4 + answer[0]!.body.length) done("answered")
+          if (answer.length === 1 && text.length >= text.indexOf("\r\n\r\n") + 4 + answer[0]!.body.length) {
+            done("answered")
+          }
         }
         const onEnd = () => done(text.length === 0 ? "closed" : "partial")
-        const onError = (error: NodeJS.ErrnoException) => done(error.code === "ECONNRESET" || error.code === "EPIPE" ? "reset" : "partial")
+        const onError = (error: NodeJS.ErrnoException) =>
+          done(error.code === "ECONNRESET" || error.code === "EPIPE" ? "reset" : "partial")
         const done = (result: "answered" | "closed" | "reset" | "partial") => {
           socket.off("data", onData).off("end", onEnd).off("error", onError)
           resolve(result)

@@ -13,7 +13,10 @@ const call = (path: string, init?: RequestInit) =>
   })
 
 describe("Middleware", () => {
-  layer(App.layer({ DEBUG_ROUTES: "true", CORS_ORIGINS: "https://app.example.com" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(App.layer({ DEBUG_ROUTES: "true", CORS_ORIGINS: "https://app.example.com" }), {
+    excludeTestServices: true,
+    timeout: "60 seconds"
+  })((it) => {
     it.effect("a defect is answered 500 with the request id and no stack trace", () =>
       Effect.gen(function*() {
         const response = yield* call("/debug/defect", { headers: { "x-request-id": "defect-1" } })
@@ -35,7 +38,11 @@ describe("Middleware", () => {
         const preflight = (origin: string) =>
           call("/api/v1/items", {
             method: "OPTIONS",
-            headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type" }
+            headers: {
+              origin,
+              "access-control-request-method": "POST",
+              "access-control-request-headers": "authorization,content-type"
+            }
           })
         const allowed = yield* preflight("https://app.example.com")
         assert.strictEqual(allowed.headers.get("access-control-allow-origin"), "https://app.example.com")

@@ -27,8 +27,19 @@ const call = (path: string, init?: Parameters<App["Service"]["fetch"]>[1]) =>
   })
 
 /** The checks every problem passes; returns the body for the case's own checks. */
-const problemOf = (answer: { readonly status: number; readonly text: string; readonly contentType: string | null; readonly requestId: string | null }) => {
-  assert.strictEqual(answer.contentType, "application/problem+json", `content type of a ${answer.status}: ${answer.text}`)
+const problemOf = (
+  answer: {
+    readonly status: number
+    readonly text: string
+    readonly contentType: string | null
+    readonly requestId: string | null
+  }
+) => {
+  assert.strictEqual(
+    answer.contentType,
+    "application/problem+json",
+    `content type of a ${answer.status}: ${answer.text}`
+  )
   assert.notInclude(answer.text, "    at ")
   const body = JSON.parse(answer.text) as Record<string, unknown>
   assert.strictEqual(body.status, answer.status)
@@ -86,10 +97,12 @@ const parseRaw = (received: string) => {
   const [head = "", ...rest] = received.split("\r\n\r\n")
   const lines = head.split("\r\n")
   const status = Number(/^HTTP\/1\.1 (\d{3}) /.exec(lines[0] ?? "")?.[1] ?? NaN)
-  const headers = new Map(lines.slice(1).map((line) => {
-    const colon = line.indexOf(":")
-    return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()] as const
-  }))
+  const headers = new Map(
+    lines.slice(1).map((line) => {
+      const colon = line.indexOf(":")
+      return [line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim()] as const
+    })
+  )
   const length = Number(headers.get("content-length") ?? 0)
   return { status, headers, text: Buffer.from(rest.join("\r\n\r\n"), "latin1").subarray(0, length).toString("utf8") }
 }
@@ -106,13 +119,23 @@ const expectRawProblem = (received: string, status: number) => {
   })
 }
 
-const env = { RATE_LIMIT: "3", MAX_BODY_SIZE: "1KiB", MAX_HEADER_SIZE: "4KiB", HEADERS_TIMEOUT: "1s", DEBUG_ROUTES: "true" }
+const env = {
+  RATE_LIMIT: "3",
+  MAX_BODY_SIZE: "1KiB",
+  MAX_HEADER_SIZE: "4KiB",
+  HEADERS_TIMEOUT: "1s",
+  DEBUG_ROUTES: "true"
+}
 
 describe("Problem: every error class over real HTTP", () => {
   layer(App.layer(env), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("routing: 404 for a path with no route, 405 with Allow for a wrong method", () =>
       Effect.gen(function*() {
-        const missing = expectProblem(yield* call("/nowhere?x=1", { headers: { "x-request-id": "route-404" } }), 404, /no route for GET \/nowhere$/)
+        const missing = expectProblem(
+          yield* call("/nowhere?x=1", { headers: { "x-request-id": "route-404" } }),
+          404,
+          /no route for GET \/nowhere$/
+        )
         assert.strictEqual(missing.requestId, "route-404")
         assert.strictEqual(missing.type, "about:blank")
         assert.strictEqual(missing.title, "Not Found")
@@ -139,7 +162,10 @@ describe("Problem: every error class over real HTTP", () => {
           }),
           400
         )
-        assert.deepInclude((payload.issues as Array<{ path: Array<string> }>).map((issue) => issue.path), ["payload", "name"])
+        assert.deepInclude((payload.issues as Array<{ path: Array<string> }>).map((issue) => issue.path), [
+          "payload",
+          "name"
+        ])
         const params = expectProblem(yield* call("/api/v1/items/abc", { token }), 400, /^params\.id: /)
         assert.deepStrictEqual((params.issues as Array<{ path: Array<string> }>)[0]!.path, ["params", "id"])
       }))
@@ -165,12 +191,22 @@ describe("Problem: every error class over real HTTP", () => {
       Effect.gen(function*() {
         const token = yield* Effect.promise(() => mint({ subject: "limits" }))
         expectProblem(
-          yield* call("/api/v1/items", { method: "POST", token, headers: { "content-type": "application/json" }, body: "x".repeat(4096) }),
+          yield* call("/api/v1/items", {
+            method: "POST",
+            token,
+            headers: { "content-type": "application/json" },
+            body: "x".repeat(4096)
+          }),
           413,
           /larger than 1024 bytes/
         )
         expectProblem(
-          yield* call("/api/v1/items", { method: "POST", token, headers: { "content-type": "text/plain" }, body: "name=x" }),
+          yield* call("/api/v1/items", {
+            method: "POST",
+            token,
+            headers: { "content-type": "text/plain" },
+            body: "name=x"
+          }),
           415
         )
       }))
@@ -178,7 +214,11 @@ describe("Problem: every error class over real HTTP", () => {
     it.effect("an item that does not exist: 404 with its own type, told apart from a path with no route", () =>
       Effect.gen(function*() {
         const token = yield* Effect.promise(() => mint({ subject: "reader" }))
-        const body = expectProblem(yield* call("/api/v1/items/2147483647", { token }), 404, /no item with id 2147483647/)
+        const body = expectProblem(
+          yield* call("/api/v1/items/2147483647", { token }),
+          404,
+          /no item with id 2147483647/
+        )
         assert.strictEqual(body.type, "/problems/item-not-found")
       }))
 
@@ -196,7 +236,9 @@ describe("Problem: every error class over real HTTP", () => {
         const garbage = yield* Effect.promise(() => raw(port, "HELLO\r\n\r\n"))
         assert.isTrue(garbage.closed)
         expectRawProblem(garbage.received, 400)
-        const big = yield* Effect.promise(() => raw(port, `GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(8_000)}\r\n\r\n`))
+        const big = yield* Effect.promise(() =>
+          raw(port, `GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(8_000)}\r\n\r\n`)
+        )
         expectRawProblem(big.received, 431)
         // Headers that never finish: answered at HEADERS_TIMEOUT (1s), not left hanging.
         const slow = yield* Effect.promise(() => raw(port, "GET /livez HTTP/1.1\r\nHost: x\r\n"))
@@ -234,10 +276,13 @@ describe("Problem: every error class over real HTTP", () => {
     it.effect("the OpenAPI document declares the problem body of each error the API answers", () =>
       Effect.gen(function*() {
         const document = JSON.parse((yield* call("/openapi.json")).text)
-        const responses = (path: string, method: string) => document.paths[path][method].responses as Record<string, any>
+        const responses = (path: string, method: string) =>
+          document.paths[path][method].responses as Record<string, any>
         const declared = (path: string, method: string) =>
           Object.entries(responses(path, method))
-            .filter(([status, response]) => Number(status) >= 400 && response.content?.["application/problem+json"] !== undefined)
+            .filter(([status, response]) =>
+              Number(status) >= 400 && response.content?.["application/problem+json"] !== undefined
+            )
             .map(([status]) => status)
             .sort()
         assert.deepStrictEqual(declared("/api/v1/items", "get"), ["400", "401", "429", "503"])
@@ -247,7 +292,9 @@ describe("Problem: every error class over real HTTP", () => {
         const resolve = (schema: any): any =>
           schema.$ref === undefined ? schema : resolve(document.components.schemas[schema.$ref.split("/").pop()])
         const schemaOf = (status: string) => {
-          const schema = resolve(responses("/api/v1/items/{id}", "get")[status].content["application/problem+json"].schema)
+          const schema = resolve(
+            responses("/api/v1/items/{id}", "get")[status].content["application/problem+json"].schema
+          )
           return schema.anyOf === undefined ? schema : resolve(schema.anyOf[0])
         }
         for (const status of ["400", "401", "404", "429", "503"]) {
@@ -300,7 +347,9 @@ describe("Problem: random bad input never gets a non-problem error", () => {
         for (let n = 0; n < 300; n++) {
           // The first case is always an oversized body, so every seed reaches the 413 class.
           const oversized = n === 0
-          const method = oversized ? "POST" : pick(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
+          const method = oversized
+            ? "POST"
+            : pick(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PROPFIND", "HEAD"])
           const path = oversized ? "/debug/echo" : pick([
             "/api/v1/items",
             "/api/v1/items",
@@ -311,13 +360,23 @@ describe("Problem: random bad input never gets a non-problem error", () => {
             "/debug/echo",
             "/debug/sleep"
           ]).replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c))
-          const query = random() < 0.5 ? "" : `?${encodeURIComponent(pick(["page", "perPage", "ms", junk(5)]))}=${encodeURIComponent(junk(10))}`
+          const query = random() < 0.5
+            ? ""
+            : `?${encodeURIComponent(pick(["page", "perPage", "ms", junk(5)]))}=${encodeURIComponent(junk(10))}`
           const headers: Record<string, string> = {
             "x-request-id": `fuzz-${n}`,
-            "content-type": pick(["application/json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data", junk(10)])
+            "content-type": pick([
+              "application/json",
+              "text/plain",
+              "application/x-www-form-urlencoded",
+              "multipart/form-data",
+              junk(10)
+            ])
               .replace(/[^\x20-\x7e]/g, "")
           }
-          if (random() < 0.7) headers.authorization = `Bearer ${random() < 0.8 ? token : junk(30).replace(/[^\x20-\x7e]/g, "")}`
+          if (random() < 0.7) {
+            headers.authorization = `Bearer ${random() < 0.8 ? token : junk(30).replace(/[^\x20-\x7e]/g, "")}`
+          }
           const body = oversized
             ? "x".repeat(5000)
             : method === "GET" || method === "HEAD"
@@ -334,13 +393,24 @@ describe("Problem: random bad input never gets a non-problem error", () => {
           if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body))
           const answer = yield* Effect.promise(() =>
             new Promise<{ status: number; headers: Http.IncomingHttpHeaders; text: string }>((resolve, reject) => {
-              const request = Http.request({ host: "127.0.0.1", port, method, path: path + query, headers, agent: false, timeout: 10_000 }, (response) => {
+              const request = Http.request({
+                host: "127.0.0.1",
+                port,
+                method,
+                path: path + query,
+                headers,
+                agent: false,
+                timeout: 10_000
+              }, (response) => {
                 let text = ""
                 response.setEncoding("utf8").on("data", (chunk: string) => (text += chunk))
                 response.on("end", () => resolve({ status: response.statusCode!, headers: response.headers, text }))
               })
               request.on("timeout", () => reject(new Error(`case ${n} (seed ${seed}): ${method} ${path}${query} hung`)))
-              request.on("error", (error) => reject(new Error(`case ${n} (seed ${seed}): ${method} ${path}${query}: ${error.message}`)))
+              request.on(
+                "error",
+                (error) => reject(new Error(`case ${n} (seed ${seed}): ${method} ${path}${query}: ${error.message}`))
+              )
               request.end(body)
             })
           )
@@ -355,20 +425,30 @@ describe("Problem: random bad input never gets a non-problem error", () => {
             })
             assert.strictEqual(answer.headers["x-request-id"], `fuzz-${n}`)
           } catch (error) {
-            throw new Error(`case ${n} (seed ${seed}): ${method} ${path}${query} → ${answer.status} ${answer.text}\n${error}`, {
-              cause: error
-            })
+            throw new Error(
+              `case ${n} (seed ${seed}): ${method} ${path}${query} → ${answer.status} ${answer.text}\n${error}`,
+              {
+                cause: error
+              }
+            )
           }
         }
         // The generator reaches the error classes it is meant to: not a run of 200s.
-        for (const status of [400, 401, 404, 405, 413]) assert.isAbove(statuses.get(status) ?? 0, 0, `no ${status} in ${[...statuses]}`)
+        for (const status of [400, 401, 404, 405, 413]) {
+          assert.isAbove(statuses.get(status) ?? 0, 0, `no ${status} in ${[...statuses]}`)
+        }
       }))
 
     it.effect(`random bytes on a raw socket get a problem or nothing, and a closed socket (seed ${seed})`, () =>
       Effect.gen(function*() {
         const { port } = yield* App
         for (let n = 0; n < 40; n++) {
-          const prefix = pick(["", "GET / HTTP/1.1\r\n", "POST /api/v1/items HTTP/1.1\r\nHost: x\r\n", "GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: "])
+          const prefix = pick([
+            "",
+            "GET / HTTP/1.1\r\n",
+            "POST /api/v1/items HTTP/1.1\r\nHost: x\r\n",
+            "GET /livez HTTP/1.1\r\nHost: x\r\nContent-Length: "
+          ])
           const bytes = Buffer.concat([
             Buffer.from(prefix),
             Buffer.from(Array.from({ length: 1 + Math.floor(random() * 200) }, () => Math.floor(random() * 256))),
@@ -388,9 +468,12 @@ describe("Problem: random bad input never gets a non-problem error", () => {
               requestId: answer.headers.get("x-request-id") ?? null
             })
           } catch (error) {
-            throw new Error(`case ${n} (seed ${seed}): ${JSON.stringify(bytes.toString("latin1"))} → ${received}\n${error}`, {
-              cause: error
-            })
+            throw new Error(
+              `case ${n} (seed ${seed}): ${JSON.stringify(bytes.toString("latin1"))} → ${received}\n${error}`,
+              {
+                cause: error
+              }
+            )
           }
         }
       }))
@@ -449,13 +532,17 @@ describe("Problem: before the routes are mounted", () => {
     it.effect("a request is answered 503 with Retry-After and the id it was given", () =>
       Effect.acquireUseRelease(
         Effect.callback<Http.Server>((resume) => {
-          const server = Http.createServer({ ServerResponse: makeServerResponse({ documentPaths: [], accessLog: undefined }) }, notReady)
+          const server = Http.createServer({
+            ServerResponse: makeServerResponse({ documentPaths: [], accessLog: undefined })
+          }, notReady)
           server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
         }),
         (server) =>
           Effect.promise(async () => {
             const { port } = server.address() as Net.AddressInfo
-            const response = await fetch(`http://127.0.0.1:${port}/api/v1/items`, { headers: { "x-request-id": "early-1" } })
+            const response = await fetch(`http://127.0.0.1:${port}/api/v1/items`, {
+              headers: { "x-request-id": "early-1" }
+            })
             return { status: response.status, headers: response.headers, text: await response.text() }
           }).pipe(Effect.map((answer) => {
             const body = expectProblem(answer, 503, /starting/)
