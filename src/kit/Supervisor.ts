@@ -315,6 +315,20 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
             durationMs
           })))
 
+      /** Counts the upgrade and logs its last line: which workers serve now, how the old ones left. */
+      const complete = (fresh: ReadonlyArray<WorkerProcess>, retired: ReadonlyArray<{ readonly ok: boolean }>) =>
+        Effect.gen(function*() {
+          yield* completed
+          yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
+            step: "completed",
+            outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
+            generation: gen,
+            pids: pids(fresh),
+            retired,
+            durationMs: yield* elapsed
+          }))
+        })
+
       if (settings.upgradeStrategy === "all-at-once") {
         const started = yield* Effect.exit(startGeneration(gen, settings.workers))
         if (Exit.isFailure(started)) return yield* failed(describeFailure(started), 0)
@@ -326,16 +340,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         )
         // Crash replacements started while the new generation was starting are old too.
         const retired = yield* retire([...serving].filter((worker) => worker.generation !== gen))
-        yield* completed
-        yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
-          step: "completed",
-          outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
-          generation: gen,
-          pids: pids(fresh),
-          retired,
-          durationMs: yield* elapsed
-        }))
-        return
+        return yield* complete(fresh, retired)
       }
 
       const fresh: Array<WorkerProcess> = []
@@ -352,15 +357,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       // Crash replacements of the old generation started during the upgrade are old too.
       const leftovers = [...serving].filter((worker) => worker.generation !== gen)
       if (leftovers.length > 0) retired.push(...(yield* retire(leftovers)))
-      yield* completed
-      yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
-        step: "completed",
-        outcome: retired.every((worker) => worker.ok) ? "ok" : "old workers exited non-zero",
-        generation: gen,
-        pids: pids(fresh),
-        retired,
-        durationMs: yield* elapsed
-      }))
+      yield* complete(fresh, retired)
     }).pipe(Effect.ensuring(host.notify("READY=1")))
 
   // Shutdown: registered before the first worker starts, so a failed start stops what did start.
