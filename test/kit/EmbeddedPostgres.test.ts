@@ -60,6 +60,22 @@ const psqlAs = (user: string | undefined, args: ReadonlyArray<string>) => {
 }
 
 describe("EmbeddedPostgres", () => {
+  it.live("the database's processes get none of the server's environment: no secret reaches /proc/<pid>/environ", () =>
+    Effect.gen(function*() {
+      const root = yield* makeTempDir("scoped-server-embedded-env-")
+      const secret = "jwt-secret-that-must-stay-in-the-server-0123456789"
+      process.env.SCOPED_SERVER_TEST_SECRET = secret
+      const instance = yield* Effect.scoped(Effect.gen(function*() {
+        const instance = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "data")))
+        const environ = Fs.readFileSync(`/proc/${instance.pid}/environ`, "utf8").split("\0")
+        assert.notInclude(environ.join("\n"), secret)
+        assert.isFalse(environ.some((entry) => entry.startsWith("SCOPED_SERVER_TEST_SECRET=")))
+        assert.include(environ, "LC_ALL=C")
+        return instance
+      })).pipe(Effect.ensuring(Effect.sync(() => delete process.env.SCOPED_SERVER_TEST_SECRET)))
+      assert.isFalse(isAlive(instance.pid))
+    }))
+
   it.live("runs as a dedicated account in its own process group and stops when its scope closes", () =>
     Effect.gen(function*() {
       const root = yield* makeTempDir("scoped-server-embedded-")
