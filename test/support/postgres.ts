@@ -39,6 +39,15 @@ const serverPids = (postmaster: number): Array<number> => {
   return [postmaster, ...children]
 }
 
+/** A backend listed a moment ago may have exited since (ESRCH): it is past signalling. */
+const killIfAlive = (pid: number, signal: NodeJS.Signals) => {
+  try {
+    process.kill(pid, signal)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error
+  }
+}
+
 /** A running private server with handles to break it; everything stops with the scope. */
 export const privatePostgres = Effect.gen(function*() {
   const scope = yield* Effect.scope
@@ -57,11 +66,11 @@ export const privatePostgres = Effect.gen(function*() {
     pid: () => instance.pid,
     /** Signals the whole server: the postmaster and every backend (backends setsid, so not by group). */
     signal: (signal: NodeJS.Signals) =>
-      Effect.sync(() => serverPids(instance.pid).forEach((pid) => process.kill(pid, signal))),
+      Effect.sync(() => serverPids(instance.pid).forEach((pid) => killIfAlive(pid, signal))),
     /** SIGKILL the whole server and wait until the postmaster is gone. */
     kill: Effect.callback<void>((resume) => {
       instance.process.once("exit", () => resume(Effect.void))
-      serverPids(instance.pid).forEach((pid) => process.kill(pid, "SIGKILL"))
+      serverPids(instance.pid).forEach((pid) => killIfAlive(pid, "SIGKILL"))
     }),
     /** Start again on the same data and port (after `kill`, this is crash recovery). */
     restart: Effect.gen(function*() {
