@@ -3,7 +3,7 @@
  * a scoped child process on a private unix socket, one server per data directory, supervised.
  */
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
-import { type ChildProcess, spawn } from "node:child_process"
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import { createRequire } from "node:module"
@@ -314,6 +314,22 @@ const isPostmasterOf = (pid: number, dataDir: string): boolean => {
 }
 
 /**
+ * Where there is no /proc (macOS): `ps` names the command and its arguments. A PID that cannot be
+ * shown to be a postmaster with `-D <this directory>` is not ours, and is never signalled.
+ */
+export const postmasterArgsMatch = (psOutput: string, dataDir: string): boolean => {
+  const args = psOutput.trim().split(/\s+/)
+  const flag = args.indexOf("-D")
+  return Path.basename(args[0] ?? "") === "postgres" && flag >= 0 && args[flag + 1] !== undefined &&
+    Path.resolve(args[flag + 1]!) === Path.resolve(dataDir)
+}
+
+const isPostmasterByPs = (pid: number, dataDir: string): boolean => {
+  const ps = spawnSync("ps", ["-o", "command=", "-p", String(pid)], { encoding: "utf8", timeout: 2_000 })
+  return ps.status === 0 && postmasterArgsMatch(ps.stdout, dataDir)
+}
+
+/**
  * Runs with the directory lock held, so a live postmaster here was left by a server that is gone
  * (SIGKILLed): it is shut down in fast mode (committed data kept). A PID in `postmaster.pid` that
  * is not a postmaster on this directory belongs to someone else and is never signalled; only the
@@ -324,7 +340,7 @@ const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duratio
     const lockFile = Path.join(dataDir, "postmaster.pid")
     const pid = Number(readLines(lockFile)?.[0])
     if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      if (process.platform === "linux" ? isPostmasterOf(pid, dataDir) : true) {
+      if (process.platform === "linux" ? isPostmasterOf(pid, dataDir) : isPostmasterByPs(pid, dataDir)) {
         yield* Effect.logWarning("stopping a PostgreSQL left running by a previous crash").pipe(
           Effect.annotateLogs({ pid, dataDir })
         )

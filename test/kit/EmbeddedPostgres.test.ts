@@ -60,6 +60,14 @@ const psqlAs = (user: string | undefined, args: ReadonlyArray<string>) => {
 }
 
 describe("EmbeddedPostgres", () => {
+  it("without /proc (macOS), a PID is ours only when ps shows a postgres with -D this directory", () => {
+    const dir = "/var/lib/app/.data/postgres"
+    assert.isTrue(EmbeddedPostgres.postmasterArgsMatch(`/opt/pg/bin/postgres -D ${dir} -p 5432\n`, dir))
+    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch(`/opt/pg/bin/postgres -D /other/dir -p 5432`, dir))
+    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch(`/usr/bin/sleep 100 -D ${dir}`, dir))
+    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch("", dir))
+  })
+
   it.live("the database's processes get none of the server's environment: no secret reaches /proc/<pid>/environ", () =>
     Effect.gen(function*() {
       const root = yield* makeTempDir("scoped-server-embedded-env-")
