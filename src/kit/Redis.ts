@@ -11,11 +11,34 @@ import { errorResponse } from "./http/Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
 import { observe } from "./metrics/Registry.ts"
-import { duration, parseBoolean, parsed } from "./Settings.ts"
+import { duration, parseBoolean, parsed, refuse } from "./Settings.ts"
+
+/**
+ * Why `url` cannot be a Redis URL, or undefined. The message never quotes the value: whatever was
+ * written may hold a password, even where it does not parse (`pass:word@host` parses as a scheme).
+ */
+export const redisUrlProblem = (url: string): string | undefined => {
+  let parsed: URL
+  try {
+    parsed = new URL(url)
+  } catch {
+    return "is not a URL; write redis://[user:password@]host[:port][/db] (or rediss:// for TLS)"
+  }
+  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+    return "is not a redis:// or rediss:// URL; write redis://[user:password@]host[:port][/db] (or rediss:// for TLS)"
+  }
+  if (parsed.hostname === "") return "names no host; write redis://[user:password@]host[:port][/db]"
+  return undefined
+}
 
 /** Redis; unset REDIS_URL means in-memory stores. */
 export const RedisConfig = Config.all({
-  url: Config.option(Config.Redacted("REDIS_URL")),
+  url: Config.option(
+    Config.Redacted("REDIS_URL").pipe(Config.mapEffect((url) => {
+      const problem = redisUrlProblem(Redacted.value(url))
+      return problem === undefined ? Effect.succeed(url) : Effect.fail(refuse("REDIS_URL", problem))
+    }))
+  ),
   connectTimeout: duration("REDIS_CONNECT_TIMEOUT", "5 seconds", { min: "10 millis", max: "10 minutes" }),
   /** A command on a hung server fails after this instead of holding the request. */
   commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second", { min: "1 millis", max: "1 minute" }),

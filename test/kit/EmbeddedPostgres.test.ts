@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Scope } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { spawn, spawnSync } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
@@ -60,14 +61,6 @@ const psqlAs = (user: string | undefined, args: ReadonlyArray<string>) => {
 }
 
 describe("EmbeddedPostgres", () => {
-  it("without /proc (macOS), a PID is ours only when ps shows a postgres with -D this directory", () => {
-    const dir = "/var/lib/app/.data/postgres"
-    assert.isTrue(EmbeddedPostgres.postmasterArgsMatch(`/opt/pg/bin/postgres -D ${dir} -p 5432\n`, dir))
-    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch(`/opt/pg/bin/postgres -D /other/dir -p 5432`, dir))
-    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch(`/usr/bin/sleep 100 -D ${dir}`, dir))
-    assert.isFalse(EmbeddedPostgres.postmasterArgsMatch("", dir))
-  })
-
   it.live("the database's processes get none of the server's environment: no secret reaches /proc/<pid>/environ", () =>
     Effect.gen(function*() {
       const root = yield* makeTempDir("scoped-server-embedded-env-")
@@ -271,7 +264,9 @@ describe("EmbeddedPostgres", () => {
       )
       assert.isBelow(Date.now() - started, 2_000)
       assert.match(failureText(exit), /initdb did not finish within 100ms/)
-      assert.deepStrictEqual(Fs.readdirSync(root).filter((entry) => entry.startsWith("data")), [])
+      // Only the (empty, 0700) lock directory stays: removing it could race the next start binding in it.
+      assert.deepStrictEqual(Fs.readdirSync(root).filter((entry) => entry.startsWith("data")), ["data.lock.d"])
+      assert.deepStrictEqual(Fs.readdirSync(Path.join(root, "data.lock.d")), [])
       yield* Effect.sleep(100)
       const initdbs = Fs.readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).filter((pid) => {
         try {
@@ -294,4 +289,205 @@ describe("EmbeddedPostgres", () => {
       assert.match(failureText(exit), /cannot run \S+no-such-bin\/initdb: ENOENT/)
       assert.isTrue(Exit.isFailure(exit) && exit.cause.reasons.every((reason) => reason._tag === "Fail"))
     }))
+  it.live.skipIf(!isRoot)(
+    "another local user cannot take the data directory's lock first",
+    () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        const dataDir = Path.join(root, "data")
+        const lockDir = `${dataDir}.lock.d`
+        const intruder = yield* localUser
+        // What any local user could do before: bind the abstract name the lock used to be.
+        const abstract = `\0scoped-server/embedded-postgres/${createHash("sha256").update(dataDir).digest("hex")}`
+        const squatter = yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            spawn("runuser", [
+              "-u",
+              intruder,
+              "--",
+              "python3",
+              "-c",
+              [
+                "import socket, sys, time",
+                "s = socket.socket(socket.AF_UNIX)",
+                `s.bind(${JSON.stringify(abstract)})`,
+                "s.listen(1)",
+                "print('bound', flush=True)",
+                "time.sleep(60)"
+              ].join("\n")
+            ], { stdio: ["ignore", "pipe", "inherit"], cwd: "/" })
+          ),
+          (child) => Effect.sync(() => child.kill("SIGKILL"))
+        )
+        yield* Effect.callback<void>((resume) => {
+          squatter.stdout!.once("data", () => resume(Effect.void))
+        }).pipe(Effect.timeout("5 seconds"))
+        const instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
+        assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
+        const stat = Fs.lstatSync(lockDir)
+        assert.strictEqual(stat.uid, process.getuid!())
+        assert.strictEqual(stat.mode & 0o777, 0o700)
+        // Nor can the intruder reach the lock's socket: it is inside a directory they cannot enter.
+        const planted = spawnSync("runuser", [
+          "-u",
+          intruder,
+          "--",
+          "python3",
+          "-c",
+          [
+            "import socket",
+            "s = socket.socket(socket.AF_UNIX)",
+            `s.bind(${JSON.stringify(Path.join(lockDir, "s"))})`
+          ].join("\n")
+        ], { encoding: "utf8", cwd: "/" })
+        assert.notStrictEqual(planted.status, 0)
+        assert.match(planted.stderr, /Permission denied/)
+      })
+  )
+
+  it.live.skipIf(!isRoot)(
+    "a lock directory made by another user is refused, not adopted",
+    () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        const dataDir = Path.join(root, "data")
+        Fs.mkdirSync(`${dataDir}.lock.d`, { mode: 0o700 })
+        Fs.chownSync(`${dataDir}.lock.d`, 65534, 65534)
+        const exit = yield* Effect.exit(Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir))))
+        assert.match(
+          failureText(exit),
+          /lock\.d \(the data directory's lock\) is owned by uid 65534 with mode 700, not by uid 0 with mode 700; refusing it/
+        )
+        assert.isFalse(Fs.existsSync(dataDir))
+      })
+  )
+
+  it.live("a lock left by a killed holder does not block the next start", () =>
+    Effect.gen(function*() {
+      const root = yield* makeTempDir("scoped-server-embedded-")
+      const dataDir = Path.join(root, "data")
+      yield* Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir)))
+      // What a SIGKILLed holder leaves: the socket file, with nothing accepting on it.
+      const holder = spawnSync(process.execPath, [
+        "-e",
+        `require("net").createServer().listen(${
+          JSON.stringify(Path.join(`${dataDir}.lock.d`, "s"))
+        }, () => process.kill(process.pid, "SIGKILL"))`
+      ])
+      assert.strictEqual(holder.signal, "SIGKILL")
+      assert.isTrue(Fs.existsSync(Path.join(`${dataDir}.lock.d`, "s")))
+      const started = Date.now()
+      const instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
+      assert.isBelow(Date.now() - started, 10_000)
+      assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
+      const second = yield* Effect.exit(Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir))))
+      assert.match(failureText(second), /is in use by another running server/)
+    }))
+
+  it.live("PostgreSQL gets a minimal environment: none of the server's secrets", () =>
+    Effect.gen(function*() {
+      const root = yield* makeTempDir("scoped-server-embedded-")
+      const secret = `jwt-secret-${process.pid}-${Date.now()}`
+      yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          process.env.JWT_SECRET = secret
+          process.env.REDIS_URL = `redis://:${secret}@127.0.0.1:1/0`
+        }),
+        () =>
+          Effect.sync(() => {
+            delete process.env.JWT_SECRET
+            delete process.env.REDIS_URL
+          })
+      )
+      const instance = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "data")))
+      const environ = Fs.readFileSync(`/proc/${instance.pid}/environ`, "utf8").split("\0").filter((entry) =>
+        entry.length > 0
+      )
+      assert.notInclude(environ.join("\n"), secret)
+      assert.notInclude(environ.join("\n"), "JWT_SECRET")
+      assert.include(environ, "LC_ALL=C")
+      assert.deepStrictEqual(
+        environ.map((entry) => entry.split("=")[0]).filter((name) =>
+          !["PATH", "LANG", "LC_ALL", "TZ", "LD_LIBRARY_PATH", "PGLOCALEDIR", "PG_GRANDPARENT_PID", "PGSYSCONFDIR"]
+            .includes(name!)
+        ),
+        []
+      )
+      assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
+    }))
+
+  describe("a live PID in postmaster.pid, judged without /proc (macOS and the BSDs)", () => {
+    const dataDir = "/srv/app/data"
+    it("ps saying postgres -D <this directory> is ours; anything else postgres with no -D cannot be verified", () => {
+      const ours = {
+        comm: "/usr/local/bin/postgres\n",
+        args: `/usr/local/bin/postgres -D ${dataDir} -p 5432 -c listen_addresses=\n`
+      }
+      assert.strictEqual(EmbeddedPostgres.psVerdict(ours, dataDir), "ours")
+      assert.strictEqual(
+        EmbeddedPostgres.psVerdict({ comm: "postgres", args: `postgres -D ${dataDir}` }, dataDir),
+        "ours"
+      )
+      assert.strictEqual(EmbeddedPostgres.psVerdict({ comm: "sshd", args: `sshd -D ${dataDir}` }, dataDir), "foreign")
+      assert.strictEqual(
+        EmbeddedPostgres.psVerdict({ comm: "postgres", args: `postgres -D ${dataDir}2 -p 5432` }, dataDir),
+        "unverifiable"
+      )
+      assert.strictEqual(
+        EmbeddedPostgres.psVerdict({ comm: "postgres", args: "postgres -p 5432" }, dataDir),
+        "unverifiable"
+      )
+      assert.strictEqual(EmbeddedPostgres.psVerdict({ comm: "", args: "" }, dataDir), "unverifiable")
+      assert.strictEqual(EmbeddedPostgres.psVerdict(undefined, dataDir), "unverifiable")
+    })
+
+    it.live("with the platform injected: a real postmaster is ours, another directory's is foreign, a sleeper is foreign", () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        const instance = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "data")))
+        const other = yield* EmbeddedPostgres.start(optionsFor(Path.join(root, "other")))
+        const sleeper = yield* Effect.acquireRelease(
+          Effect.sync(() => spawn("sleep", ["60"], { stdio: "ignore" })),
+          (child) => Effect.sync(() => child.kill("SIGKILL"))
+        )
+        const darwin = { platform: "darwin" as const }
+        assert.strictEqual(yield* EmbeddedPostgres.postmasterVerdict(instance.pid, instance.dataDir, darwin), "ours")
+        assert.strictEqual(yield* EmbeddedPostgres.postmasterVerdict(other.pid, instance.dataDir, darwin), "foreign")
+        assert.strictEqual(yield* EmbeddedPostgres.postmasterVerdict(sleeper.pid!, instance.dataDir, darwin), "foreign")
+      }))
+
+    it.live("a PID that cannot be verified is never signalled: the start is refused with a line naming it", () =>
+      Effect.gen(function*() {
+        const root = yield* makeTempDir("scoped-server-embedded-")
+        const dataDir = Path.join(root, "data")
+        Fs.mkdirSync(dataDir)
+        const sleeper = yield* Effect.acquireRelease(
+          Effect.sync(() => spawn("sleep", ["60"], { stdio: "ignore" })),
+          (child) => Effect.sync(() => child.kill("SIGKILL"))
+        )
+        const lockFile = Path.join(dataDir, "postmaster.pid")
+        Fs.writeFileSync(
+          lockFile,
+          [String(sleeper.pid), dataDir, "1700000000", "5432", dataDir, "", "1 1", "ready", ""].join("\n")
+        )
+        const noPs = EmbeddedPostgres.postmasterVerdict.bind(null)
+        const exit = yield* Effect.exit(
+          EmbeddedPostgres.recoverStaleServer(
+            dataDir,
+            dataDir,
+            Duration.seconds(1),
+            (pid, dir) => noPs(pid, dir, { platform: "darwin", ps: () => Effect.succeed(undefined) })
+          )
+        )
+        assert.match(
+          failureText(exit),
+          new RegExp(
+            `names pid ${sleeper.pid}, which is alive but cannot be verified to be this directory's PostgreSQL; check that process`
+          )
+        )
+        yield* Effect.sleep(100)
+        assert.isTrue(isAlive(sleeper.pid!))
+        assert.isTrue(Fs.existsSync(lockFile))
+      }))
+  })
 })
