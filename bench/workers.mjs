@@ -4,8 +4,10 @@
 // an upgrade under load, written to bench/upgrade-timeline.{svg,png}.
 // The load generator runs on core 1 (taskset); the servers are not pinned, so with 2 workers they
 // share core 1 with it: on a 2-core machine this shows the cost of the model, not its scaling.
+// Then the two upgrade strategies side by side: memory peak, time to complete, throughput dip.
 // Env: BENCH_ROUNDS (3), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_PG_DIR (a kept embedded
-// PostgreSQL data directory under the temp dir), BENCH_WORKERS (1,2).
+// PostgreSQL data directory under the temp dir), BENCH_WORKERS (1,2), BENCH_PARTS
+// (throughput,timeline,strategies: which parts to run), BENCH_STRATEGY_WORKERS (2,4).
 import { spawn, spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Http from "node:http"
@@ -23,6 +25,8 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 const seconds = Number(process.env.BENCH_SECONDS ?? 4)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const workerCounts = (process.env.BENCH_WORKERS ?? "1,2").split(",").map(Number)
+const parts = new Set((process.env.BENCH_PARTS ?? "throughput,timeline,strategies").split(","))
+const strategyWorkers = (process.env.BENCH_STRATEGY_WORKERS ?? "2,4").split(",").map(Number)
 const pgDir = process.env.BENCH_PG_DIR ?? Path.join(Os.tmpdir(), "scoped-server-bench-workers-pg")
 const hasTaskset = spawnSync("taskset", ["-c", "1", "true"]).status === 0
 const onLoadCore = (command, args) => (hasTaskset ? ["taskset", ["-c", "1", command, ...args]] : [command, args])
@@ -64,6 +68,23 @@ const cpuSeconds = (pids) =>
     }
   }, 0)
 const rssMiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024
+/**
+ * Memory of a process tree two ways: the sum of RSS (counts pages shared between processes once per
+ * process: the figure a per-process limit sees) and of PSS (shared pages split among their sharers:
+ * what the tree really takes from the host). A process that exits mid-read counts 0.
+ */
+const treeMemoryMiB = (pids) =>
+  pids.reduce((sum, pid) => {
+    try {
+      const rollup = Fs.readFileSync(`/proc/${pid}/smaps_rollup`, "utf8")
+      return {
+        rss: sum.rss + Number(/^Rss:\s+(\d+)/m.exec(rollup)[1]) / 1024,
+        pss: sum.pss + Number(/^Pss:\s+(\d+)/m.exec(rollup)[1]) / 1024
+      }
+    } catch {
+      return sum
+    }
+  }, { rss: 0, pss: 0 })
 
 /** Starts a target; resolves when it logs that it is ready (the supervisor's own `ready`, not a worker's). */
 const startServer = async (target, port) => {
@@ -208,7 +229,7 @@ console.error(
 const samples = Object.fromEntries(
   targets.map((t) => [t.name, { rps: [], p99: [], cpu: [], fresh: [], startup: [], rss: [], errors: 0 }])
 )
-for (let round = 1; round <= rounds; round++) {
+for (let round = 1; round <= (parts.has("throughput") ? rounds : 0); round++) {
   for (const target of targets) {
     const port = nextPort++
     const server = await startServer(target, port)
@@ -236,24 +257,26 @@ for (let round = 1; round <= rounds; round++) {
   }
 }
 
-console.log(
-  `\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians); new connections: 16 clients, one connection per request, 3 s`
-)
-console.log("target                         req/s   p99 ms  µs CPU/req  new conn/s  startup ms  top RSS MiB  errors")
-for (const t of targets) {
-  const s = samples[t.name]
+if (parts.has("throughput")) {
   console.log(
-    `${t.name.padEnd(29)} ${Math.round(median(s.rps)).toString().padStart(6)} ${median(s.p99).toFixed(1).padStart(8)} ${
-      median(s.cpu).toFixed(1).padStart(11)
-    } ${Math.round(median(s.fresh)).toString().padStart(11)} ${median(s.startup).toFixed(0).padStart(11)} ${
-      median(s.rss).toFixed(1).padStart(12)
-    } ${String(s.errors).padStart(7)}`
+    `\nGET /livez, ${connections} keep-alive connections, ${seconds}s x ${rounds} rounds (medians); new connections: 16 clients, one connection per request, 3 s`
   )
+  console.log("target                         req/s   p99 ms  µs CPU/req  new conn/s  startup ms  top RSS MiB  errors")
+  for (const t of targets) {
+    const s = samples[t.name]
+    console.log(
+      `${t.name.padEnd(29)} ${Math.round(median(s.rps)).toString().padStart(6)} ${
+        median(s.p99).toFixed(1).padStart(8)
+      } ${median(s.cpu).toFixed(1).padStart(11)} ${Math.round(median(s.fresh)).toString().padStart(11)} ${
+        median(s.startup).toFixed(0).padStart(11)
+      } ${median(s.rss).toFixed(1).padStart(12)} ${String(s.errors).padStart(7)}`
+    )
+  }
 }
 
 // An upgrade under load: 32 keep-alive clients and 4 connection-per-request clients for 8 s,
 // SIGUSR2 at 2 s; requests answered per 100 ms.
-{
+if (parts.has("timeline")) {
   const port = nextPort
   const server = await startServer({ name: "timeline", script: "dist/main.js", env: { WORKERS: "2" } }, port)
   await sleep(300)
@@ -286,6 +309,88 @@ for (const t of targets) {
     toOffset(done),
     result.failures.length
   )
+}
+
+// The two upgrade strategies, alternating, under the same mixed load: the memory of the whole node
+// tree sampled every 20 ms from SIGUSR2 to the last old worker's exit (peak over the steady state
+// just before), how long the upgrade took, and the lowest throughput per 100 ms while it ran.
+if (parts.has("strategies")) {
+  const strategies = ["all-at-once", "one-at-a-time"]
+  const results = Object.fromEntries(
+    strategyWorkers.flatMap((n) =>
+      strategies.map((
+        strategy
+      ) => [`${strategy} ${n}`, { rss: [], pss: [], peakRss: [], peakPss: [], ms: [], dip: [], failed: 0 }])
+    )
+  )
+  for (let round = 1; round <= rounds; round++) {
+    for (const n of strategyWorkers) {
+      for (const strategy of round % 2 === 1 ? strategies : [...strategies].reverse()) {
+        const port = nextPort++
+        const server = await startServer(
+          { name: strategy, script: "dist/main.js", env: { WORKERS: String(n), UPGRADE_STRATEGY: strategy } },
+          port
+        )
+        await sleep(500)
+        const loadStart = performance.now()
+        const load = runLoad(port, 12_000, "mixed")
+        await sleep(1_500)
+        const steady = treeMemoryMiB(nodeTree(server.child.pid))
+        let peak = { rss: 0, pss: 0 }
+        let sampling = true
+        const sampler = (async () => {
+          while (sampling) {
+            const now = treeMemoryMiB(nodeTree(server.child.pid))
+            peak = { rss: Math.max(peak.rss, now.rss), pss: Math.max(peak.pss, now.pss) }
+            await sleep(20)
+          }
+        })()
+        const signalledAt = performance.now()
+        server.child.kill("SIGUSR2")
+        const done = await server.waitFor((line) =>
+          line.message === "upgrade" && (line.annotations.step === "completed" || line.annotations.step === "failed")
+        )
+        const doneAt = performance.now()
+        sampling = false
+        await sampler
+        const result = await load
+        await stopServer(server.child)
+        const from = Math.floor((signalledAt - loadStart) / 100)
+        const to = Math.ceil((doneAt - loadStart) / 100)
+        const r = results[`${strategy} ${n}`]
+        r.rss.push(steady.rss)
+        r.pss.push(steady.pss)
+        r.peakRss.push(peak.rss)
+        r.peakPss.push(peak.pss)
+        r.ms.push(done.annotations.durationMs)
+        r.dip.push(Math.min(...result.buckets.slice(from, Math.min(to, result.buckets.length))))
+        r.failed += result.failures.length
+        console.error(
+          `round ${round} ${strategy} WORKERS=${n}: ${done.annotations.outcome} in ${done.annotations.durationMs} ms; RSS sum ${
+            steady.rss.toFixed(0)
+          } -> peak ${peak.rss.toFixed(0)} MiB, PSS sum ${steady.pss.toFixed(0)} -> peak ${
+            peak.pss.toFixed(0)
+          } MiB; lowest 100 ms during the upgrade ${r.dip.at(-1)}; failed ${result.failures.length}`
+        )
+      }
+    }
+  }
+  console.log(
+    `\nupgrade strategies (GET /livez, 32 keep-alive + 4 new-connection clients; ${rounds} rounds, medians; memory = node processes, sums)`
+  )
+  console.log(
+    "strategy       workers  steady RSS  peak RSS  steady PSS  peak PSS  PSS peak/steady  upgrade ms  lowest req/100ms  failed"
+  )
+  for (const [key, r] of Object.entries(results)) {
+    const [strategy, n] = key.split(" ")
+    console.log(
+      `${strategy.padEnd(14)} ${n.padStart(7)} ${median(r.rss).toFixed(0).padStart(11)} ${
+        median(r.peakRss).toFixed(0).padStart(9)
+      } ${median(r.pss).toFixed(0).padStart(11)} ${median(r.peakPss).toFixed(0).padStart(9)} ${
+        median(r.peakPss.map((peak, i) => peak / r.pss[i])).toFixed(2).padStart(16)
+      } ${String(median(r.ms)).padStart(11)} ${String(median(r.dip)).padStart(17)} ${String(r.failed).padStart(7)}`
+    )
+  }
 }
 
 function writePlot(buckets, signalledAt, readyAt, doneAt, failures) {
