@@ -406,8 +406,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
           })
         }
       }),
-    // The workers' drain has the whole shutdown budget; the deadline itself forces them.
-    { releaseTimeout: Duration.sum(lifecycle.settings.shutdownTimeout, Duration.seconds(2)) }
+    // The workers' drain has the whole shutdown budget; the deadline or a second signal forces them.
+    { releaseTimeout: Duration.sum(lifecycle.settings.shutdownTimeout, Duration.seconds(2)), forceable: true }
   )
 
   const startedAt = yield* Clock.currentTimeMillis
