@@ -554,7 +554,8 @@ export const run = <A, E>(
   /** Added to every log line of the process (a worker's generation and pid). */
   annotations: Readonly<Record<string, unknown>> = {}
 ): void => {
-  const program = runEffect(main).pipe(Effect.annotateLogs(annotations), Effect.provide(os))
+  // Annotated outside the Os too, so what it logs itself (a lost channel, an ignored signal) says who spoke.
+  const program = runEffect(main).pipe(Effect.provide(os), Effect.annotateLogs(annotations))
   const withLogger = program.pipe(
     Effect.provide(Log.layerConfig),
     Effect.catchCause((cause) =>
