@@ -209,12 +209,14 @@ export class Lifecycle extends Context.Service<Lifecycle, {
   /**
    * Releases one resource within its own bound (`RELEASE_TIMEOUT` unless given). A failure
    * or overrun is logged with the resource's name and makes the exit code 1; it never stops
-   * the releases after it.
+   * the releases after it. `forceable`: the release drains something that waits on `forced`
+   * (the supervisor's workers), so a second signal during it forces, as it does in a drain.
    */
   readonly release: <E, R>(
     resource: string,
     self: Effect.Effect<void, E, R>,
-    timeout?: Duration.Input
+    timeout?: Duration.Input,
+    options?: { readonly forceable?: boolean }
   ) => Effect.Effect<void, never, R>
   /** Marks the run as failed (exit 1) with a reason for the log. */
   readonly fail: (reason: string, annotations?: Record<string, unknown>) => Effect.Effect<void>
@@ -252,13 +254,14 @@ export const acquireRelease = <A, E, R, E2, R2>(
   name: string,
   acquire: Effect.Effect<A, E, R>,
   release: (resource: A) => Effect.Effect<void, E2, R2>,
-  options?: { readonly releaseTimeout?: Duration.Input }
+  options?: { readonly releaseTimeout?: Duration.Input; readonly forceable?: boolean }
 ) =>
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle
     return yield* Effect.acquireRelease(
       acquire,
-      (resource) => lifecycle.release(name, release(resource), options?.releaseTimeout)
+      (resource) =>
+        lifecycle.release(name, release(resource), options?.releaseTimeout, { forceable: options?.forceable ?? false })
     )
   })
 
@@ -351,16 +354,26 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
       return yield* exit
     })
 
-  const release = <E, R>(resource: string, self: Effect.Effect<void, E, R>, timeout?: Duration.Input) => {
+  const release = <E, R>(
+    resource: string,
+    self: Effect.Effect<void, E, R>,
+    timeout?: Duration.Input,
+    options?: { readonly forceable?: boolean }
+  ) => {
     return Effect.gen(function*() {
       const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
       current = `releasing ${resource}`
       const start = yield* Clock.currentTimeMillis
+      const waitsOnForce = options?.forceable === true
+      if (waitsOnForce) forceable++
       // Finalizers run uninterruptibly, so a timeout around one would wait for it anyway. The
       // release runs in a fiber of its own and we stop waiting at the bound; it may finish later.
       const fiber = yield* Effect.forkDetach(self, { startImmediately: true })
       const exit = yield* Fiber.await(fiber).pipe(
-        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) })
+        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) }),
+        Effect.ensuring(Effect.sync(() => {
+          if (waitsOnForce) forceable--
+        }))
       )
       const durationMs = (yield* Clock.currentTimeMillis) - start
       if (exit === undefined) {
@@ -541,7 +554,8 @@ export const run = <A, E>(
   /** Added to every log line of the process (a worker's generation and pid). */
   annotations: Readonly<Record<string, unknown>> = {}
 ): void => {
-  const program = runEffect(main).pipe(Effect.annotateLogs(annotations), Effect.provide(os))
+  // Annotated outside the Os too, so what it logs itself (a lost channel, an ignored signal) says who spoke.
+  const program = runEffect(main).pipe(Effect.provide(os), Effect.annotateLogs(annotations))
   const withLogger = program.pipe(
     Effect.provide(Log.layerConfig),
     Effect.catchCause((cause) =>

@@ -22,7 +22,7 @@ import * as Os from "node:os"
 import { EmbeddedPostgres } from "./EmbeddedPostgres.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { observe } from "./metrics/Registry.ts"
-import { duration } from "./Settings.ts"
+import { duration, int, literal } from "./Settings.ts"
 import {
   describeExit,
   Host,
@@ -59,22 +59,21 @@ export const SupervisorConfig = Config.all({
   /** `auto` is the available parallelism (cores, or the cgroup's CPU quota). */
   workers: Config.schema(WorkerCount, "WORKERS"),
   /** A new worker must report ready within this, at start, on upgrade and on restart. */
-  upgradeTimeout: duration("UPGRADE_TIMEOUT", "60 seconds"),
+  upgradeTimeout: duration("UPGRADE_TIMEOUT", "60 seconds", { min: "1 second", max: "1 hour" }),
   /**
    * `all-at-once`: the whole new generation starts, and only when every worker is ready does the
    * old one drain (twice the workers for a moment; a failure leaves the old generation untouched).
    * `one-at-a-time`: one new worker, then one old drains, and so on (one extra worker at most;
    * a failure after the first replacement leaves the generations mixed).
    */
-  upgradeStrategy: Config.Literals(["all-at-once", "one-at-a-time"], "UPGRADE_STRATEGY").pipe(
-    Config.withDefault("all-at-once" as const)
-  ),
+  upgradeStrategy: literal("UPGRADE_STRATEGY", ["all-at-once", "one-at-a-time"], { default: "all-at-once" }),
   /** The first restart of a crashed worker waits this long; each further crash in the window doubles it. */
   restartDelay: duration("RESTART_DELAY", "100 millis"),
   restartDelayMax: duration("RESTART_DELAY_MAX", "10 seconds"),
   /** This many worker crashes within RESTART_WINDOW stop the supervisor (exit 1). */
-  restartLimit: Config.Int("RESTART_LIMIT").pipe(Config.withDefault(5)),
-  restartWindow: duration("RESTART_WINDOW", "60 seconds")
+  restartLimit: int("RESTART_LIMIT", { min: 1, max: 1000, default: 5 }),
+  /** At least 1 s: a shorter window forgets each crash before the next, and the limit never trips. */
+  restartWindow: duration("RESTART_WINDOW", "60 seconds", { min: "1 second" })
 })
 export type SupervisorSettings = Config.Success<typeof SupervisorConfig>
 
@@ -407,8 +406,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
           })
         }
       }),
-    // The workers' drain has the whole shutdown budget; the deadline itself forces them.
-    { releaseTimeout: Duration.sum(lifecycle.settings.shutdownTimeout, Duration.seconds(2)) }
+    // The workers' drain has the whole shutdown budget; the deadline or a second signal forces them.
+    { releaseTimeout: Duration.sum(lifecycle.settings.shutdownTimeout, Duration.seconds(2)), forceable: true }
   )
 
   const startedAt = yield* Clock.currentTimeMillis

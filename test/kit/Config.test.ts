@@ -16,6 +16,7 @@ import { PostgresConfig } from "../../src/kit/Postgres.ts"
 import { RateLimitConfig } from "../../src/kit/RateLimit.ts"
 import { RedisConfig } from "../../src/kit/Redis.ts"
 import * as Settings from "../../src/kit/Settings.ts"
+import { SupervisorConfig } from "../../src/kit/Supervisor.ts"
 
 const load = <A>(
   config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },
@@ -244,6 +245,47 @@ describe("Config", () => {
       assert.strictEqual(
         Duration.toMillis((yield* load(LifecycleConfig, { SHUTDOWN_TIMEOUT: "1m30s" })).shutdownTimeout),
         90_000
+      )
+    }))
+
+  it.effect("the supervisor: UPGRADE_STRATEGY in any case; RESTART_LIMIT, RESTART_WINDOW, UPGRADE_TIMEOUT range-checked", () =>
+    Effect.gen(function*() {
+      const defaults = yield* load(SupervisorConfig, { WORKERS: "2" })
+      assert.strictEqual(defaults.upgradeStrategy, "all-at-once")
+      assert.strictEqual(defaults.restartLimit, 5)
+      for (const input of ["ONE-AT-A-TIME", "One-At-A-Time", " one-at-a-time "]) {
+        assert.strictEqual(
+          (yield* load(SupervisorConfig, { WORKERS: "2", UPGRADE_STRATEGY: input })).upgradeStrategy,
+          "one-at-a-time",
+          input
+        )
+      }
+      assert.strictEqual((yield* load(SupervisorConfig, { WORKERS: "2", RESTART_LIMIT: "1_000" })).restartLimit, 1000)
+      assert.match(
+        yield* refused(SupervisorConfig, { WORKERS: "2", UPGRADE_STRATEGY: "rolling" }),
+        /^invalid configuration: UPGRADE_STRATEGY: "rolling" is not one of all-at-once, one-at-a-time$/
+      )
+      for (const value of ["0", "-1", "1001"]) {
+        assert.match(
+          yield* refused(SupervisorConfig, { WORKERS: "2", RESTART_LIMIT: value }),
+          /^invalid configuration: RESTART_LIMIT: .* out of range/,
+          value
+        )
+      }
+      for (const value of ["abc", "1.5"]) {
+        assert.match(
+          yield* refused(SupervisorConfig, { WORKERS: "2", RESTART_LIMIT: value }),
+          /^invalid configuration: RESTART_LIMIT: /,
+          value
+        )
+      }
+      assert.match(
+        yield* refused(SupervisorConfig, { WORKERS: "2", RESTART_WINDOW: "0s" }),
+        /^invalid configuration: RESTART_WINDOW: .* out of range/
+      )
+      assert.match(
+        yield* refused(SupervisorConfig, { WORKERS: "2", UPGRADE_TIMEOUT: "0s" }),
+        /^invalid configuration: UPGRADE_TIMEOUT: .* out of range/
       )
     }))
 })

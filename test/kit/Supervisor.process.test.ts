@@ -8,106 +8,34 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { keepAliveLoad, type LoadResult } from "../support/load.ts"
-import { type LogLine, mainJs, type ServerProcess, spawnServer } from "../support/process.ts"
+import { keepAliveLoad } from "../support/load.ts"
+import { type LogLine, mainJs } from "../support/process.ts"
+import {
+  ask,
+  children,
+  cleanup,
+  expectNoFailure,
+  forget,
+  load,
+  openFds,
+  removeLater,
+  sleep,
+  start,
+  stopper,
+  upgradeDone,
+  upgradeLines,
+  workersAnswering
+} from "../support/supervisor.ts"
 
-const running = new Set<ServerProcess>()
-const temporary: Array<string> = []
-afterEach(() => {
-  for (const server of running) server.child.kill("SIGKILL")
-  running.clear()
-  for (const dir of temporary.splice(0)) Fs.rmSync(dir, { recursive: true, force: true })
-})
-
-const start = async (env: Record<string, string> = {}, shell?: string) => {
-  const server = await spawnServer({
-    env: { WORKERS: "2", ACCESS_LOG: "false", ...env },
-    ...(shell === undefined ? {} : { shell })
-  })
-  running.add(server)
-  await server.waitForLine((line) => line.message === "workers ready", 30_000)
-  return server
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** One request on a connection of its own; resolves with the worker that answered ("gen.pid"). */
-const ask = (port: number, path = "/livez") =>
-  new Promise<{ status: number; worker: string }>((resolve, reject) => {
-    Http.get({ host: "127.0.0.1", port, path, agent: false }, (res) => {
-      res.resume()
-      res.on("end", () => resolve({ status: res.statusCode!, worker: String(res.headers["x-worker"]) }))
-    }).on("error", reject)
-  })
-
-/** A client that opens a new connection for every request, until `stop`. */
-const newConnectionLoad = async (port: number, stop: Promise<unknown>, clients = 4) => {
-  let stopped = false
-  void stop.then(() => (stopped = true))
-  const lost: Array<string> = []
-  const statuses: Record<number, number> = {}
-  let answered = 0
-  await Promise.all(Array.from({ length: clients }, async () => {
-    while (!stopped) {
-      try {
-        const { status } = await ask(port)
-        statuses[status] = (statuses[status] ?? 0) + 1
-        answered++
-      } catch (error) {
-        lost.push((error as NodeJS.ErrnoException).code ?? String(error))
-      }
-    }
-  }))
-  return { answered, statuses, lost }
-}
-
-/** Both kinds of load at once, until `stop` resolves. */
-const load = (port: number, stop: Promise<unknown>) => {
-  let warm!: () => void
-  const warmed = new Promise<void>((resolve) => (warm = resolve))
-  const keepAlive = keepAliveLoad({ port, path: "/livez", clients: 10, stop, onWarm: warm })
-  const fresh = newConnectionLoad(port, stop)
-  return { warmed, done: Promise.all([keepAlive, fresh]) }
-}
-
-const expectNoFailure = (
-  [keepAlive, fresh]: [LoadResult, { answered: number; statuses: Record<number, number>; lost: Array<string> }]
-) => {
-  expect(keepAlive.lost).toEqual([])
-  expect(keepAlive.refused).toBe(0)
-  expect(Object.keys(keepAlive.statuses)).toEqual(["200"])
-  expect(fresh.lost).toEqual([])
-  expect(Object.keys(fresh.statuses)).toEqual(["200"])
-  expect(keepAlive.answered + fresh.answered).toBeGreaterThan(100)
-}
-
-const upgradeLines = (server: ServerProcess) => server.lines.filter((line) => line.message === "upgrade")
-const upgradeDone = (server: ServerProcess, count: number) =>
-  server.waitForLine(
-    () =>
-      upgradeLines(server).filter((line) => line.annotations.step === "completed" || line.annotations.step === "failed")
-        .length >= count,
-    30_000
-  ).then(() =>
-    upgradeLines(server).filter((line) =>
-      line.annotations.step === "completed" || line.annotations.step === "failed"
-    )[count - 1]!
-  )
-
-const openFds = (pid: number) => Fs.readdirSync(`/proc/${pid}/fd`).length
-const children = (pid: number) =>
-  Fs.readdirSync(`/proc/${pid}/task`).flatMap((task) =>
-    Fs.readFileSync(`/proc/${pid}/task/${task}/children`, "utf8").trim().split(/\s+/)
-  ).filter((pid) => pid !== "")
+afterEach(cleanup)
 
 describe("supervisor (WORKERS=2)", () => {
   it("both workers answer; SIGTERM under 20 keep-alive clients loses nothing and exits 0; the pid file comes and goes", async () => {
     const pidFile = Path.join(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-pid-")), "server.pid")
-    temporary.push(Path.dirname(pidFile))
+    removeLater(Path.dirname(pidFile))
     const server = await start({ PID_FILE: pidFile })
     expect(Fs.readFileSync(pidFile, "utf8").trim()).toBe(String(server.child.pid))
-    const workers = new Set<string>()
-    for (let i = 0; i < 40 && workers.size < 2; i++) workers.add((await ask(server.port)).worker)
+    const workers = await workersAnswering(server.port)
     expect(workers.size).toBe(2)
     expect([...workers].every((worker) => worker.startsWith("1."))).toBe(true)
 
@@ -175,15 +103,14 @@ describe("supervisor (WORKERS=2)", () => {
       }
       server.signal("SIGTERM")
       expect((await server.exited).code).toBe(0)
-      running.delete(server)
+      forget(server)
     }
   })
 
   it("SIGUSR2 under keep-alive and new-connection load: no failed request, then only the new generation answers; same supervisor pid", async () => {
     const server = await start()
     const pid = server.child.pid!
-    let stop!: () => void
-    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const { stop, stopped } = stopper()
     const traffic = load(server.port, stopped)
     await traffic.warmed
     await sleep(200)
@@ -203,13 +130,11 @@ describe("supervisor (WORKERS=2)", () => {
   })
 
   it("a broken build on disk (throws at startup, never ready) fails the upgrade; the old generation serves on; a good build then upgrades", async () => {
-    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-"))
-    temporary.push(dir)
+    const dir = removeLater(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-")))
     Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
     const good = Fs.readFileSync(Path.join(dir, "main.js"))
-    const server = await start({ UPGRADE_TIMEOUT: "5s" }, `exec $NODE ${Path.join(dir, "main.js")}`)
-    let stop!: () => void
-    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const server = await start({ UPGRADE_TIMEOUT: "5s" }, { shell: `exec $NODE ${Path.join(dir, "main.js")}` })
+    const { stop, stopped } = stopper()
     const traffic = load(server.port, stopped)
     await traffic.warmed
 
@@ -284,8 +209,7 @@ describe("supervisor (WORKERS=2)", () => {
     const pid = server.child.pid!
     const fdsBefore = openFds(pid)
     expect(children(pid)).toHaveLength(2)
-    let stop!: () => void
-    const stopped = new Promise<void>((resolve) => (stop = resolve))
+    const { stop, stopped } = stopper()
     const traffic = load(server.port, stopped)
     await traffic.warmed
     for (let round = 1; round <= 10; round++) {

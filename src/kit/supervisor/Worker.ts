@@ -128,10 +128,12 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
     const onMessage = (message: unknown) => {
       if (isToWorker(message) && message.type === "drain") Queue.offerUnsafe(signals, "SIGTERM")
     }
+    // With the process's logger and annotations: a line the default logger wrote would not be JSON.
+    const log = Effect.runForkWith(yield* Effect.context<never>())
     const onDisconnect = () => {
       // The supervisor is gone (SIGKILL, crash): nobody will tell us to stop, and nobody will
       // restart us or hand our sockets on. Drain now rather than serve unsupervised.
-      Effect.runFork(Effect.logWarning("lost the supervisor's channel; draining"))
+      log(Effect.logWarning("lost the supervisor's channel; draining"))
       Queue.offerUnsafe(signals, "SIGTERM")
     }
     const onUpgrade = (signal: "SIGUSR2" | "SIGHUP") => () => send({ type: "upgrade", pid: process.pid, signal })
