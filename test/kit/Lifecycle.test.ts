@@ -15,7 +15,7 @@ const resource = (
   name: string,
   journal: Array<string>,
   release: Effect.Effect<void, unknown> = Effect.void,
-  options?: { readonly releaseTimeout?: Duration.Input }
+  options?: { readonly releaseTimeout?: Duration.Input; readonly forceable?: boolean }
 ) =>
   Layer.effectDiscard(Lifecycle.acquireRelease(
     name,
@@ -279,6 +279,39 @@ describe("Lifecycle", () => {
       assert.strictEqual(yield* Fiber.join(fiber), 0)
       assert.isUndefined(harness.logs.find((entry) => entry.message === "shutdown forced"))
       assert.isDefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
+    }))
+
+  it.effect("a second signal forces a release that drains (forceable, as the supervisor's wait for its workers) and exits 1", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const lifecycle = yield* Deferred.make<Lifecycle.Lifecycle["Service"]>()
+      // Waits, like workers draining behind a slow request, until the lifecycle is forced.
+      const drainsWorkers = Effect.flatMap(Deferred.await(lifecycle), (service) => Deferred.await(service.forced))
+      const capture = Layer.effectDiscard(Effect.gen(function*() {
+        yield* Deferred.succeed(lifecycle, yield* Lifecycle.Lifecycle)
+      }))
+      const fiber = yield* Effect.forkChild(harness.run(chain(
+        resource("postgres", journal),
+        capture,
+        resource("workers", journal, drainsWorkers, { releaseTimeout: "60 seconds", forceable: true })
+      )))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("5 seconds")
+      assert.isUndefined(fiber.pollUnsafe())
+      yield* harness.send("SIGINT")
+      yield* TestClock.adjust("10 millis")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+      assert.deepStrictEqual(journal.filter((entry) => entry.startsWith("release")), [
+        "release workers",
+        "release postgres"
+      ])
+      assert.strictEqual(
+        harness.logs.find((entry) => entry.message === "shutdown forced")?.annotations.reason,
+        "second signal"
+      )
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
     }))
 
   it.effect("a second signal during DRAIN_DELAY with no socket and no request ends the delay and leaves the exit code 0", () =>
