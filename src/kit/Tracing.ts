@@ -2,11 +2,12 @@
  * Traces, logs and metrics over OTLP/HTTP through Effect's own exporters, when the standard
  * OTEL_* variables name an endpoint; the exporters are one lifecycle resource, flushed after the drain.
  */
-import { Config, ConfigProvider, Effect, Layer, Option } from "effect"
+import { Config, ConfigProvider, Context, Effect, Layer, Option, Tracer } from "effect"
 import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/http"
 import { Otlp, OtlpSerialization } from "effect/observability"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Settings from "./Settings.ts"
+import * as Sampler from "./tracing/Sampler.ts"
 
 /**
  * The OpenTelemetry SDK's own variables: Effect reads the endpoint, per-signal endpoints,
@@ -23,7 +24,9 @@ export const TracingConfig = Config.all({
     default: "http/protobuf"
   }),
   serviceName: Config.option(Config.NonEmptyString("OTEL_SERVICE_NAME")),
-  resourceAttributes: Config.option(Config.String("OTEL_RESOURCE_ATTRIBUTES"))
+  resourceAttributes: Config.option(Config.String("OTEL_RESOURCE_ATTRIBUTES")),
+  /** `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, checked even while tracing is off. */
+  sampler: Sampler.SamplerConfig
 })
 export type TracingSettings = Config.Success<typeof TracingConfig>
 
@@ -41,6 +44,18 @@ const untraced = (paths: ReadonlyArray<string>) => {
 const isConfigured = (settings: TracingSettings) =>
   !settings.sdkDisabled && [settings.endpoint, settings.tracesEndpoint, settings.logsEndpoint, settings.metricsEndpoint]
     .some(Option.isSome)
+
+/**
+ * The exporters' context with their tracer wrapped by the sampler. Only there: with no trace
+ * exporter (no endpoint, or `OTEL_TRACES_EXPORTER=none`) there is nothing to sample, and the spec's
+ * default sampler is what Effect does already, so it installs nothing either.
+ */
+const withSampler = (sampler: Sampler.SamplerSettings) => <R>(context: Context.Context<R>): Context.Context<R> => {
+  const inner = Context.getOrUndefined(context, Tracer.Tracer)
+  return inner === undefined || Sampler.isDefault(sampler)
+    ? context
+    : Context.add(context, Tracer.Tracer, Sampler.tracer(inner, sampler))
+}
 
 /**
  * The exporters for `settings`, as one resource: built before the server (so released after it
@@ -64,7 +79,9 @@ export const layer = (settings: TracingSettings): Layer.Layer<never, never, Life
       OTEL_METRICS_EXPORTER: ["otlp"]
     })))
   )
-  return Layer.effectContext(Lifecycle.resource("telemetry", Layer.build(exporters))).pipe(
+  return Layer.effectContext(
+    Lifecycle.resource("telemetry", Effect.map(Layer.build(exporters), withSampler(settings.sampler)))
+  ).pipe(
     Layer.merge(Layer.succeed(HttpMiddleware.TracerDisabledWhen)(untraced(untracedPaths)))
   ) as Layer.Layer<never, never, Lifecycle.Lifecycle>
 }

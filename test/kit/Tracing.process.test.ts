@@ -4,73 +4,20 @@
  * log's trace ids, and log records exported over OTLP.
  */
 import { Effect, Exit, Scope } from "effect"
-import * as Http from "node:http"
-import type { AddressInfo } from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
 import { mint } from "../support/app.ts"
 import { request } from "../support/http.ts"
+import { attribute, closeReceivers, hex, type LogRecord, receiver, type Span } from "../support/otlp.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 import { privateRedis } from "../support/redis.ts"
 
 const secret = "tracing-test-secret-0123456789abcdef"
 const running = new Set<ServerProcess>()
-const receivers = new Set<Http.Server>()
 afterEach(() => {
   for (const server of running) server.child.kill("SIGKILL")
-  for (const receiver of receivers) receiver.close()
   running.clear()
-  receivers.clear()
+  closeReceivers()
 })
-
-interface Span {
-  readonly traceId: string
-  readonly spanId: string
-  readonly parentSpanId?: string
-  readonly name: string
-  readonly kind: number
-  readonly attributes: ReadonlyArray<{ readonly key: string; readonly value: Record<string, unknown> }>
-}
-
-interface LogRecord {
-  readonly body?: { readonly stringValue?: string }
-  readonly severityText?: string
-  readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly stringValue?: string } }>
-}
-
-/** An OTLP/HTTP JSON collector: every span that arrives on /v1/traces, decoded. */
-const receiver = async () => {
-  const spans: Array<Span> = []
-  const logs: Array<LogRecord> = []
-  const paths: Array<string> = []
-  const server = Http.createServer((req, res) => {
-    let body = ""
-    req.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
-    req.on("end", () => {
-      paths.push(req.url ?? "")
-      if (req.url === "/v1/traces") {
-        const decoded = JSON.parse(body) as { resourceSpans: Array<{ scopeSpans: Array<{ spans: Array<Span> }> }> }
-        for (const resource of decoded.resourceSpans) {
-          for (const scope of resource.scopeSpans) spans.push(...scope.spans)
-        }
-      }
-      if (req.url === "/v1/logs") {
-        const decoded = JSON.parse(body) as {
-          resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<LogRecord> }> }>
-        }
-        for (const resource of decoded.resourceLogs) {
-          for (const scope of resource.scopeLogs) logs.push(...scope.logRecords)
-        }
-      }
-      res.writeHead(200, { "content-type": "application/json" }).end("{}")
-    })
-  })
-  receivers.add(server)
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve))
-  return { spans, logs, paths, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` }
-}
-
-const hex = (length: number) => Array.from({ length }, () => Math.floor(Math.random() * 16).toString(16)).join("")
-const attribute = (span: Span, key: string) => span.attributes.find((entry) => entry.key === key)?.value
 
 describe("OTLP traces", () => {
   it("exports the request's server span under the incoming traceparent with its SQL child, and a drain's spans before exit", async () => {
