@@ -14,8 +14,11 @@
 # node_modules and the pinned Node (node_modules/node/bin/node) are bind-mounted read-only at
 # /opt/scoped-server/node_modules and /usr/bin/node, /etc/scoped-server/env gets a fresh
 # JWT_SECRET. The container has its own network namespace (--private-network: its ports 3000 and
-# 9090 are not the host's), so the database is the embedded one. Prints one PASS/FAIL line per
-# check and exits non-zero if any failed.
+# 9090 are not the host's), so the database is the embedded one, unless EXTERNAL_PG names the
+# socket directory of a host PostgreSQL that trusts local connections (e.g. /var/run/postgresql):
+# then it is bind-mounted at /run/host-postgresql, a database scoped_server_systemd_check is
+# created afresh in it, and DATABASE_URL in the env file points there. Prints one PASS/FAIL line
+# per check and exits non-zero if any failed.
 set -eu
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,6 +48,14 @@ mkdir -p "$rootfs/opt/scoped-server/node_modules" "$rootfs/etc/scoped-server"
 cp -r "$repo/dist" "$repo/package.json" "$rootfs/opt/scoped-server/"
 cp "$repo/deploy/systemd/scoped-server.service" "$repo/deploy/systemd/scoped-server.socket" "$rootfs/etc/systemd/system/"
 (umask 077 && echo "JWT_SECRET=$(head -c 32 /dev/urandom | base64)" >"$rootfs/etc/scoped-server/env")
+external_bind=
+if [ -n "${EXTERNAL_PG:-}" ]; then
+  database=scoped_server_systemd_check
+  psql -h "$EXTERNAL_PG" -U postgres -w -q -c "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database" >/dev/null
+  mkdir -p "$rootfs/run/host-postgresql"
+  external_bind=--bind-ro=$EXTERNAL_PG:/run/host-postgresql
+  echo "DATABASE_URL=postgres://postgres@localhost/$database?host=/run/host-postgresql" >>"$rootfs/etc/scoped-server/env"
+fi
 # Each run starts from an empty state directory: the first start creates the cluster.
 rm -rf "$rootfs/var/lib/private/scoped-server" "$rootfs/var/lib/scoped-server"
 
@@ -99,6 +110,7 @@ poll() {
   done
 }
 load_seconds=$1
+database=${2:-embedded}
 
 systemctl daemon-reload
 journalctl --rotate >/dev/null 2>&1; journalctl --vacuum-time=1s >/dev/null 2>&1
@@ -169,9 +181,16 @@ esac
 user=$(ps -o user= -p "$main" | tr -d ' ')
 pg_user=$(ps -o user= -C postgres | sort -u | tr -d ' ' | tr '\n' ' ')
 owner=$(stat -c %U /var/lib/private/scoped-server/postgres 2>/dev/null || echo missing)
-[ "$user" = scoped-server ] && [ "$pg_user" = "scoped-server " ] && [ "$owner" = scoped-server ] \
-  && pass "DynamicUser: supervisor, workers and PostgreSQL run as $user (uid $(id -u scoped-server)); data in /var/lib/private/scoped-server" \
-  || fail "users: supervisor $user, postgres $pg_user, data owner $owner"
+if [ "$database" = embedded ]; then
+  [ "$user" = scoped-server ] && [ "$pg_user" = "scoped-server " ] && [ "$owner" = scoped-server ] \
+    && pass "DynamicUser: supervisor, workers and PostgreSQL run as $user (uid $(id -u scoped-server)); data in /var/lib/private/scoped-server" \
+    || fail "users: supervisor $user, postgres $pg_user, data owner $owner"
+else
+  connected=$(journalctl -u scoped-server -o cat | grep -c '"postgres ready".*/run/host-postgresql')
+  [ "$user" = scoped-server ] && [ -z "$pg_user" ] && [ "$connected" -gt 0 ] \
+    && pass "DynamicUser: the service runs as $user, no embedded PostgreSQL, workers connected $connected times to the host's through /run/host-postgresql" \
+    || fail "external database: user $user, embedded postgres as '$pg_user', $connected connections"
+fi
 uid=$(ps -o uid= -p "$main" | tr -d ' ')
 seen=$(nsenter -t "$main" -m setpriv --reuid="$uid" --regid="$uid" --clear-groups sh -c 'ls -d /proc/[0-9]* | wc -l')
 total=$(ls -d /proc/[0-9]* | wc -l)
@@ -206,7 +225,7 @@ log=$(mktemp)
 # hybrid one, so the container is what a current Debian host gives the service.
 SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn --boot --register=no --keep-unit --private-network -D "$rootfs" -M "$machine" \
   --bind-ro="$repo/node_modules:/opt/scoped-server/node_modules" \
-  --bind-ro="$node_bin:/usr/bin/node" >"$log" 2>&1 </dev/null &
+  --bind-ro="$node_bin:/usr/bin/node" ${external_bind:+"$external_bind"} >"$log" 2>&1 </dev/null &
 nspawn=$!
 leader=
 i=0
@@ -222,7 +241,7 @@ while [ $i -lt 120 ]; do
 done
 echo "container systemd: $(inside systemctl --version | head -1), system $state"
 status=0
-inside /root/check.sh "$load_seconds" || status=$?
+inside /root/check.sh "$load_seconds" "${EXTERNAL_PG:+external}" || status=$?
 inside systemctl poweroff >/dev/null 2>&1 || true
 wait $nspawn || true
 rm -f "$log"
