@@ -319,9 +319,21 @@ export class Authenticator extends Context.Service<Authenticator, {
           timeout: settings.jwksTimeout
         })
       } else {
+        const file = settings.devSecretFile
         const secret = Option.isSome(settings.secret)
           ? new TextEncoder().encode(Redacted.value(settings.secret.value))
-          : devSecret(settings.devSecretFile)
+          // A read-only or missing directory (a deployment that forgot JWT_SECRET: systemd's
+          // ProtectSystem=strict makes the working directory read-only) is a configuration error.
+          : yield* Effect.try({
+            try: () => devSecret(file),
+            catch: (cause) =>
+              Settings.refuse(
+                "JWT_DEV_SECRET_FILE",
+                `JWT_SECRET is not set and the development secret cannot be kept in ${file} (${
+                  (cause as NodeJS.ErrnoException).code ?? String(cause)
+                }): set JWT_SECRET (or JWKS_URL) in production`
+              )
+          })
         if (Option.isNone(settings.secret)) {
           yield* Effect.logWarning("JWT_SECRET is not set: using the development secret").pipe(
             Effect.annotateLogs({ file: settings.devSecretFile })

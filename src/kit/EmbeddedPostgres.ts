@@ -7,6 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import { createRequire } from "node:module"
 import * as Net from "node:net"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Lifecycle from "./Lifecycle.ts"
 import { duration, port } from "./Settings.ts"
@@ -110,6 +111,16 @@ const passwdEntry = (user: string): Account | undefined => {
   if (line === undefined) return undefined
   const [, , uid, gid] = line.split(":")
   return { uid: Number(uid), gid: Number(gid) }
+}
+
+/** Whether our uid resolves to an account through NSS (files, nss-systemd, LDAP, …), as getpwuid sees it. */
+const hasPasswdEntry = (): boolean => {
+  try {
+    Os.userInfo()
+    return true
+  } catch {
+    return false
+  }
 }
 
 interface Finished {
@@ -522,6 +533,15 @@ const initialise = (dataDir: string, bin: string, owner: Account | undefined, ti
       if (entry.startsWith(`${Path.basename(dataDir)}.init-`)) {
         Fs.rmSync(Path.join(parent, entry), { recursive: true, force: true })
       }
+    }
+    // initdb looks its own uid up (getpwuid) and stops if it has no entry: under systemd's
+    // DynamicUser= that entry comes from nss-systemd, which minimal hosts may lack. Said here in one
+    // line naming the fix, rather than as initdb's own message after the staging directory is made.
+    if (owner === undefined && !hasPasswdEntry()) {
+      return yield* fail(
+        "AccountInvalid",
+        `uid ${process.getuid?.()} has no passwd entry, and initdb needs one to create the cluster: under systemd's DynamicUser= enable nss-systemd ("systemd" on the passwd and group lines of /etc/nsswitch.conf; Debian and Ubuntu: the libnss-systemd package), or run as an account that exists`
+      )
     }
     const staging = `${dataDir}.init-${process.pid}`
     Fs.mkdirSync(staging, { mode: 0o700 })

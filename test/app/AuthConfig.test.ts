@@ -3,8 +3,11 @@
  * fetched over https unless the JWKS server is on this machine.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { ConfigProvider, Effect, Option } from "effect"
-import { AuthConfig } from "../../src/app/Auth.ts"
+import { ConfigProvider, Effect, Layer, Option } from "effect"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { AuthConfig, Authenticator } from "../../src/app/Auth.ts"
 import { describeCause } from "../../src/kit/Log.ts"
 
 const secret = "a-secret-of-exactly-32-bytes-ok!"
@@ -66,5 +69,26 @@ describe("AuthConfig", () => {
       const settings = yield* AuthConfig.parse(ConfigProvider.fromEnv({ env: { JWT_CACHE_SIZE: "0" } }))
       assert.strictEqual(settings.cacheSize, 0)
       assert.isTrue(Option.isNone(settings.secret))
+    }))
+
+  // What a deployment without JWT_SECRET meets under systemd (ProtectSystem=strict: a read-only
+  // working directory): one line naming the variables, not a bare ENOENT/EROFS from mkdir.
+  it.live("no JWT_SECRET and a development secret file that cannot be written: one line naming both variables", () =>
+    Effect.gen(function*() {
+      const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-auth-devsecret-"))
+      // A regular file where the directory should be: mkdir fails for root too (EEXIST on Linux).
+      Fs.writeFileSync(Path.join(root, "not-a-directory"), "")
+      const file = Path.join(root, "not-a-directory", "jwt-secret")
+      const exit = yield* Effect.exit(
+        Layer.build(Authenticator.layer.pipe(
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ JWT_DEV_SECRET_FILE: file })))
+        )).pipe(Effect.scoped)
+      )
+      Fs.rmSync(root, { recursive: true, force: true })
+      const line = exit._tag === "Success" ? "accepted" : describeCause(exit.cause)
+      assert.strictEqual(
+        line.replace(/\((EEXIST|ENOTDIR)\)/, "(CODE)"),
+        `invalid configuration: JWT_DEV_SECRET_FILE: JWT_SECRET is not set and the development secret cannot be kept in ${file} (CODE): set JWT_SECRET (or JWKS_URL) in production`
+      )
     }))
 })

@@ -6,6 +6,7 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
+import { spawnSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -199,4 +200,31 @@ describe("embedded PostgreSQL under the server", () => {
     expect(errors[0]!.annotations.error).toMatch(/cannot run \/nonexistent\/bin\/initdb: ENOENT/)
     expect(server.stderr()).toBe("")
   })
+
+  // What systemd's DynamicUser= gives a host without nss-systemd: a uid that getpwuid cannot name.
+  it.skipIf(process.getuid?.() !== 0)(
+    "a uid with no passwd entry: one line naming nss-systemd, exit 1, no initdb run",
+    async () => {
+      let uid = 61_000 + (process.pid % 900)
+      while (spawnSync("getent", ["passwd", String(uid)]).status === 0) uid++
+      const dir = dataDir()
+      Fs.chownSync(Path.dirname(dir), uid, uid)
+      const server = await spawnServer({
+        env: { DATABASE_URL: undefined, EMBEDDED_POSTGRES_DIR: dir },
+        shell: `exec setpriv --reuid=${uid} --regid=${uid} --clear-groups $NODE $MAIN`,
+        waitReady: false
+      })
+      running.add(server)
+      const exit = await server.exited
+      expect(exit.code).toBe(1)
+      const errors = server.lines.filter((l) => l.level === "ERROR" || l.level === "FATAL" || l.level === "RAW")
+      expect(errors.map((l) => l.message)).toEqual(["startup failed"])
+      expect(errors[0]!.annotations.error).toMatch(
+        new RegExp(`^uid ${uid} has no passwd entry, and initdb needs one.*nss-systemd.*libnss-systemd`)
+      )
+      expect(server.lines.some((l) => l.message === "initialising the embedded PostgreSQL cluster")).toBe(false)
+      expect(Fs.readdirSync(Path.dirname(dir)).filter((entry) => entry.startsWith("pg.init-"))).toEqual([])
+      expect(server.stderr()).toBe("")
+    }
+  )
 })
