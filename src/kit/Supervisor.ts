@@ -132,10 +132,23 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         Effect.andThen(Effect.forkIn(Effect.andThen(worker.exited, Effect.sync(() => live.delete(worker))), scope))
       ))
 
+  /**
+   * Tells a worker to drain, once: a worker asked again forces its close, so a SIGTERM while old
+   * workers are retiring must not repeat it (it would cut their in-flight requests). Only the
+   * deadline or a second signal asks again, through `worker.drain` itself.
+   */
+  const toldToDrain = new WeakSet<WorkerProcess>()
+  const drainOnce = (worker: WorkerProcess) =>
+    Effect.suspend(() => {
+      if (toldToDrain.has(worker)) return Effect.void
+      toldToDrain.add(worker)
+      return worker.drain
+    })
+
   /** Stops a worker that is not serving: drain, then SIGKILL if it has not exited within `grace`. */
   const stopWorker = (worker: WorkerProcess, grace: Duration.Duration) =>
     Effect.gen(function*() {
-      yield* worker.drain
+      yield* drainOnce(worker)
       const exit = yield* worker.exited.pipe(
         Effect.timeoutOrElse({ duration: grace, orElse: () => Effect.succeed(undefined) })
       )
@@ -374,7 +387,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         const startedAt = yield* Clock.currentTimeMillis
         const results = yield* Effect.forEach(workers, (worker) =>
           Effect.gen(function*() {
-            yield* worker.drain
+            yield* drainOnce(worker)
             const exit = yield* Effect.raceFirst(
               worker.exited,
               Effect.gen(function*() {

@@ -347,3 +347,27 @@ describe("Supervisor", () => {
       assert.isTrue(fake.spawned[0]!.killed)
     }))
 })
+
+describe("Supervisor: a signal during an upgrade", () => {
+  it.effect("SIGTERM while old workers are retiring drains nobody twice: a retiring worker finishes its drain; exit 0", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      const old = fake.generation(1)
+      // The old workers' drains take a while (a slow request in flight).
+      old.forEach((worker) => fake.drainExits.set(worker.pid, "never"))
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.drains === 1 && worker.alive()), "old workers are retiring")
+      // However the assertions go, the old workers end, so the supervisor's release does too.
+      yield* Effect.addFinalizer(() => Effect.forEach(old, (worker) => worker.exit(0), { discard: true }))
+      yield* harness.send("SIGTERM")
+      yield* settle
+      // A second drain message is a worker's second signal: it would cut the slow request.
+      assert.deepStrictEqual(old.map((worker) => worker.drains), [1, 1])
+      assert.isTrue(fake.generation(2).every((worker) => worker.drains === 1 && !worker.alive()))
+      yield* Effect.forEach(old, (worker) => worker.exit(0), { discard: true })
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+})

@@ -27,9 +27,10 @@ export const defaultSampler: SamplerSettings = { sampler: "parentbased_always_on
 
 const takesRatio = (sampler: SamplerName) => sampler === "traceidratio" || sampler === "parentbased_traceidratio"
 
-const decimal = /^(?:\d+(?:\.\d*)?|\.\d+)$/
+// With an exponent, as the Java, Go and JavaScript SDKs read the argument (`1e-3`); never NaN, Infinity or hex.
+const decimal = /^(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?$/i
 
-/** `0`, `0.25`, `.5`, `1.0`: a probability. */
+/** `0`, `0.25`, `.5`, `1.0`, `1e-3`: a probability. */
 export const parseRatio = (raw: string): Result.Result<number, string> => {
   const text = raw.trim()
   const value = Number(text)

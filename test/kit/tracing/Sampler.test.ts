@@ -143,7 +143,11 @@ describe("SamplerConfig", () => {
         yield* refused({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "1.5" }),
         "invalid configuration: OTEL_TRACES_SAMPLER_ARG: 1.5 is out of range; expected from 0 to 1"
       )
-      for (const arg of ["-0.1", "half", "50%", "1e-3", "NaN"]) {
+      assert.strictEqual(
+        yield* refused({ OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "1e1" }),
+        "invalid configuration: OTEL_TRACES_SAMPLER_ARG: 1e1 is out of range; expected from 0 to 1"
+      )
+      for (const arg of ["-0.1", "half", "50%", "NaN", "Infinity", "0x1", "1e", " "]) {
         assert.match(
           yield* refused({ OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: arg }),
           /^invalid configuration: OTEL_TRACES_SAMPLER_ARG: .* is not a ratio; write a number from 0 to 1/,
@@ -160,7 +164,20 @@ describe("SamplerConfig", () => {
     }))
 
   it("parses ratios as written", () => {
-    for (const [raw, value] of [["0", 0], ["1", 1], ["1.0", 1], [".5", 0.5], ["0.125", 0.125], ["1.", 1]] as const) {
+    for (
+      const [raw, value] of [
+        ["0", 0],
+        ["1", 1],
+        ["1.0", 1],
+        [".5", 0.5],
+        ["0.125", 0.125],
+        ["1.", 1],
+        // Other SDKs parse the argument as a float, so a ratio copied from their configuration reads the same.
+        ["1e-3", 0.001],
+        ["2.5E-1", 0.25],
+        ["1e+0", 1]
+      ] as const
+    ) {
       assert.deepStrictEqual(Sampler.parseRatio(raw), Result.succeed(value), raw)
     }
   })
