@@ -325,6 +325,12 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
   let stoppedAt: number | undefined
   let readyAt: number | undefined
 
+  /** Runs `self` counted as forceable when `waits`: counted and uncounted as one acquire/release, so no interruption leaks the count. */
+  const counted = <A, E, R>(waits: boolean, self: Effect.Effect<A, E, R>) =>
+    waits
+      ? Effect.acquireUseRelease(Effect.sync(() => forceable++), () => self, () => Effect.sync(() => forceable--))
+      : self
+
   const fail = (reason: string, annotations: Record<string, unknown> = {}) =>
     Effect.suspend(() => {
       failed = true
@@ -339,11 +345,7 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
       current = typeof annotations.resource === "string" ? `${name} ${annotations.resource}` : name
       const wasForced = Deferred.isDoneUnsafe(forced)
       const start = yield* Clock.currentTimeMillis
-      const waitsOnForce = name === "draining" || name === "closing"
-      if (waitsOnForce) forceable++
-      const exit = yield* Effect.exit(self).pipe(Effect.ensuring(Effect.sync(() => {
-        if (waitsOnForce) forceable--
-      })))
+      const exit = yield* counted(name === "draining" || name === "closing", Effect.exit(self))
       const durationMs = (yield* Clock.currentTimeMillis) - start
       const outcome: Outcome = Exit.isFailure(exit)
         ? "failed"
@@ -364,16 +366,15 @@ const makeController = Effect.fnUntraced(function*(settings: LifecycleSettings) 
       const bound = timeout === undefined ? settings.releaseTimeout : Duration.fromInputUnsafe(timeout)
       current = `releasing ${resource}`
       const start = yield* Clock.currentTimeMillis
-      const waitsOnForce = options?.forceable === true
-      if (waitsOnForce) forceable++
       // Finalizers run uninterruptibly, so a timeout around one would wait for it anyway. The
       // release runs in a fiber of its own and we stop waiting at the bound; it may finish later.
-      const fiber = yield* Effect.forkDetach(self, { startImmediately: true })
-      const exit = yield* Fiber.await(fiber).pipe(
-        Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) }),
-        Effect.ensuring(Effect.sync(() => {
-          if (waitsOnForce) forceable--
-        }))
+      const exit = yield* counted(
+        options?.forceable === true,
+        Effect.flatMap(
+          Effect.forkDetach(self, { startImmediately: true }),
+          (fiber) =>
+            Fiber.await(fiber).pipe(Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.succeed(undefined) }))
+        )
       )
       const durationMs = (yield* Clock.currentTimeMillis) - start
       if (exit === undefined) {
