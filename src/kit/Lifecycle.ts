@@ -512,7 +512,18 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
             Effect.andThen(os.exit(1))
           )
         )
-        yield* Effect.forkChild(Effect.forever(os.signal.pipe(Effect.andThen(controller.force("second signal")))))
+        // A second signal while a startup step still runs (an acquire cannot be interrupted: the
+        // embedded database's start, a connect) has that step to force: nothing watches `forced`
+        // there, so the process exits now, as at the hard limit, instead of waiting the step out.
+        const secondSignal = Effect.suspend(() =>
+          lifecycle.currentPhase().startsWith("starting")
+            ? fail("shutdown forced", { reason: "second signal", phase: lifecycle.currentPhase() }).pipe(
+              Effect.andThen(Effect.logError("a startup step is still running; exiting without waiting for it")),
+              Effect.andThen(os.exit(1))
+            )
+            : controller.force("second signal")
+        )
+        yield* Effect.forkChild(Effect.forever(os.signal.pipe(Effect.andThen(secondSignal))))
         // Later crashes are consumed so they cannot kill the process mid-release; the first one
         // already failed the run and was logged.
         yield* Effect.forkChild(Effect.forever(os.crash))

@@ -262,6 +262,34 @@ describe("Lifecycle", () => {
       }
     }))
 
+  it.effect("a second signal while a startup step still runs exits 1 at once instead of waiting the step out", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      // An acquire (uninterruptible), like the embedded database starting: 60 s.
+      const slowStart = Layer.effectDiscard(Lifecycle.acquireRelease(
+        "postgres",
+        Effect.sleep("60 seconds"),
+        () => Effect.sync(() => journal.push("release postgres"))
+      ))
+      const fiber = yield* Effect.forkChild(harness.run(slowStart))
+      yield* Effect.yieldNow
+      yield* harness.send("SIGTERM")
+      yield* TestClock.adjust("1 second")
+      assert.deepStrictEqual(harness.exits, [])
+      yield* harness.send("SIGINT")
+      yield* TestClock.adjust("10 millis")
+      assert.deepStrictEqual(harness.exits, [1])
+      assert.strictEqual(
+        harness.logs.find((entry) => entry.message === "shutdown forced")?.annotations.phase,
+        "starting"
+      )
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "second signal: nothing left to force"))
+      // The process is gone by now; here the run goes on until the step ends, then releases.
+      yield* TestClock.adjust("60 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), 1)
+    }))
+
   it.effect("a second signal once the drain is over forces nothing and leaves the exit code 0", () =>
     Effect.gen(function*() {
       const harness = yield* makeHarness
