@@ -74,6 +74,15 @@ const count = (database: { port: number; socketDir: string }, marker: string) =>
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** The server exits 1 with exactly one error line, `startup failed`, whose error matches `pattern`. */
+const expectOneStartupError = async (server: ServerProcess, pattern: RegExp) => {
+  const exit = await server.exited
+  expect(exit.code).toBe(1)
+  const errors = server.lines.filter((l) => l.level === "ERROR" || l.level === "FATAL" || l.level === "RAW")
+  expect(errors.map((l) => l.message)).toEqual(["startup failed"])
+  expect(errors[0]!.annotations.error).toMatch(pattern)
+}
+
 describe("embedded PostgreSQL under the server", () => {
   it("keeps committed rows across a SIGKILL of the server and the next start", async () => {
     const dir = await initialisedDataDir()
@@ -193,11 +202,7 @@ describe("embedded PostgreSQL under the server", () => {
       waitReady: false
     })
     running.add(server)
-    const exit = await server.exited
-    expect(exit.code).toBe(1)
-    const errors = server.lines.filter((l) => l.level === "ERROR" || l.level === "FATAL" || l.level === "RAW")
-    expect(errors.map((l) => l.message)).toEqual(["startup failed"])
-    expect(errors[0]!.annotations.error).toMatch(/cannot run \/nonexistent\/bin\/initdb: ENOENT/)
+    await expectOneStartupError(server, /cannot run \/nonexistent\/bin\/initdb: ENOENT/)
     expect(server.stderr()).toBe("")
   })
 
@@ -215,11 +220,8 @@ describe("embedded PostgreSQL under the server", () => {
         waitReady: false
       })
       running.add(server)
-      const exit = await server.exited
-      expect(exit.code).toBe(1)
-      const errors = server.lines.filter((l) => l.level === "ERROR" || l.level === "FATAL" || l.level === "RAW")
-      expect(errors.map((l) => l.message)).toEqual(["startup failed"])
-      expect(errors[0]!.annotations.error).toMatch(
+      await expectOneStartupError(
+        server,
         new RegExp(`^uid ${uid} has no passwd entry, and initdb needs one.*nss-systemd.*libnss-systemd`)
       )
       expect(server.lines.some((l) => l.message === "initialising the embedded PostgreSQL cluster")).toBe(false)
