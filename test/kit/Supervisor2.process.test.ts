@@ -249,6 +249,38 @@ describe("supervisor (WORKERS=2), process level", () => {
     else expect(senders.has(pid)).toBe(false)
   })
 
+  // What a container gives it: the supervisor as PID 1 of its own pid namespace (as `docker run`
+  // without --init, or a Kubernetes pod's container). PID 1 gets no default signal actions, and
+  // every exited child must be reaped by it.
+  it.skipIf(process.getuid?.() !== 0)(
+    "as PID 1 of a pid namespace: a killed worker is reaped and replaced, and SIGTERM drains and exits 0",
+    async () => {
+      const server = await start({ RESTART_DELAY: "50ms" }, {
+        shell: "exec unshare --pid --fork --mount-proc $NODE $MAIN"
+      })
+      const supervisor = Number(children(server.child.pid!)[0])
+      expect(Fs.readFileSync(`/proc/${supervisor}/status`, "utf8")).toMatch(
+        new RegExp(`^NSpid:\\s+${supervisor}\\s+1$`, "m")
+      )
+      const [victim] = children(supervisor).map(Number)
+      process.kill(victim!, "SIGKILL")
+      await server.waitForLine((line) => line.message === "worker replaced", 20_000)
+      // Reaped, not left a zombie: its /proc entry is gone.
+      expect(await until(() => !Fs.existsSync(`/proc/${victim}`), 5_000)).toBe(true)
+      expect(children(supervisor)).toHaveLength(2)
+      expect((await workersAnswering(server.port)).size).toBe(2)
+      process.kill(supervisor, "SIGTERM")
+      const exit = await server.exited
+      forget(server)
+      expect(exit.code).toBe(0)
+      const stopped = server.lines.find((line) => line.message === "workers stopped")!
+      expect((stopped.annotations.workers as Array<{ exit: string }>).map((worker) => worker.exit)).toEqual([
+        "code 0",
+        "code 0"
+      ])
+    }
+  )
+
   it("a stopped worker (SIGSTOP) gets no new connection after 1 s; the other answers them; after SIGCONT it gets them again", async () => {
     const server = await start()
     const open: Array<Net.Socket> = []
