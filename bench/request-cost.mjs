@@ -1,6 +1,6 @@
 // CPU per request of what differs between builds or settings, on /livez, resolved on a noisy
 // machine: every variant is a live dist/main.js pinned to core 0 with requests fed in-process
-// (bench/request-cost/driver.mjs), rounds alternate between variants, and the result is the median of the
+// (bench/inprocess/hook.mjs, the driver `npm run bench:inprocess` uses: 16 keep-alive connections), rounds alternate between variants, and the result is the median of the
 // per-round µs/request with its spread (min–max of the middle half).
 //   node bench/request-cost.mjs                    METRICS=true vs METRICS=false on dist/main.js
 //   BENCH_BASELINE=/path/to/other/dist/main.js     adds that build (METRICS=true) as a third variant
@@ -14,7 +14,7 @@ const root = Path.resolve(import.meta.dirname, "..")
 const rounds = Number(process.env.BENCH_ROUNDS ?? 21)
 const requests = Number(process.env.BENCH_REQUESTS ?? 20_000)
 const hasTaskset = spawnSync("taskset", ["-c", "0", "true"]).status === 0
-const hook = Path.join(root, "bench/request-cost/driver.mjs")
+const hook = Path.join(root, "bench/inprocess/hook.mjs")
 
 const variants = [
   { name: "metrics on", main: Path.join(root, "dist/main.js"), env: { METRICS: "true" } },
@@ -54,10 +54,18 @@ const start = (variant) =>
     child.once("exit", (code) => reject(new Error(`${variant.name} exited (${code}) before it was ready:\n${out}`)))
   })
 
+/** `count` GET /livez on 16 keep-alive connections; CPU µs per request, every answer a 200. */
 const ask = (child, count) =>
   new Promise((resolve, reject) => {
-    child.once("message", (message) => (message.error ? reject(new Error(message.error)) : resolve(message.result)))
-    child.send({ round: count })
+    child.once("message", (message) => {
+      if (message.error) return reject(new Error(message.error))
+      const statuses = Object.keys(message.result.statuses)
+      if (statuses.length !== 1 || statuses[0] !== "200") {
+        return reject(new Error(`answers other than 200: ${JSON.stringify(message.result.statuses)}`))
+      }
+      resolve(message.result)
+    })
+    child.send({ bench: { path: "/livez", count, connections: 16 } })
   })
 
 const quartiles = (values) => {
@@ -79,7 +87,7 @@ try {
     const thisRound = []
     for (const index of order) {
       const result = await ask(children[index], requests)
-      thisRound[index] = result.cpuMicros / result.requests
+      thisRound[index] = result.cpuMicros
       perRequest[index].push(thisRound[index])
     }
     for (let index = 0; index < children.length; index++) differences[index].push(thisRound[index] - thisRound[1])
