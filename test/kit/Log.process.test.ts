@@ -21,8 +21,11 @@ afterEach(() => {
   servers.clear()
 })
 
-/** dist/main.js with its stdout on a pseudo-terminal; resolves once it serves, with its output so far. */
-const spawnOnTerminal = async (env: Record<string, string>) => {
+/**
+ * dist/main.js with its stdout on a pseudo-terminal; resolves once `ready` (by default the pretty
+ * format's ready line) is in its output, with its output so far.
+ */
+const spawnOnTerminal = async (env: Record<string, string>, ready: RegExp = / INFO +ready\b/) => {
   const child = spawn("script", ["-qec", `${quote(process.execPath)} ${quote(mainJs)}`, "/dev/null"], {
     env: {
       PATH: process.env.PATH ?? "",
@@ -52,7 +55,7 @@ const spawnOnTerminal = async (env: Record<string, string>) => {
     }
   }
   const [, port] = await waitFor(/"name":"main","address":"http:\/\/127\.0\.0\.1:(\d+)"/)
-  await waitFor(/ INFO +ready\b/)
+  await waitFor(ready)
   return {
     port: Number(port),
     output: () => output,
@@ -98,28 +101,9 @@ describe("log format at process level", () => {
   )
 
   it.skipIf(!hasScript)("LOG_FORMAT=JSON keeps a terminal's lines machine-readable", async () => {
-    const child = spawn("script", ["-qec", `${quote(process.execPath)} ${quote(mainJs)}`, "/dev/null"], {
-      env: {
-        PATH: process.env.PATH ?? "",
-        TERM: "xterm-256color",
-        PORT: "0",
-        HOST: "127.0.0.1",
-        DATABASE_URL: inject("databaseUrl"),
-        LOG_FORMAT: "JSON"
-      },
-      stdio: ["pipe", "pipe", "pipe"],
-      detached: true
-    })
-    children.add(child)
-    let output = ""
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk))
-    const deadline = Date.now() + 20_000
-    while (!output.includes(`"message":"ready"`) && Date.now() < deadline && child.exitCode === null) {
-      await new Promise((resolve) => setTimeout(resolve, 20))
-    }
-    process.kill(-child.pid!, "SIGTERM")
-    await new Promise((resolve) => child.once("exit", resolve))
-    const lines = output.split(/\r?\n/).filter((line) => line.length > 0)
+    const server = await spawnOnTerminal({ LOG_FORMAT: "JSON" }, /"message":"ready"/)
+    await server.stop()
+    const lines = server.output().split(/\r?\n/).filter((line) => line.length > 0)
     expect(lines.map((line) => JSON.parse(line).message)).toContain("ready")
   })
 
