@@ -96,10 +96,8 @@ export const decider = (settings: SamplerSettings): Decide => {
       return () => true
     case "always_off":
       return () => false
-    case "traceidratio": {
-      const root = traceIdRatio(settings.ratio)
-      return (traceId) => root(traceId)
-    }
+    case "traceidratio":
+      return traceIdRatio(settings.ratio)
     case "parentbased_always_on":
       return (_, parentSampled) => parentSampled ?? true
     case "parentbased_always_off":
