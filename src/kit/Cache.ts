@@ -7,6 +7,7 @@ import * as Crypto from "node:crypto"
 import { BoundedMap, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
 import { bytes, duration, int } from "./Settings.ts"
+import * as Shared from "./supervisor/Shared.ts"
 
 /** Response caching (Redis when configured, else a bounded in-memory store). */
 export const CacheConfig = Config.all({
@@ -107,12 +108,55 @@ export const makeMemoryStore = Effect.fnUntraced(function*(options: {
   return store
 })
 
+/**
+ * The memory store of a supervisor's worker: values cached with a TTL stay in this worker (each
+ * worker fills its own, and one that starts, starts empty), but a pinned `put` and a `delete` reach
+ * every live worker before they return, so a generation moved on by one worker has moved on in all
+ * of them when the write that moved it answers.
+ */
+export const makeWorkerStore = (
+  local: Effect.Success<ReturnType<typeof makeMemoryStore>>,
+  shared: Shared.Shared,
+  maxBytes: number
+): Store => {
+  // Whatever the key held here is superseded by what every worker now holds (or by nothing).
+  shared.onApply((key) => void local.delete(key).pipe(Effect.runSync))
+  const unavailable = (error: Shared.SharedError) =>
+    new CacheError({ reason: "Unavailable", message: error.message, cause: error })
+  const warn = throttledWarning("cache: a removal did not reach every worker")
+  const pinned = (keys: ReadonlyArray<string>) =>
+    Effect.map(local.lookup(keys), (values) =>
+      values.map((value, index) => {
+        const shared_ = shared.get(keys[index]!)
+        return shared_ === undefined ? value : Option.some(shared_)
+      }))
+  return {
+    get: (key) => Effect.map(pinned([key]), (values) => values[0]!),
+    set: local.set,
+    lookup: pinned,
+    put: (key, value, ttl) => {
+      if (ttl !== undefined) return local.put(key, value, ttl)
+      if (stringBytes(key) + stringBytes(value) + entryOverheadBytes > maxBytes) {
+        return Effect.fail(
+          new CacheError({ reason: "Rejected", message: `${key}: larger than CACHE_MAX_BYTES (${maxBytes})` })
+        )
+      }
+      return Effect.mapError(shared.write(key, value), unavailable)
+    },
+    delete: (key) => Effect.andThen(local.delete(key), Effect.catch(shared.write(key, null), warn))
+  }
+}
+
 export class Cache extends Context.Service<Cache, Store>()("scoped-server/Cache") {
-  static readonly layer: Layer.Layer<Cache, Config.ConfigError, Redis> = Layer.effect(
+  static readonly layer: Layer.Layer<Cache, Config.ConfigError | Shared.SharedError, Redis> = Layer.effect(
     Cache,
     Effect.gen(function*() {
       const { maxBytes, maxEntries } = yield* CacheConfig
       const { connection } = yield* Redis
+      const joinWorkers = Shared.forProcess()
+      if (Option.isNone(connection) && joinWorkers !== undefined) {
+        return makeWorkerStore(yield* makeMemoryStore({ maxBytes, maxEntries }), yield* joinWorkers, maxBytes)
+      }
       if (Option.isNone(connection)) return yield* makeMemoryStore({ maxBytes, maxEntries })
       const { keyPrefix, send } = connection.value
       const warn = throttledWarning("cache bypassed: redis is not answering")

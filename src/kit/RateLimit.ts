@@ -5,9 +5,11 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
+import * as RateCounter from "./internal/RateCounter.ts"
 import { observe } from "./metrics/Registry.ts"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
 import { duration, int, literal } from "./Settings.ts"
+import * as Shared from "./supervisor/Shared.ts"
 
 /** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
 export const RateLimitConfig = Config.all({
@@ -52,28 +54,18 @@ export type Decision =
  */
 export const makeMemoryStore = Effect.fnUntraced(function*(maxKeys: number) {
   const clock = yield* Clock.Clock
-  const counters = new Map<string, { count: number; expiresAt: number }>()
-  const sweep = Effect.sync(() => {
-    const now = clock.currentTimeMillisUnsafe()
-    for (const [key, counter] of counters) if (counter.expiresAt <= now) counters.delete(key)
-  })
+  const counters = RateCounter.makeCounters(maxKeys)
+  const sweep = Effect.sync(() => counters.sweep(clock.currentTimeMillisUnsafe()))
   yield* Effect.forkScoped(Effect.repeat(sweep, Schedule.spaced("10 seconds")))
 
   const take = (key: string, limit: number, windowMs: number): Decision => {
     const now = clock.currentTimeMillisUnsafe()
-    let counter = counters.get(key)
-    if (counter === undefined || counter.expiresAt <= now) {
-      counter = { count: 0, expiresAt: now }
-      counters.delete(key)
-      counters.set(key, counter)
-      if (counters.size > maxKeys) counters.delete(counters.keys().next().value!)
-    }
-    if (counter.count + 1 > limit) return { _tag: "Exceeded", limit, retryAfterMs: counter.expiresAt - now }
-    counter.count++
-    counter.expiresAt += windowMs / limit
+    const counter = counters.at(key, now)
+    if (!RateCounter.fits(counter, limit)) return { _tag: "Exceeded", limit, retryAfterMs: counter.expiresAt - now }
+    RateCounter.add(counter, 1, limit, windowMs)
     return { _tag: "Allowed", limit, remaining: limit - counter.count, resetAfterMs: counter.expiresAt - now }
   }
-  return { take, size: () => counters.size }
+  return { take, size: counters.size }
 })
 
 /** One limit: how many requests per window, and how to count one. */
@@ -93,7 +85,7 @@ export class RateLimit extends Context.Service<
     readonly perAddress: Limit
   }
 >()("scoped-server/RateLimit") {
-  static readonly layer: Layer.Layer<RateLimit, Config.ConfigError, Redis> = Layer.effect(
+  static readonly layer: Layer.Layer<RateLimit, Config.ConfigError | Shared.SharedError, Redis> = Layer.effect(
     RateLimit,
     Effect.gen(function*() {
       const settings = yield* RateLimitConfig
@@ -104,7 +96,23 @@ export class RateLimit extends Context.Service<
       const policy = (limit: number) => `${limit};w=${Math.max(1, Math.round(windowMs / 1000))}`
 
       let makeConsume: (limit: number, prefix: string) => (key: string) => Effect.Effect<Decision>
-      if (Option.isNone(connection)) {
+      const joinWorkers = Shared.forProcess()
+      if (Option.isNone(connection) && joinWorkers !== undefined) {
+        // A supervisor's worker: the supervisor counts for every worker (supervisor/Shared.ts says how).
+        const shared = yield* joinWorkers
+        const clock = yield* Clock.Clock
+        const limiter = Shared.makeLimiter(shared, {
+          now: () => clock.currentTimeMillisUnsafe(),
+          maxKeys: settings.maxKeys,
+          onError: throttledWarning("rate limits counted by this worker alone: the supervisor did not answer")
+        })
+        yield* Effect.forkScoped(Effect.repeat(Effect.sync(limiter.sweep), Schedule.spaced("10 seconds")))
+        makeConsume = (limit, prefix) => (key) =>
+          Effect.suspend(() => {
+            const decision = limiter.local(prefix + key, limit, windowMs)
+            return decision === undefined ? limiter.remote(prefix + key, limit, windowMs) : Effect.succeed(decision)
+          })
+      } else if (Option.isNone(connection)) {
         const store = yield* makeMemoryStore(settings.maxKeys)
         makeConsume = (limit, prefix) => (key) => Effect.sync(() => store.take(prefix + key, limit, windowMs))
       } else {

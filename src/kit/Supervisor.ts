@@ -31,6 +31,7 @@ import {
   type WorkerExit,
   type WorkerProcess
 } from "./supervisor/Host.ts"
+import { workersEnv } from "./supervisor/Protocol.ts"
 
 const WorkerCount = Schema.String.pipe(
   Schema.decodeTo(
@@ -125,7 +126,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   const pids = (workers: Iterable<WorkerProcess>) => [...workers].map((worker) => worker.pid)
 
   const spawn = (gen: number) =>
-    Effect.tap(host.spawn(gen, env), (worker) =>
+    Effect.tap(host.spawn(gen, { ...env, [workersEnv]: String(settings.workers) }), (worker) =>
       Effect.sync(() => {
         live.add(worker)
       }).pipe(

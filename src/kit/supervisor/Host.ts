@@ -11,7 +11,8 @@ import * as Listener from "../http/Listener.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import { observe } from "../metrics/Registry.ts"
 import { makeGatherer } from "../metrics/Workers.ts"
-import { optionalInt, port } from "../Settings.ts"
+import { int, optionalInt, port } from "../Settings.ts"
+import { makeHub, type Peer } from "./Hub.ts"
 import { adminFd, type Counters, generationEnv, isToSupervisor, mainAddressEnv } from "./Protocol.ts"
 
 /** Where the supervisor's sockets come from: the same variables a single process reads. */
@@ -172,6 +173,8 @@ const supervisorOnly = [
 ]
 
 const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
+  // Read before anything binds: a bad value is refused with nothing listening.
+  const rateLimitMaxKeys = yield* int("RATE_LIMIT_MAX_KEYS", { min: 1, max: 10_000_000, default: 100_000 })
   const sources = Listener.listeners(settings, process.pid)
   const main = yield* Lifecycle.acquireRelease(
     "listener main",
@@ -235,6 +238,30 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
     gatherer.missing
   )
 
+  // The state the workers share: written through a barrier, and the rate-limit counters.
+  const runLog = Effect.runForkWith(yield* Effect.context<never>())
+  const hubChildren = new Map<Peer, ChildProcess>()
+  const hub = makeHub({
+    now: Date.now,
+    maxKeys: rateLimitMaxKeys,
+    barrierTimeoutMs: sharedBarrierTimeoutMs,
+    onUnresponsive: (peer) => {
+      const child = hubChildren.get(peer)
+      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+      // It may still serve what every other worker has dropped: it must not answer again.
+      runLog(
+        Effect.logError("worker did not apply a shared write in time; killing it").pipe(
+          Effect.annotateLogs({ pid: child.pid, timeoutMs: sharedBarrierTimeoutMs })
+        )
+      )
+      child.kill("SIGKILL")
+    }
+  })
+  yield* Effect.acquireRelease(
+    Effect.sync(() => setInterval(hub.sweep, 10_000).unref()),
+    (timer) => Effect.sync(() => clearInterval(timer))
+  )
+
   const spawnWorker = (generation: number, env: Readonly<Record<string, string>>) =>
     Effect.gen(function*() {
       const ready = yield* Deferred.make<void, WorkerError>()
@@ -266,8 +293,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
       })
       const target = handoff.target(child)
       gatherer.add(child, generation)
+      const peer: Peer = {
+        send: (message) => {
+          if (child.connected) child.send(message, undefined, {}, () => {})
+        }
+      }
+      hubChildren.set(peer, child)
       child.on("message", (message) => {
-        if (gatherer.handle(child, message) || !isToSupervisor(message)) return
+        if (gatherer.handle(child, message) || hub.handle(peer, message) || !isToSupervisor(message)) return
         if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
         else if (message.type === "upgrade") Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
         else if (message.type === "counters") target.report(message)
@@ -286,6 +319,8 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         )
         handoff.remove(target)
         handoff.release(target)
+        hub.remove(peer)
+        hubChildren.delete(peer)
         Deferred.doneUnsafe(exited, Effect.succeed(exit))
       })
       const alive = () => child.exitCode === null && child.signalCode === null
@@ -348,6 +383,13 @@ interface Target {
   readonly load: () => number
   readonly report: (counters: Counters) => void
 }
+
+/**
+ * A worker that has not applied a shared write (a cache invalidation) this long after it was sent is
+ * killed: the write's answer waits for every live worker, and one that is stopped or stuck must not
+ * serve again with what the others have dropped.
+ */
+const sharedBarrierTimeoutMs = 5_000
 
 /** Connections accepted before any worker can take them wait here, up to a listen backlog's worth. */
 const pendingLimit = 511

@@ -82,3 +82,60 @@ export const isMetricsMessage = (message: unknown): message is MetricsMessage =>
   if (type === "scrape" || type === "collect") return true
   return (type === "metrics" || type === "scraped") && typeof (message as { text?: unknown }).text === "string"
 }
+
+/**
+ * State the workers of one supervisor share (supervisor/Hub.ts keeps it, supervisor/Shared.ts is a
+ * worker's end): entries every worker holds alike (pinned cache entries, removals), written through
+ * a barrier that answers only once every live worker has applied them, and the rate-limit counters.
+ */
+export type SharedToSupervisor =
+  /** First word from a worker's shared state: answered with `welcome` and then every broadcast. */
+  | { readonly type: "shared-join" }
+  /** Set (`value` a string) or remove (`value` null) `key` on every worker; answered with `shared-done`. */
+  | { readonly type: "shared-write"; readonly id: number; readonly key: string; readonly value: string | null }
+  /** The worker has applied broadcast `id`. */
+  | { readonly type: "shared-ack"; readonly id: number }
+  /** Count one request of `key` centrally and say whether it may proceed; answered with `limit-state`. */
+  | {
+    readonly type: "limit-take"
+    readonly id: number
+    readonly key: string
+    readonly limit: number
+    readonly windowMs: number
+  }
+  /** Requests a worker admitted on its own, per key: `[key, count, first admitted at (ms), limit, windowMs]`. */
+  | {
+    readonly type: "limit-report"
+    readonly id: number
+    readonly entries: ReadonlyArray<readonly [string, number, number, number, number]>
+  }
+
+export type SharedToWorker =
+  | {
+    readonly type: "shared-welcome"
+    /** The entries as they stand; broadcasts from here on come in the order the supervisor applied them. */
+    readonly entries: ReadonlyArray<readonly [string, string]>
+  }
+  /** Apply, then acknowledge with `shared-ack` and this id. */
+  | { readonly type: "shared-apply"; readonly id: number; readonly key: string; readonly value: string | null }
+  /** Every live worker has applied write `id`. */
+  | { readonly type: "shared-done"; readonly id: number }
+  /** A counter as it stands after a take or a report: `[key, count, expiresAt (ms)]`; `allowed` for a take. */
+  | {
+    readonly type: "limit-state"
+    readonly id: number
+    readonly allowed?: boolean
+    readonly counters: ReadonlyArray<readonly [string, number, number]>
+  }
+
+const sharedToSupervisor = new Set(["shared-join", "shared-write", "shared-ack", "limit-take", "limit-report"])
+const sharedToWorker = new Set(["shared-welcome", "shared-apply", "shared-done", "limit-state"])
+
+export const isSharedToSupervisor = (message: unknown): message is SharedToSupervisor =>
+  sharedToSupervisor.has(typeOf(message) as string)
+
+export const isSharedToWorker = (message: unknown): message is SharedToWorker =>
+  sharedToWorker.has(typeOf(message) as string)
+
+/** Set in a worker's environment: how many workers the supervisor runs (the rate limits' local allowance). */
+export const workersEnv = "SCOPED_SERVER_WORKERS"
