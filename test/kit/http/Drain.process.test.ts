@@ -218,6 +218,76 @@ describe("half-sent heads and think time near the quiet window", () => {
   })
 })
 
+describe("the cadence rule keeps idle closes fast", () => {
+  /** One `GET /livez` on a keep-alive socket, resolved with its answer. */
+  const ask = (socket: Net.Socket) =>
+    new Promise<ReturnType<typeof responses>[number]>((resolve) => {
+      let text = ""
+      const onData = (chunk: Buffer) => {
+        text += chunk.toString("latin1")
+        const [answer] = responses(text)
+        if (answer !== undefined && text.length >= text.indexOf("\r\n\r\n") + 4 + answer.body.length) {
+          socket.off("data", onData)
+          resolve(answer)
+        }
+      }
+      socket.on("data", onData)
+      socket.write("GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    })
+  /** When the server's FIN reaches `socket` (performance.now()). */
+  const endOf = (socket: Net.Socket) =>
+    new Promise<number>((resolve) => socket.on("error", () => undefined).once("end", () => resolve(performance.now())))
+
+  it("a connection that never showed a cadence, and one idle for longer than its own, close after the quiet window", async () => {
+    const server = await start({ DRAIN_QUIET_WINDOW: "300ms" })
+    const fresh = await connect(server.port)
+    const paused = await connect(server.port)
+    const ends = [endOf(fresh), endOf(paused)]
+    // A cadence of 1 s, then 2 s of silence: longer than the 1.55 s its cadence would be waited for.
+    for (let request = 0; request < 3; request++) {
+      if (request > 0) await sleep(1_000)
+      expect((await ask(paused)).headers.connection).toBe("keep-alive")
+    }
+    await sleep(2_000)
+    // Its first request 4 s after connecting: that wait is not a cadence.
+    expect((await ask(fresh)).headers.connection).toBe("keep-alive")
+    const signalledAt = server.signal("SIGTERM")
+    const [freshEnd, pausedEnd] = await Promise.all(ends)
+    const exit = await server.exited
+    // After the 300 ms window and a tick or two; waiting out either cadence would take over 1.5 s.
+    expect(freshEnd - signalledAt).toBeLessThan(1_200)
+    expect(pausedEnd - signalledAt).toBeLessThan(1_200)
+    expect(exit.code).toBe(0)
+    expect(counters(phases(server.lines).find((phase) => phase.phase === "stopped")!)).toEqual({
+      socketsClosedIdle: 2,
+      socketsClosedRaced: 0,
+      requestsNotRun: 0
+    })
+  })
+
+  it("a cadence whose wait would end past halfway to the deadline is not waited for", async () => {
+    // Closing starts at the signal, the deadline 2 s later: cadences are waited for up to 1 s.
+    const server = await start({ DRAIN_QUIET_WINDOW: "300ms", SHUTDOWN_TIMEOUT: "2s" })
+    const socket = await connect(server.port)
+    const ended = endOf(socket)
+    // Every 1.2 s: waiting it out would close the connection 1.85 s after the last answer.
+    for (let request = 0; request < 3; request++) {
+      if (request > 0) await sleep(1_200)
+      await ask(socket)
+    }
+    const signalledAt = server.signal("SIGTERM")
+    const endedAt = await ended
+    const exit = await server.exited
+    expect(endedAt - signalledAt).toBeLessThan(1_200)
+    expect(exit.code).toBe(0)
+    expect(counters(phases(server.lines).find((phase) => phase.phase === "stopped")!)).toEqual({
+      socketsClosedIdle: 1,
+      socketsClosedRaced: 0,
+      requestsNotRun: 0
+    })
+  })
+})
+
 interface ThinkOutcome {
   answered: number
   /** Clients whose last answer said `Connection: close`, then saw the server's FIN: the graceful end. */
