@@ -339,6 +339,8 @@ export const drainSockets = (server: DrainableServer, lifecycle: Lifecycle["Serv
   return Effect.sync(() => {
     server.stopAccepting()
     const now = Date.now()
+    // stoppedAt is the Clock's time: Date.now() in a real run. Without a signal (a scope closed in
+    // a test), the deadline is counted from here.
     const deadline = (lifecycle.stoppedAt() ?? now) + Duration.toMillis(lifecycle.settings.shutdownTimeout)
     cadenceUntil = now + Math.max(0, deadline - now) / 2
   }).pipe(
