@@ -16,6 +16,8 @@ const kLingeringSince = Symbol.for("scoped-server/lingeringSince")
 const kLingerBytes = Symbol.for("scoped-server/lingerBytes")
 const kIdleClose = Symbol.for("scoped-server/idleClose")
 const kCloseByDrain = Symbol.for("scoped-server/closeByDrain")
+const kIdleSince = Symbol.for("scoped-server/idleSince")
+const kCadence = Symbol.for("scoped-server/cadence")
 
 /** What Node keeps on a response that the drain reads: the stored head and whether it ends the socket. */
 interface TrackedResponse extends Http.ServerResponse {
@@ -36,6 +38,10 @@ interface TrackedSocket extends Net.Socket {
   [kLingeringSince]?: number
   [kLingerBytes]?: number
   [kIdleClose]?: boolean
+  /** When the socket's last response finished (Date.now()), kept while serving normally too. */
+  [kIdleSince]?: number
+  /** The client's think time: the gap from an answer to the next request, remembered briefly (see `trackLatest`). */
+  [kCadence]?: number
 }
 
 type RequestListener = (request: Http.IncomingMessage, response: Http.ServerResponse) => void
@@ -48,17 +54,52 @@ type RequestListener = (request: Http.IncomingMessage, response: Http.ServerResp
 const lingerMs = 2_000
 
 /**
- * The ServerResponse class with one store per request: the socket remembers its last parsed
- * response. Node queues pipelined responses where nothing outside can see them, and the drain
- * must know which one is last to put `Connection: close` on that one only.
+ * How much longer than its cadence a client may be late before its connection counts as quiet:
+ * the multiple absorbs a client whose think time wanders (a busy machine, a jittery timer), the
+ * margin the drain's tick (at most 50 ms) and the event loop's lag.
+ */
+const cadenceFactor = 1.5
+const cadenceMarginMs = 50
+
+/**
+ * The ServerResponse class with a few stores per request: the socket remembers its last parsed
+ * response (Node queues pipelined responses where nothing outside can see them, and the drain
+ * must know which one is last to put `Connection: close` on that one only), when its last
+ * response finished, and the client's cadence. The cadence must be known before the drain
+ * starts: with `DRAIN_DELAY=0` a connection is judged one quiet window after the signal.
+ *
+ * The cadence is the gap between an answer and the next request on the socket, or half the one
+ * remembered before it when that is longer: a burst of back-to-back requests does not erase a
+ * client's think time at once, and one long pause is forgotten within a few requests. A request
+ * pipelined behind an answer not yet finished, and a connection's first request, show no gap.
  */
 export const trackLatest = <C extends typeof Http.ServerResponse>(Base: C): C =>
   class extends (Base as typeof Http.ServerResponse) {
     constructor(request: Http.IncomingMessage) {
       super(request)
-      ;(request.socket as TrackedSocket)[kLatest] = this
+      const socket = request.socket as TrackedSocket
+      socket[kLatest] = this
+      const idleSince = socket[kIdleSince]
+      if (idleSince !== undefined && socket._httpMessage == null) {
+        const gap = Date.now() - idleSince
+        const remembered = (socket[kCadence] ?? 0) / 2
+        socket[kCadence] = gap > remembered ? gap : remembered
+      }
+    }
+
+    /** Node detaches a response from its socket when it has finished: the client may think from here. */
+    override detachSocket(socket: Net.Socket): void {
+      ;(socket as TrackedSocket)[kIdleSince] = Date.now()
+      super.detachSocket(socket)
     }
   } as C
+
+/**
+ * How long `socket` must have been idle since its last answer before a quiet close cannot cross
+ * the next request of a client that keeps a cadence: 0 when it has shown none.
+ */
+export const cadenceWaitMs = (cadence: number | undefined): number =>
+  cadence === undefined ? 0 : cadence * cadenceFactor + cadenceMarginMs
 
 /** Node's list of the server's connections (private): its `idle()` names sockets between requests. */
 const connectionsOf = (server: Http.Server): { idle(): Array<{ socket: Net.Socket }> } | undefined => {
@@ -203,10 +244,13 @@ export class DrainableServer {
   }
 
   /**
-   * Closes, with a FIN, sockets with nothing in flight, no request partly received, and no byte
-   * received nor response finished for `quietMs`; destroys sockets that linger past the bound.
+   * Closes, with a FIN, sockets with nothing in flight, no request partly received, no byte
+   * received nor response finished for `quietMs`, and (the cadence rule) idle since their last
+   * answer for longer than their client's cadence allows (`cadenceWaitMs`), unless that wait would
+   * end after `cadenceUntil`: such a client is thinking for longer than the budget can wait, and it
+   * is closed as if it had no cadence. Destroys sockets that linger past the bound.
    */
-  closeQuiet(quietMs: number): void {
+  closeQuiet(quietMs: number, cadenceUntil = Infinity): void {
     const now = Date.now()
     const since = this.closingSince ?? now
     let between: Set<Net.Socket> | undefined
@@ -228,6 +272,11 @@ export class DrainableServer {
       }
       if (socket._httpMessage != null) continue
       if (now - Math.max(socket[kActiveAt] ?? since, since) < quietMs) continue
+      const idleSince = socket[kIdleSince]
+      if (idleSince !== undefined) {
+        const until = idleSince + cadenceWaitMs(socket[kCadence])
+        if (now < until && until <= cadenceUntil) continue
+      }
       // Bytes of a request whose head or body is still arriving: that request is coming.
       between ??= new Set((connectionsOf(this.server)?.idle() ?? []).map((connection) => connection.socket))
       if (bytes > 0 && !between.has(socket)) continue
@@ -274,15 +323,27 @@ export const cutStalledWrites = (server: DrainableServer, timeoutMs: number): vo
   })
 }
 
-/** Waits until every socket of `server` is gone, closing quiet ones; destroys the rest if forced. */
+/**
+ * Waits until every socket of `server` is gone, closing quiet ones; destroys the rest if forced.
+ * A client's cadence is waited for only up to halfway from here to the deadline: the other half
+ * stays for the closes to complete and the resources to release within the budget.
+ */
 export const drainSockets = (server: DrainableServer, lifecycle: Lifecycle["Service"]) => {
   const quietMs = Duration.toMillis(lifecycle.settings.quietWindow)
   const tick = Duration.millis(Math.max(5, Math.min(50, Math.floor(quietMs / 4))))
+  let cadenceUntil = Infinity
   const loop: Effect.Effect<void> = Effect.suspend(() => {
-    server.closeQuiet(quietMs)
+    server.closeQuiet(quietMs, cadenceUntil)
     return server.sockets.size === 0 ? Effect.void : Effect.andThen(Effect.sleep(tick), loop)
   })
-  return Effect.sync(() => server.stopAccepting()).pipe(
+  return Effect.sync(() => {
+    server.stopAccepting()
+    const now = Date.now()
+    // stoppedAt is the Clock's time: Date.now() in a real run. Without a signal (a scope closed in
+    // a test), the deadline is counted from here.
+    const deadline = (lifecycle.stoppedAt() ?? now) + Duration.toMillis(lifecycle.settings.shutdownTimeout)
+    cadenceUntil = now + Math.max(0, deadline - now) / 2
+  }).pipe(
     Effect.andThen(Effect.raceFirst(
       loop,
       Effect.andThen(Deferred.await(lifecycle.forced), Effect.sync(() => server.destroyAll()))
