@@ -1,6 +1,7 @@
 /**
  * Item events with WORKERS=2, from outside the built server: a write through either worker reaches
- * a stream on each, created before removed; each worker's LISTEN cut by the database says resync.
+ * a stream on each, created before removed; each worker's LISTEN cut by the database says resync;
+ * at shutdown the LISTEN is released after the streams end and before the pool.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Redacted } from "effect"
@@ -9,6 +10,7 @@ import * as Crypto from "node:crypto"
 import { afterEach, describe, expect, inject, it } from "vitest"
 import { jwtSecret, mint } from "../../support/app.ts"
 import { request } from "../../support/http.ts"
+import { phases, spawnServer } from "../../support/process.ts"
 import { changesOf, subscribe, type Subscription } from "../../support/sse.ts"
 import { cleanup, start } from "../../support/supervisor.ts"
 
@@ -108,4 +110,22 @@ describe("item events with WORKERS=2", () => {
     },
     60_000
   )
+
+  it("SIGTERM: the stream ends with its final event, then the LISTEN is released, then the pool; exit 0", async () => {
+    const server = await spawnServer({ env: { JWT_SECRET: jwtSecret, ACCESS_LOG: "false" } })
+    try {
+      const stream = await subscribe(server.port, await mint())
+      streams.push(stream)
+      server.signal("SIGTERM")
+      await stream.waitFor((event) => event.event === "shutdown")
+      expect((await server.exited).code).toBe(0)
+      const order = phases(server.lines).map((line) => line.resource === undefined ? line.phase : line.resource)
+      const at = (name: string) => order.indexOf(name)
+      expect(at("listen items")).toBeGreaterThan(at("closing"))
+      expect(at("postgres")).toBeGreaterThan(at("listen items"))
+      expect(phases(server.lines).find((line) => line.resource === "listen items")?.outcome).toBe("ok")
+    } finally {
+      server.child.kill("SIGKILL")
+    }
+  }, 30_000)
 })
