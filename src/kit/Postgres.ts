@@ -275,6 +275,8 @@ const listenOn = (url: Redacted.Redacted, settings: PostgresSettings, target: st
         // entry, a host powered off) would leave it waiting forever.
         keepAlive: "30 seconds"
       }
+      // Nothing is dropped here (the session's own queue is unbounded too): what to shed when a
+      // reader falls behind is the reader's decision.
       const heard = yield* Queue.unbounded<Heard>()
       const first = yield* Deferred.make<void, unknown>()
       /** One session: LISTEN, then every notification into `heard` until the connection fails. */
