@@ -17,7 +17,10 @@ const bearer = (request: HttpServerRequest.HttpServerRequest): string | undefine
   return header !== undefined && /^bearer /i.test(header) ? header.slice(7).trim() : undefined
 }
 
-/** `GET /api/v1/items/events`: the item changes this process commits, as they commit; Bearer JWT as the API. */
+/**
+ * `GET /api/v1/items/events`: item changes as they commit, whichever process made them (and
+ * `resync` when some may have been missed); Bearer JWT as the API.
+ */
 const itemEvents = (
   authenticate: Authenticator["Service"]["authenticate"],
   changes: ItemEvents["Service"]

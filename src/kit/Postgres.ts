@@ -4,8 +4,26 @@
  */
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import * as PgConnection from "@effect/sql-pg/PgConnection"
 import * as PgMigrator from "@effect/sql-pg/PgMigrator"
-import { Config, Context, Duration, Effect, Layer, Option, Redacted, Schedule, Schema, Semaphore } from "effect"
+import {
+  Cause,
+  Config,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Exit,
+  Layer,
+  Option,
+  Queue,
+  Redacted,
+  Schedule,
+  Schema,
+  type Scope,
+  Semaphore,
+  Stream
+} from "effect"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import { SqlClient } from "effect/sql/SqlClient"
@@ -68,6 +86,14 @@ export const describeUrl = (url: Redacted.Redacted): string => {
   }
 }
 
+/**
+ * What a LISTEN hears: a notification's payload, or that its connection was lost and listens
+ * again, so whatever was sent in between was missed (a listener should resynchronise).
+ */
+export type Heard =
+  | { readonly _tag: "Notification"; readonly payload: string }
+  | { readonly _tag: "Resumed"; readonly downMs: number }
+
 interface Service {
   readonly sql: PgClient.PgClient
   /**
@@ -75,6 +101,14 @@ interface Service {
    * DB_ACQUIRE_TIMEOUT fails with PostgresError (503) instead of hanging the request.
    */
   readonly use: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | PostgresError, R>
+  /**
+   * LISTEN on `channel` for the life of the scope, on a connection of its own (not one of
+   * DB_POOL_SIZE's: a held pool connection would leave requests one short of their admission
+   * count). Succeeds once PostgreSQL has confirmed the LISTEN; a lost connection is logged,
+   * reopened with backoff, and reported in the stream as `Resumed`. Released (UNLISTEN, then
+   * the connection closed) as `releasing listen <channel>`, bounded.
+   */
+  readonly listen: (channel: string) => Effect.Effect<Stream.Stream<Heard>, PostgresError, Scope.Scope>
 }
 
 const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: PostgresSettings, options: PostgresOptions) {
@@ -218,10 +252,94 @@ const make = Effect.fnUntraced(function*(url: Redacted.Redacted, settings: Postg
         : Effect.andThen(wait(restore), run)
       return Effect.mapError(admitted, lost)
     })
+  const lifecycle = yield* Lifecycle.Lifecycle
+  const listen = (channel: string) =>
+    listenOn(url, settings, target, channel).pipe(Effect.provideService(Lifecycle.Lifecycle, lifecycle))
   yield* Effect.logInfo("postgres ready").pipe(Effect.annotateLogs({ database: target, poolSize: settings.poolSize }))
-  const service: Service = { sql, use }
+  const service: Service = { sql, use, listen }
   return service
 })
+
+/** Reconnection delays after a lost LISTEN: quick at first, then no more than one attempt a few seconds. */
+const relistenDelay = (attempt: number) => Math.min(5_000, 100 * 2 ** attempt)
+
+const listenOn = (url: Redacted.Redacted, settings: PostgresSettings, target: string, channel: string) =>
+  Lifecycle.resource(
+    `listen ${channel}`,
+    Effect.gen(function*() {
+      const config: PgConnection.Config = {
+        url,
+        connectTimeout: settings.connectTimeout,
+        applicationName: settings.applicationName,
+        // The session only ever receives: without probes a peer gone silently (a dropped NAT
+        // entry, a host powered off) would leave it waiting forever.
+        keepAlive: "30 seconds"
+      }
+      // Nothing is dropped here (the session's own queue is unbounded too): what to shed when a
+      // reader falls behind is the reader's decision.
+      const heard = yield* Queue.unbounded<Heard>()
+      const first = yield* Deferred.make<void, unknown>()
+      /** One session: LISTEN, then every notification into `heard` until the connection fails. */
+      const session = (listening: Effect.Effect<void>) =>
+        Effect.scoped(Effect.gen(function*() {
+          const connection = yield* PgConnection.make(config)
+          const notifications = yield* connection.listen(channel)
+          yield* listening
+          return yield* Effect.forever(
+            Effect.flatMap(
+              Queue.takeAll(notifications),
+              (batch) => Queue.offerAll(heard, batch.map((n): Heard => ({ _tag: "Notification", payload: n.payload })))
+            )
+          )
+        }))
+      const lost = (exit: Exit.Exit<unknown, unknown>) =>
+        Effect.logWarning(`postgres listen lost: notifications on ${channel} are missed until it is back`).pipe(
+          Effect.annotateLogs({
+            channel,
+            database: target,
+            error: Exit.isFailure(exit) ? describeSqlError(Cause.squash(exit.cause)) : "ended"
+          })
+        )
+      const now = Effect.clockWith((clock) => clock.currentTimeMillis)
+      yield* Effect.forkScoped(Effect.gen(function*() {
+        // A session ends only by failing: before its LISTEN was confirmed, the first one fails startup.
+        const opened = yield* Effect.exit(session(Deferred.done(first, Exit.void)))
+        if (!(yield* Deferred.isDone(first))) return yield* Deferred.done(first, opened)
+        yield* lost(opened)
+        let lostAt = yield* now
+        let attempt = 0
+        while (true) {
+          yield* Effect.sleep(relistenDelay(attempt++))
+          let listening = false
+          const resumed = Effect.gen(function*() {
+            listening = true
+            attempt = 0
+            const downMs = (yield* now) - lostAt
+            yield* Effect.logInfo("postgres listen resumed").pipe(Effect.annotateLogs({ channel, downMs }))
+            yield* Queue.offer(heard, { _tag: "Resumed", downMs })
+          })
+          const exit = yield* Effect.exit(session(resumed))
+          if (listening) {
+            yield* lost(exit)
+            lostAt = yield* now
+          }
+        }
+      }))
+      yield* Deferred.await(first).pipe(
+        Effect.timeoutOrElse({
+          duration: settings.connectTimeout,
+          orElse: () => Effect.fail(new Error(`no LISTEN within ${Duration.toMillis(settings.connectTimeout)}ms`))
+        }),
+        Effect.mapError((cause) =>
+          new PostgresError({
+            reason: "Unreachable",
+            message: `cannot listen on ${channel} at ${target}: ${describeSqlError(cause)}`
+          })
+        )
+      )
+      return Stream.fromQueue(heard)
+    })
+  )
 
 /**
  * The pool as OTel's `db.client.connection.*` metrics, read on a scrape from the admission

@@ -41,6 +41,7 @@ export * as Log from "./Log.ts"
 export * as Metrics from "./Metrics.ts"
 export {
   describeUrl as describeDatabaseUrl,
+  type Heard,
   type Migrations,
   Postgres,
   PostgresConfig,

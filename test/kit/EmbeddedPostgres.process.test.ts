@@ -116,7 +116,7 @@ describe("embedded PostgreSQL under the server", () => {
         p.resource ?? p.phase
       )
     )
-      .toEqual(["closing", "postgres", "embedded-postgres"])
+      .toEqual(["closing", "listen items", "postgres", "embedded-postgres"])
     expect(isAlive(database.pid)).toBe(false)
   })
 

@@ -133,7 +133,7 @@ describe("a pool with no free connection", () => {
 })
 
 describe("release order", () => {
-  it("drains, then closes Redis, then the pool: no connection of ours is left on either", async () => {
+  it("drains, then releases the items LISTEN, Redis, then the pool: no connection of ours is left on either", async () => {
     const server = await start({ REDIS_URL: redis.url, DB_APPLICATION_NAME: "scoped-server-release-order" })
     expect(json(await request(server.port, "/readyz")).checks).toMatchObject({
       database: { status: "ok" },
@@ -147,7 +147,7 @@ describe("release order", () => {
     const order = phases(server.lines)
       .filter((phase) => phase.phase !== "starting" && phase.phase !== "ready")
       .map((phase) => phase.resource ?? phase.phase)
-    expect(order).toEqual(["draining", "closing", "redis", "postgres", "stopped"])
+    expect(order).toEqual(["draining", "closing", "listen items", "redis", "postgres", "stopped"])
     const ours = await query<{ count: string }>(
       "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'scoped-server-release-order'"
     )

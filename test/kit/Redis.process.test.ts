@@ -101,10 +101,11 @@ describe("redis failing under the server", () => {
       expect(exit.code).toBe(1)
       expect(server.lines.find((l) => l.message === "release overran its timeout")?.annotations.resource).toBe("redis")
       const releases = server.lines.filter((l) => l.message === "phase" && l.annotations.phase === "releasing")
-      expect(releases.map((l) => [l.annotations.resource, l.annotations.outcome])).toEqual([["redis", "timeout"], [
-        "postgres",
-        "ok"
-      ]])
+      expect(releases.map((l) => [l.annotations.resource, l.annotations.outcome])).toEqual([
+        ["listen items", "ok"],
+        ["redis", "timeout"],
+        ["postgres", "ok"]
+      ])
     } finally {
       await Effect.runPromise(redis.signal("SIGCONT"))
     }

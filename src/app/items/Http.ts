@@ -2,12 +2,11 @@
  * The items handlers: list pages served from the cache until a write invalidates them, writes
  * and their invalidation in one uninterruptible step, every failure a declared error.
  */
-import { Duration, Effect, Layer, Option, PubSub } from "effect"
+import { Duration, Effect, Layer, Option } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
 import { Cache, CacheConfig, Log, makeCacheGenerations, Metrics } from "../../kit/index.ts"
 import { Api, ItemNotFound, Unavailable } from "./Api.ts"
-import { ItemEvents } from "./Events.ts"
 import { ItemsRepo } from "./Repo.ts"
 
 const defaultPerPage = 20
@@ -37,7 +36,6 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
     const repo = yield* ItemsRepo
     const cache = yield* Cache
     const { ttl } = yield* CacheConfig
-    const events = yield* ItemEvents
     const caching = Duration.toMillis(ttl) > 0
 
     // Every list page is filed under the current generation; a write starts a new one, so no
@@ -74,27 +72,20 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
         ))
       .handle("create", ({ payload }) =>
         Effect.gen(function*() {
-          // The insert commits, the cache moves on and subscribers hear of it together, or none
-          // of them: shutdown waits.
+          // The insert commits and the cache moves on together, or neither: shutdown waits.
+          // Subscribers hear of it through the database (ItemsRepo notifies, ItemEvents listens).
           const item = yield* Effect.uninterruptible(
-            Effect.tap(
-              unavailable(repo.create(payload)),
-              (item) =>
-                Effect.andThen(caching ? newGeneration : Effect.void, PubSub.publish(events, { type: "created", item }))
-            )
+            Effect.tap(unavailable(repo.create(payload)), () => caching ? newGeneration : Effect.void)
           )
           return HttpApiSchema.withHeaders({ body: item, headers: { location: `/api/v1/items/${item.id}` } })
         }))
       .handle("remove", ({ params }) =>
         Effect.gen(function*() {
           const removed = yield* Effect.uninterruptible(
-            Effect.tap(unavailable(repo.remove(params.id)), (removed) =>
-              removed
-                ? Effect.andThen(
-                  caching ? newGeneration : Effect.void,
-                  PubSub.publish(events, { type: "removed", id: params.id })
-                )
-                : Effect.void)
+            Effect.tap(
+              unavailable(repo.remove(params.id)),
+              (removed) => removed && caching ? newGeneration : Effect.void
+            )
           )
           if (!removed) return yield* ItemNotFound.of(params.id)
         }))
