@@ -1,7 +1,7 @@
 // The worker-side cost of a rate-limit decision with WORKERS (supervisor/Shared.ts) against the one-process
 // memory store, in one process, alternating rounds: `node bench/shared-limits.mjs` (Node ≥ 23: it imports the
 // TypeScript sources). The channel serializes every message as Node's IPC does (JSON), so the reports' cost is paid.
-import { Effect, Fiber } from "effect"
+import { Effect } from "effect"
 import * as RateCounter from "../src/kit/internal/RateCounter.ts"
 import { makeHub } from "../src/kit/supervisor/Hub.ts"
 import * as Shared from "../src/kit/supervisor/Shared.ts"
@@ -56,7 +56,11 @@ const measure = async (decide, keys, limit) => {
 
 const scenarios = [
   { name: "one subject, RATE_LIMIT=1e9", keys: ["sub:bench"], limit: 1e9 },
-  { name: "1000 addresses, limit 1000", keys: Array.from({ length: 1000 }, (_, i) => `addr:10.0.${i >> 8}.${i & 255}`), limit: 1000 }
+  {
+    name: "1000 addresses, limit 1000",
+    keys: Array.from({ length: 1000 }, (_, i) => `addr:10.0.${i >> 8}.${i & 255}`),
+    limit: 1000
+  }
 ]
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
