@@ -455,6 +455,11 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         if (Exit.isFailure(started)) return yield* failed(describeFailure(started), 0)
         const fresh = started.value
         const from = generation
+        const rollback = yield* Deferred.make<string>()
+        // On probation from its first connection: a new worker's exit from then on is a rollback.
+        if (!Duration.isZero(settings.upgradeProbation)) {
+          probation = { generation: gen, since: yield* Clock.currentTimeMillis, rollback }
+        }
         yield* Effect.forEach(fresh, adopt, { discard: true })
         generation = gen
         yield* Effect.logInfo("upgrade").pipe(
@@ -462,10 +467,8 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         )
         // Crash replacements started while the new generation was starting are old too.
         const previous = [...serving].filter((worker) => worker.generation !== gen)
-        if (Duration.isZero(settings.upgradeProbation)) return yield* complete(fresh, yield* retire(previous))
+        if (probation === undefined) return yield* complete(fresh, yield* retire(previous))
 
-        const rollback = yield* Deferred.make<string>()
-        probation = { generation: gen, since: yield* Clock.currentTimeMillis, rollback }
         for (const worker of previous) {
           serving.delete(worker)
           reserve.add(worker)
