@@ -1,6 +1,6 @@
 /**
  * The process model: a supervisor that holds the listening sockets and runs generations of workers
- * on them, upgrades them on SIGUSR2/SIGHUP with readiness gating, replaces crashed ones, drains all.
+ * on them, upgrades them on SIGUSR2/SIGHUP (readiness, probation, rollback), replaces crashed and hung ones.
  */
 import {
   Clock,

@@ -1,6 +1,6 @@
 /**
- * The supervisor's state machine in-process, on TestClock, with a fake Host: readiness gating and
- * one upgrade at a time, the upgrade timeout and rollback, crash backoff and its limit, shutdown codes.
+ * The supervisor's state machine in-process, on TestClock, with a fake Host: readiness gating, one
+ * upgrade at a time, timeout, probation and rollback, crash backoff, WORKERS kept, heartbeat, shutdown.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"

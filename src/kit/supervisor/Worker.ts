@@ -1,6 +1,6 @@
 /**
- * A worker's side of the supervisor channel: drain on the supervisor's word or when the channel is
- * lost, report readiness, answer heartbeats, forward upgrade signals. The rest of a worker is the one-process lifecycle.
+ * A worker's side of the supervisor channel: drain on its word or when the channel is lost, report
+ * readiness, answer heartbeats, forward upgrade signals. The rest is the one-process lifecycle.
  */
 import { Effect, Layer, Queue } from "effect"
 import type * as Http from "node:http"
