@@ -288,6 +288,45 @@ describe("supervisor: WORKERS whatever crashes when", () => {
   })
 })
 
+/** A cgroup-v1 cpu hierarchy we may create groups in (root, on a v1 or hybrid host), or undefined. */
+const cpuV1 = (() => {
+  const dir = "/sys/fs/cgroup/cpu"
+  try {
+    Fs.accessSync(Path.join(dir, "cgroup.procs"), Fs.constants.W_OK)
+    return Fs.existsSync(Path.join(dir, "cpu.cfs_quota_us")) ? dir : undefined
+  } catch {
+    return undefined
+  }
+})()
+
+describe("supervisor: WORKERS=auto", () => {
+  it.skipIf(cpuV1 === undefined || Os.availableParallelism() < 2)(
+    "under a cgroup-v1 CPU quota of 1 CPU on a host with more cores, auto starts 1 worker (libuv reads no `N:cpu:` line)",
+    async () => {
+      const group = Path.join(cpuV1!, `scoped-server-test-${process.pid}`)
+      Fs.mkdirSync(group)
+      try {
+        Fs.writeFileSync(Path.join(group, "cpu.cfs_period_us"), "100000")
+        Fs.writeFileSync(Path.join(group, "cpu.cfs_quota_us"), "100000")
+        const server = await start({ WORKERS: "auto" }, {
+          shell: `echo $$ > ${Path.join(group, "cgroup.procs")} && exec $NODE $MAIN`
+        })
+        const ready = server.lines.find((line) => line.message === "workers ready")!
+        expect(ready.annotations.pids).toHaveLength(1)
+        server.signal("SIGTERM")
+        expect((await server.exited).code).toBe(0)
+        forget(server)
+      } finally {
+        // A group can be removed only once empty: the supervisor killed (if the test failed), and
+        // its workers gone after it (they drain when they lose its channel).
+        cleanup()
+        await until(() => Fs.readFileSync(Path.join(group, "cgroup.procs"), "utf8").trim() === "", 15_000)
+        Fs.rmdirSync(group)
+      }
+    }
+  )
+})
+
 describe("supervisor: settings refused before anything binds", () => {
   for (
     const [env, message] of [
