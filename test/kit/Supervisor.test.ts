@@ -594,3 +594,45 @@ describe("Supervisor: heartbeat", () => {
       assert.strictEqual(yield* Fiber.join(fiber), 0)
     }))
 })
+
+describe("Supervisor: heartbeat and probation, their limits", () => {
+  it.effect("a draining worker is not pinged: one that stops answering in its drain is left to the drain's own bound", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ heartbeatTimeout: Duration.seconds(1) })
+      const old = fake.generation(1)
+      old.forEach((worker) => fake.drainExits.set(worker.pid, "never"))
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      old.forEach((worker) => (worker.hung = true))
+      yield* TestClock.adjust("3 seconds")
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.alive() && !worker.killed))
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "worker not answering; killing it"))
+      yield* Effect.forEach(old, (worker) => worker.exit(0), { discard: true })
+      yield* settle
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("one-at-a-time has no probation: each old worker drains once its replacement is ready", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({
+        upgradeStrategy: "one-at-a-time",
+        upgradeProbation: Duration.seconds(15)
+      })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.generation(2)[0]!.markReady
+      yield* settle
+      yield* fake.generation(2)[1]!.markReady
+      yield* settle
+      assert.isTrue(old.every((worker) => !worker.alive()))
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      assert.isUndefined(upgradeLines(harness.logs).find((line) => line.step === "probation"))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+})
