@@ -1,6 +1,6 @@
 /**
  * The process model: a supervisor that holds the listening sockets and runs generations of workers
- * on them, upgrades them on SIGUSR2/SIGHUP with readiness gating, replaces crashed ones, drains all.
+ * on them, upgrades them on SIGUSR2/SIGHUP (readiness, probation, rollback), replaces crashed and hung ones.
  */
 import {
   Clock,
@@ -18,11 +18,11 @@ import {
   SchemaIssue,
   SchemaTransformation
 } from "effect"
-import * as Os from "node:os"
 import { EmbeddedPostgres } from "./EmbeddedPostgres.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { observe } from "./metrics/Registry.ts"
-import { duration, int, literal } from "./Settings.ts"
+import { check, duration, formatDuration, int, literal } from "./Settings.ts"
+import { availableCpus } from "./supervisor/Cpus.ts"
 import {
   describeExit,
   Host,
@@ -39,7 +39,7 @@ const WorkerCount = Schema.String.pipe(
     SchemaTransformation.transformEffect<number, string>({
       decode: (input, options) => {
         const text = input.trim().toLowerCase()
-        const count = text === "auto" ? Os.availableParallelism() : /^\d+$/.test(text) ? Number(text) : Number.NaN
+        const count = text === "auto" ? availableCpus() : /^\d+$/.test(text) ? Number(text) : Number.NaN
         return count >= 1 && count <= 1024
           ? Effect.succeed(count)
           : Effect.fail(
@@ -57,7 +57,7 @@ const WorkerCount = Schema.String.pipe(
 
 /** How many workers, and how they are upgraded and restarted. */
 export const SupervisorConfig = Config.all({
-  /** `auto` is the available parallelism (cores, or the cgroup's CPU quota). */
+  /** `auto` is the cores this process may run on, capped by its cgroup's CPU quota (v1 or v2). */
   workers: Config.schema(WorkerCount, "WORKERS"),
   /** A new worker must report ready within this, at start, on upgrade and on restart. */
   upgradeTimeout: duration("UPGRADE_TIMEOUT", "60 seconds", { min: "1 second", max: "1 hour" }),
@@ -74,8 +74,24 @@ export const SupervisorConfig = Config.all({
   /** This many worker crashes within RESTART_WINDOW stop the supervisor (exit 1). */
   restartLimit: int("RESTART_LIMIT", { min: 1, max: 1000, default: 5 }),
   /** At least 1 s: a shorter window forgets each crash before the next, and the limit never trips. */
-  restartWindow: duration("RESTART_WINDOW", "60 seconds", { min: "1 second" })
-})
+  restartWindow: duration("RESTART_WINDOW", "60 seconds", { min: "1 second" }),
+  /**
+   * After an all-at-once upgrade the old generation waits this long, alive but handed no new
+   * connections, before it drains; a new worker that dies within it rolls the upgrade back.
+   * 0 retires the old generation as soon as the new one is ready (no rollback).
+   */
+  upgradeProbation: duration("UPGRADE_PROBATION", "15 seconds", { max: "1 hour" }),
+  /** A ready worker that answers no ping for this long is SIGKILLed and replaced (a crash). */
+  heartbeatTimeout: duration("WORKER_HEARTBEAT_TIMEOUT", "5 seconds", { min: "500 millis", max: "10 minutes" })
+}).pipe(
+  check(({ restartDelay, restartDelayMax }) =>
+    Duration.isLessThan(restartDelayMax, restartDelay)
+      ? `RESTART_DELAY_MAX (${formatDuration(restartDelayMax)}) must not be shorter than RESTART_DELAY (${
+        formatDuration(restartDelay)
+      }): the cap would be below the first delay`
+      : undefined
+  )
+)
 export type SupervisorSettings = Config.Success<typeof SupervisorConfig>
 
 /** What the workers are started with beyond our own environment (the embedded database's URL). */
@@ -115,12 +131,21 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   const live = new Set<WorkerProcess>()
   /** The workers that serve: their exit is a crash. Retired workers leave this set first. */
   const serving = new Set<WorkerProcess>()
+  /**
+   * The old generation during an upgrade's probation: alive, pools and all, but handed no new
+   * connection, so a rollback only has to hand them connections again.
+   */
+  const reserve = new Set<WorkerProcess>()
+  /** The upgrade on probation: a crash of one of its workers completes `rollback` with the reason. */
+  let probation:
+    | { readonly generation: number; readonly since: number; readonly rollback: Deferred.Deferred<string> }
+    | undefined
   let generation = 1
   let lastGeneration = 1
   let upgrading = false
   let stopping = false
   const crashes: Array<number> = []
-  const upgrades = { completed: 0, failed: 0, lastSeconds: 0, restarts: 0 }
+  const upgrades = { completed: 0, failed: 0, rolledBack: 0, lastSeconds: 0, restarts: 0, hung: 0 }
   yield* supervisorMetrics(() => generation, () => serving.size, upgrades)
 
   const pids = (workers: Iterable<WorkerProcess>) => [...workers].map((worker) => worker.pid)
@@ -130,7 +155,13 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       Effect.sync(() => {
         live.add(worker)
       }).pipe(
-        Effect.andThen(Effect.forkIn(Effect.andThen(worker.exited, Effect.sync(() => live.delete(worker))), scope))
+        Effect.andThen(Effect.forkIn(
+          Effect.flatMap(
+            worker.exited,
+            (exit) => Effect.andThen(Effect.sync(() => live.delete(worker)), exited(worker, exit))
+          ),
+          scope
+        ))
       ))
 
   /**
@@ -158,6 +189,34 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       return yield* worker.exited
     })
 
+  /**
+   * Pings a ready worker every second (or every WORKER_HEARTBEAT_TIMEOUT, if shorter); one that
+   * does not answer within WORKER_HEARTBEAT_TIMEOUT is stopped, frozen or spinning, and cannot
+   * drain: SIGKILL, and its exit is a crash like any other. A worker told to drain is left to its
+   * drain's own bounds.
+   */
+  const heartbeat = (worker: WorkerProcess) => {
+    const interval = Duration.min(Duration.seconds(1), settings.heartbeatTimeout)
+    const loop: Effect.Effect<void> = Effect.gen(function*() {
+      while (true) {
+        yield* Effect.sleep(interval)
+        if (toldToDrain.has(worker) || stopping) return
+        const answered = yield* Effect.timeoutOption(worker.ping, settings.heartbeatTimeout)
+        if (Option.isSome(answered) || toldToDrain.has(worker) || stopping) continue
+        upgrades.hung++
+        yield* Effect.logError("worker not answering; killing it").pipe(Effect.annotateLogs({
+          pid: worker.pid,
+          generation: worker.generation,
+          silentMs: millis(settings.heartbeatTimeout),
+          hint:
+            "no answer to the supervisor's ping within WORKER_HEARTBEAT_TIMEOUT (stopped, or its event loop blocked)"
+        }))
+        return yield* worker.kill
+      }
+    })
+    return Effect.forkIn(Effect.raceFirst(loop, Effect.asVoid(worker.exited)), scope)
+  }
+
   /** A new worker, ready within UPGRADE_TIMEOUT, or stopped (also when interrupted) and the reason why. */
   const startWorker = (gen: number) =>
     Effect.flatMap(spawn(gen), (worker) =>
@@ -176,6 +235,7 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         }),
         // Not serving yet, so nothing to drain gracefully: a short grace, then SIGKILL.
         Effect.onError(() => stopWorker(worker, Duration.seconds(1))),
+        Effect.andThen(heartbeat(worker)),
         Effect.as(worker)
       ))
 
@@ -201,20 +261,36 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       return yield* Effect.failCause(started.cause)
     })
 
-  const adopt = (worker: WorkerProcess) =>
-    Effect.sync(() => serving.add(worker)).pipe(
-      Effect.andThen(worker.serve),
-      Effect.andThen(Effect.forkIn(
-        Effect.flatMap(worker.exited, (exit) => serving.has(worker) ? crashed(worker, exit) : Effect.void),
-        scope
-      ))
-    )
+  const adopt = (worker: WorkerProcess) => Effect.andThen(Effect.sync(() => serving.add(worker)), worker.serve)
 
-  /** A serving worker died: replace it after a backoff, unless they keep dying. */
-  const crashed = (worker: WorkerProcess, exit: WorkerExit): Effect.Effect<void> =>
+  /**
+   * Every worker's exit comes here; what it means depends on where the worker was. Serving: a
+   * crash, replaced, unless the worker is on probation, whose crash rolls the upgrade back.
+   * Reserve (the old generation on probation): counted as a crash, replaced only if a rollback
+   * needs it. Anywhere else it was being stopped, or never served.
+   */
+  const exited = (worker: WorkerProcess, exit: WorkerExit): Effect.Effect<void> =>
     Effect.gen(function*() {
-      serving.delete(worker)
-      if (stopping) return
+      if (stopping) {
+        serving.delete(worker)
+        reserve.delete(worker)
+        return
+      }
+      if (serving.has(worker) && probation !== undefined && worker.generation === probation.generation) {
+        serving.delete(worker)
+        const intoMs = (yield* Clock.currentTimeMillis) - probation.since
+        yield* Deferred.succeed(
+          probation.rollback,
+          `worker ${worker.pid} exited (${describeExit(exit)}) ${intoMs} ms into UPGRADE_PROBATION`
+        )
+        return
+      }
+      if (serving.has(worker)) return yield* crashed(worker, exit)
+      if (reserve.delete(worker)) yield* countCrash(worker, exit, { reserve: true })
+    })
+
+  const countCrash = (worker: WorkerProcess, exit: WorkerExit, extra: Record<string, unknown> = {}) =>
+    Effect.gen(function*() {
       const now = yield* Clock.currentTimeMillis
       crashes.push(now)
       while (crashes.length > 0 && crashes[0]! <= now - millis(settings.restartWindow)) crashes.shift()
@@ -222,15 +298,25 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         pid: worker.pid,
         generation: worker.generation,
         exit: describeExit(exit),
-        crashesInWindow: crashes.length
+        crashesInWindow: crashes.length,
+        ...extra
       }))
+    })
+
+  /** A serving worker died: replace it after a backoff, unless they keep dying. */
+  const crashed = (worker: WorkerProcess, exit: WorkerExit): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      serving.delete(worker)
+      yield* countCrash(worker, exit)
       yield* replace()
     })
 
   /**
    * A replacement runs the code on disk now, so it belongs to the generation serving when it
    * starts, not to the one it replaces: during an upgrade an old-generation replacement is retired
-   * with the rest of its generation, a new-generation one stays.
+   * with the rest of its generation, a new-generation one stays. Once ready it serves only if
+   * fewer than WORKERS do (an upgrade may have filled the places meanwhile): otherwise it fills
+   * the reserve of an upgrade on probation, or is stopped, so WORKERS is what serves.
    */
   const replace = (): Effect.Effect<void> =>
     Effect.gen(function*() {
@@ -252,13 +338,32 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       const gen = generation
       const started = yield* Effect.exit(startWorker(gen))
       if (Exit.isSuccess(started)) {
-        upgrades.restarts++
-        yield* adopt(started.value)
-        yield* Effect.logInfo("worker replaced").pipe(
-          Effect.annotateLogs({ pid: started.value.pid, generation: gen, delayMs: delay })
-        )
+        const worker = started.value
+        // Shutdown began while it started: the shutdown drains every live worker, this one too.
+        if (stopping) return
+        if (serving.size < settings.workers) {
+          upgrades.restarts++
+          yield* adopt(worker)
+          yield* Effect.logInfo("worker replaced").pipe(
+            Effect.annotateLogs({ pid: worker.pid, generation: gen, delayMs: delay })
+          )
+        } else if (probation !== undefined && gen !== probation.generation && reserve.size < settings.workers) {
+          reserve.add(worker)
+          yield* Effect.logInfo("worker replaced").pipe(
+            Effect.annotateLogs({ pid: worker.pid, generation: gen, delayMs: delay, into: "reserve" })
+          )
+        } else {
+          yield* Effect.logInfo("replacement not needed; stopping it").pipe(Effect.annotateLogs({
+            pid: worker.pid,
+            generation: gen,
+            serving: serving.size,
+            workers: settings.workers
+          }))
+          yield* stopWorker(worker, Duration.seconds(1))
+        }
         return
       }
+      if (stopping) return
       crashes.push(yield* Clock.currentTimeMillis)
       yield* Effect.logError("replacement worker failed").pipe(Effect.annotateLogs({
         generation: gen,
@@ -268,17 +373,21 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       return yield* replace()
     })
 
-  /** Retires serving workers: out of `serving` first (their exit is no crash), then drained. */
+  /** The grace for a retired worker's drain: its own SHUTDOWN_TIMEOUT, and release, then SIGKILL. */
+  const retireGrace = Duration.sum(lifecycle.settings.shutdownTimeout, lifecycle.settings.releaseTimeout)
+
+  /** Retires workers (serving or in reserve): out of both sets first (their exit is no crash), then drained. */
   const retire = (workers: ReadonlyArray<WorkerProcess>) =>
     Effect.gen(function*() {
-      workers.forEach((worker) => serving.delete(worker))
+      workers.forEach((worker) => {
+        serving.delete(worker)
+        reserve.delete(worker)
+      })
       // No connection is handed to a worker after its drain message: the channel keeps the order.
       yield* Effect.forEach(workers, (worker) => worker.unserve, { discard: true })
-      // A drain ends within the worker's own SHUTDOWN_TIMEOUT; this bound is for one that hangs.
-      const grace = Duration.sum(lifecycle.settings.shutdownTimeout, lifecycle.settings.releaseTimeout)
       return yield* Effect.forEach(workers, (worker) =>
         Effect.gen(function*() {
-          const exit = yield* stopWorker(worker, grace)
+          const exit = yield* stopWorker(worker, retireGrace)
           const served = yield* worker.counters
           return {
             pid: worker.pid,
@@ -346,14 +455,67 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
         const started = yield* Effect.exit(startGeneration(gen, settings.workers))
         if (Exit.isFailure(started)) return yield* failed(describeFailure(started), 0)
         const fresh = started.value
+        const from = generation
+        const rollback = yield* Deferred.make<string>()
+        // On probation from its first connection: a new worker's exit from then on is a rollback.
+        if (!Duration.isZero(settings.upgradeProbation)) {
+          probation = { generation: gen, since: yield* Clock.currentTimeMillis, rollback }
+        }
         yield* Effect.forEach(fresh, adopt, { discard: true })
         generation = gen
         yield* Effect.logInfo("upgrade").pipe(
           Effect.annotateLogs({ step: "ready", generation: gen, pids: pids(fresh), durationMs: yield* elapsed })
         )
         // Crash replacements started while the new generation was starting are old too.
-        const retired = yield* retire([...serving].filter((worker) => worker.generation !== gen))
-        return yield* complete(fresh, retired)
+        const previous = [...serving].filter((worker) => worker.generation !== gen)
+        if (probation === undefined) return yield* complete(fresh, yield* retire(previous))
+
+        for (const worker of previous) {
+          serving.delete(worker)
+          reserve.add(worker)
+        }
+        yield* Effect.forEach(previous, (worker) => worker.unserve, { discard: true })
+        yield* Effect.logInfo("upgrade").pipe(Effect.annotateLogs({
+          step: "probation",
+          generation: gen,
+          probationMs: millis(settings.upgradeProbation),
+          reserve: pids(previous)
+        }))
+        const reason = yield* Effect.raceFirst(
+          Deferred.await(rollback),
+          Effect.as(Effect.sleep(settings.upgradeProbation), undefined)
+        ).pipe(Effect.onInterrupt(() => Effect.sync(() => (probation = undefined))))
+        if (reason === undefined) {
+          // Passed: from now on a new worker's exit is a crash like any other.
+          probation = undefined
+          return yield* complete(fresh, yield* retire([...reserve]))
+        }
+
+        // Rolled back: the old generation serves again before the new one is told anything.
+        const restored = [...reserve]
+        reserve.clear()
+        yield* Effect.forEach(restored, adopt, { discard: true })
+        generation = from
+        const stopped = yield* retire(fresh.filter((worker) => serving.has(worker)))
+        const durationMs = yield* elapsed
+        upgrades.rolledBack++
+        upgrades.lastSeconds = durationMs / 1000
+        yield* Effect.logError("upgrade").pipe(Effect.annotateLogs({
+          step: "rolled back",
+          outcome: "old generation serves again",
+          generation: gen,
+          serving: from,
+          reason,
+          pids: pids(restored),
+          stopped,
+          durationMs
+        }))
+        // Old workers that died in reserve: their places are filled as any crash's are.
+        // Until the new workers are out of `serving`, another one's exit must not count as a crash.
+        probation = undefined
+        const missing = settings.workers - serving.size
+        for (let index = 0; index < missing; index++) yield* Effect.forkIn(replace(), scope)
+        return
       }
 
       const fresh: Array<WorkerProcess> = []
@@ -372,7 +534,6 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
       if (leftovers.length > 0) retired.push(...(yield* retire(leftovers)))
       yield* complete(fresh, retired)
     }).pipe(Effect.ensuring(host.notify("READY=1")))
-
   // Shutdown: registered before the first worker starts, so a failed start stops what did start.
   yield* Lifecycle.acquireRelease(
     "workers",
@@ -458,8 +619,10 @@ const supervisorMetrics = (
   upgrades: {
     readonly completed: number
     readonly failed: number
+    readonly rolledBack: number
     readonly lastSeconds: number
     readonly restarts: number
+    readonly hung: number
   }
 ) =>
   Effect.gen(function*() {
@@ -469,11 +632,12 @@ const supervisorMetrics = (
       generation
     )
     yield* observe("scoped_server_workers", "Workers serving.", serving)
-    for (const outcome of ["completed", "failed"] as const) {
+    const outcomes = { completed: "completed", failed: "failed", rolledBack: "rolled_back" } as const
+    for (const [key, outcome] of Object.entries(outcomes) as Array<[keyof typeof outcomes, string]>) {
       yield* observe(
         "scoped_server_upgrades_total",
         "Upgrades (SIGUSR2 / SIGHUP) by outcome.",
-        () => upgrades[outcome],
+        () => upgrades[key],
         {
           counter: true,
           attributes: { outcome }
@@ -488,6 +652,12 @@ const supervisorMetrics = (
     yield* observe("scoped_server_worker_restarts_total", "Crashed workers replaced.", () => upgrades.restarts, {
       counter: true
     })
+    yield* observe(
+      "scoped_server_workers_hung_total",
+      "Workers killed for not answering the heartbeat within WORKER_HEARTBEAT_TIMEOUT.",
+      () => upgrades.hung,
+      { counter: true }
+    )
   })
 
 const describeFailure = (exit: Exit.Exit<unknown, WorkerError>) =>
@@ -506,10 +676,12 @@ export class Supervisor {
  * sockets and pid file, the embedded database, the workers.
  */
 export const main = (options: SupervisorOptions) =>
-  Layer.unwrap(Effect.map(SupervisorConfig, (settings) => Supervisor.layer(settings, options))).pipe(
-    Layer.provide(WorkerEnv.layerConfig),
-    Layer.provide(Host.layerConfig)
-  )
+  // Settings first: a refused one stops startup before anything binds or logs `listening`.
+  Layer.unwrap(Effect.map(SupervisorConfig, (settings) =>
+    Supervisor.layer(settings, options).pipe(
+      Layer.provide(WorkerEnv.layerConfig),
+      Layer.provide(Host.layerConfig)
+    )))
 
 /**
  * The supervisor process: `main` under the lifecycle kernel, with a stop it can ask for itself

@@ -347,7 +347,8 @@ describe("GET /metrics with WORKERS=2", () => {
   )
 
   it("leaves out a worker that does not answer (SIGSTOP) within a second, and says so", async () => {
-    const server = await start({ WORKERS: "2" })
+    // The heartbeat would kill the stopped worker (5 s by default); this test continues it instead.
+    const server = await start({ WORKERS: "2", WORKER_HEARTBEAT_TIMEOUT: "1m" })
     await server.waitForLine((line) => line.message === "workers ready", 30_000)
     const [stopped, serving] = workerPids(server)
     process.kill(stopped!, "SIGSTOP")

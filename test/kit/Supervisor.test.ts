@@ -1,6 +1,6 @@
 /**
- * The supervisor's state machine in-process, on TestClock, with a fake Host: readiness gating and
- * one upgrade at a time, the upgrade timeout and rollback, crash backoff and its limit, shutdown codes.
+ * The supervisor's state machine in-process, on TestClock, with a fake Host: readiness gating, one
+ * upgrade at a time, timeout, probation and rollback, crash backoff, WORKERS kept, heartbeat, shutdown.
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"
@@ -19,6 +19,8 @@ interface FakeWorker extends WorkerProcess {
   drains: number
   serving: boolean
   killed: boolean
+  /** Answers no ping (a stopped or blocked worker). */
+  hung: boolean
   readonly markReady: Effect.Effect<void>
   readonly exit: (code: number) => Effect.Effect<void>
   readonly alive: () => boolean
@@ -52,6 +54,8 @@ const makeHost = Effect.gen(function*() {
           generation,
           drains: 0,
           killed: false,
+          hung: false,
+          ping: Effect.suspend(() => worker.hung ? Effect.never : Effect.void),
           ready: Deferred.await(ready),
           exited: Deferred.await(exited),
           drain: Effect.suspend(() => {
@@ -105,6 +109,8 @@ const settings = (overrides: Partial<SupervisorSettings> = {}): SupervisorSettin
   restartDelayMax: Duration.seconds(10),
   restartLimit: 5,
   restartWindow: Duration.seconds(60),
+  upgradeProbation: Duration.zero,
+  heartbeatTimeout: Duration.seconds(5),
   ...overrides
 })
 
@@ -368,6 +374,265 @@ describe("Supervisor: a signal during an upgrade", () => {
       assert.deepStrictEqual(old.map((worker) => worker.drains), [1, 1])
       assert.isTrue(fake.generation(2).every((worker) => worker.drains === 1 && !worker.alive()))
       yield* Effect.forEach(old, (worker) => worker.exit(0), { discard: true })
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+})
+
+describe("Supervisor: probation and rollback", () => {
+  const servingNow = (fake: Effect.Success<typeof makeHost>) =>
+    fake.spawned.filter((worker) => worker.alive() && worker.serving)
+
+  it.effect("the old generation waits out UPGRADE_PROBATION alive and unserved, then drains; the upgrade completes after it", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.alive() && !worker.serving && worker.drains === 0), "kept, unserved")
+      assert.deepStrictEqual(servingNow(fake), fake.generation(2))
+      assert.deepStrictEqual(upgradeLines(harness.logs).map((line) => line.step), ["starting", "ready", "probation"])
+      yield* TestClock.adjust("14999 millis")
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.alive()))
+      yield* TestClock.adjust("1 millis")
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.drains === 1 && !worker.alive()))
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      // Passed: a new worker's crash is an ordinary crash now, replaced in its generation.
+      yield* fake.generation(2)[0]!.exit(1)
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      assert.strictEqual(fake.spawned.at(-1)!.generation, 2)
+      assert.isDefined(harness.logs.find((entry) => entry.message === "worker exited unexpectedly"))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("a new worker that dies within probation rolls back: the old workers serve again, the new ones drain, nothing is replaced, exit 0 later", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      const [dies, other] = fake.generation(2)
+      yield* TestClock.adjust("2 seconds")
+      yield* dies!.exit(1)
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.alive() && worker.serving && worker.drains === 0), "old serve again")
+      assert.isTrue(other!.drains === 1 && !other!.alive() && !other!.serving, "the other new worker drained")
+      const line = upgradeLines(harness.logs).at(-1)!
+      assert.strictEqual(line.step, "rolled back")
+      assert.strictEqual(line.serving, 1)
+      assert.match(
+        String(line.reason),
+        new RegExp(`worker ${dies!.pid} exited \\(code 1\\) 2000 ms into UPGRADE_PROBATION`)
+      )
+      assert.deepStrictEqual(line.pids, old.map((worker) => worker.pid))
+      // A rollback is no crash: nothing replaces the dead new worker, nothing counts toward RESTART_LIMIT.
+      yield* TestClock.adjust("1 minute")
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 4)
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "worker exited unexpectedly"))
+      assert.deepStrictEqual(servingNow(fake), old)
+      assert.strictEqual(fake.notes.at(-1), "READY=1")
+      // The next upgrade is accepted.
+      yield* fake.requestUpgrade
+      yield* settle
+      assert.strictEqual(fake.generation(3).length, 2)
+      yield* fake.readyAll(3)
+      yield* TestClock.adjust("15 seconds")
+      yield* settle
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("both new workers dying together roll back once, and neither is replaced", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      const [first, second] = fake.generation(2)
+      yield* first!.exit(1)
+      yield* second!.exit(1)
+      yield* settle
+      yield* TestClock.adjust("1 minute")
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 4)
+      assert.strictEqual(upgradeLines(harness.logs).filter((line) => line.step === "rolled back").length, 1)
+      assert.deepStrictEqual(servingNow(fake), fake.generation(1))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("an old worker that dies in reserve counts as a crash; a rollback then replaces it, so WORKERS serve", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      const [lost, kept] = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      yield* lost!.exit(1)
+      yield* settle
+      const crash = harness.logs.find((entry) => entry.message === "worker exited unexpectedly")
+      assert.strictEqual(crash?.annotations.reserve, true)
+      assert.strictEqual(fake.spawned.length, 4, "not replaced while the new generation serves")
+      yield* fake.generation(2)[0]!.exit(1)
+      yield* settle
+      assert.deepStrictEqual(servingNow(fake), [kept])
+      yield* TestClock.adjust("200 millis")
+      yield* settle
+      const replacement = fake.spawned.at(-1)!
+      assert.strictEqual(fake.spawned.length, 5)
+      assert.strictEqual(replacement.generation, 1)
+      yield* replacement.markReady
+      yield* settle
+      assert.sameMembers(servingNow(fake), [kept, replacement])
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("SIGTERM during probation drains every worker, reserve included; exit 0", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+      assert.isTrue(fake.spawned.every((worker) => worker.drains === 1 && !worker.alive()))
+      assert.isUndefined(upgradeLines(harness.logs).find((line) => line.step === "rolled back"))
+    }))
+})
+
+describe("Supervisor: accounting", () => {
+  const servingNow = (fake: Effect.Success<typeof makeHost>) =>
+    fake.spawned.filter((worker) => worker.alive() && worker.serving)
+
+  it.effect("an old worker's replacement that is ready only after the new generation serves is stopped: WORKERS serve", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start()
+      const [first] = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* first!.exit(1)
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      const replacement = fake.spawned.at(-1)!
+      assert.strictEqual(replacement.generation, 1)
+      yield* fake.readyAll(2)
+      yield* settle
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      yield* replacement.markReady
+      yield* settle
+      assert.isFalse(replacement.alive(), "stopped, not serving as a third worker")
+      assert.isDefined(harness.logs.find((entry) => entry.message === "replacement not needed; stopping it"))
+      assert.deepStrictEqual(servingNow(fake), fake.generation(2))
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("with probation, that late replacement fills the reserve instead, and a rollback serves with it", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
+      const [first, second] = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* first!.exit(1)
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      const replacement = fake.spawned.at(-1)!
+      yield* fake.readyAll(2)
+      yield* settle
+      yield* replacement.markReady
+      yield* settle
+      assert.isTrue(replacement.alive() && !replacement.serving, "in reserve")
+      yield* fake.generation(2)[1]!.exit(1)
+      yield* settle
+      assert.sameMembers(servingNow(fake), [second, replacement])
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+})
+
+describe("Supervisor: heartbeat", () => {
+  it.effect("a worker that answers no ping within WORKER_HEARTBEAT_TIMEOUT is SIGKILLed, logged, and replaced as a crash", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ heartbeatTimeout: Duration.seconds(5) })
+      const [hung, fine] = fake.spawned
+      yield* TestClock.adjust("10 seconds")
+      yield* settle
+      assert.isFalse(hung!.killed, "answering workers are left alone")
+      hung!.hung = true
+      // Pinged within a second, unanswered for 5 s: killed between 5 and 6 s after it stopped.
+      yield* TestClock.adjust("4999 millis")
+      yield* settle
+      assert.isFalse(hung!.killed)
+      yield* TestClock.adjust("1001 millis")
+      yield* settle
+      assert.isTrue(hung!.killed)
+      assert.isFalse(fine!.killed)
+      const line = harness.logs.find((entry) => entry.message === "worker not answering; killing it")
+      assert.strictEqual(line?.annotations.pid, hung!.pid)
+      const crash = harness.logs.find((entry) => entry.message === "worker exited unexpectedly")
+      assert.strictEqual(crash?.annotations.exit, "SIGKILL")
+      yield* TestClock.adjust("100 millis")
+      yield* settle
+      assert.strictEqual(fake.spawned.length, 3)
+      yield* fake.spawned[2]!.markReady
+      yield* settle
+      assert.isTrue(fake.spawned[2]!.serving)
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+})
+
+describe("Supervisor: heartbeat and probation, their limits", () => {
+  it.effect("a draining worker is not pinged: one that stops answering in its drain is left to the drain's own bound", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({ heartbeatTimeout: Duration.seconds(1) })
+      const old = fake.generation(1)
+      old.forEach((worker) => fake.drainExits.set(worker.pid, "never"))
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.readyAll(2)
+      yield* settle
+      old.forEach((worker) => (worker.hung = true))
+      yield* TestClock.adjust("3 seconds")
+      yield* settle
+      assert.isTrue(old.every((worker) => worker.alive() && !worker.killed))
+      assert.isUndefined(harness.logs.find((entry) => entry.message === "worker not answering; killing it"))
+      yield* Effect.forEach(old, (worker) => worker.exit(0), { discard: true })
+      yield* settle
+      yield* harness.send("SIGTERM")
+      assert.strictEqual(yield* Fiber.join(fiber), 0)
+    }))
+
+  it.effect("one-at-a-time has no probation: each old worker drains once its replacement is ready", () =>
+    Effect.gen(function*() {
+      const { fake, fiber, harness } = yield* start({
+        upgradeStrategy: "one-at-a-time",
+        upgradeProbation: Duration.seconds(15)
+      })
+      const old = fake.generation(1)
+      yield* fake.requestUpgrade
+      yield* settle
+      yield* fake.generation(2)[0]!.markReady
+      yield* settle
+      yield* fake.generation(2)[1]!.markReady
+      yield* settle
+      assert.isTrue(old.every((worker) => !worker.alive()))
+      assert.strictEqual(upgradeLines(harness.logs).at(-1)!.step, "completed")
+      assert.isUndefined(upgradeLines(harness.logs).find((line) => line.step === "probation"))
+      yield* harness.send("SIGTERM")
       assert.strictEqual(yield* Fiber.join(fiber), 0)
     }))
 })

@@ -34,10 +34,14 @@ export interface StartOptions {
   readonly extraStdio?: ReadonlyArray<number>
 }
 
-/** dist/main.js with WORKERS=2 (unless `env` says otherwise), once its workers are ready. */
+/**
+ * dist/main.js with WORKERS=2 (unless `env` says otherwise), once its workers are ready. Upgrades
+ * keep the old generation on probation for 300 ms, not 15 s: every upgrade goes through it, and a
+ * test of ten upgrades still takes seconds; the probation tests set their own.
+ */
 export const start = async (env: Record<string, string | undefined> = {}, options: StartOptions = {}) => {
   const server = await spawnServer({
-    env: { WORKERS: "2", ACCESS_LOG: "false", ...env },
+    env: { WORKERS: "2", ACCESS_LOG: "false", UPGRADE_PROBATION: "300ms", ...env },
     ...(options.shell === undefined ? {} : { shell: options.shell }),
     ...(options.extraStdio === undefined ? {} : { extraStdio: options.extraStdio })
   })

@@ -57,6 +57,8 @@ export interface WorkerProcess {
   readonly unserve: Effect.Effect<void>
   /** What it last reported, and how many connections were handed to it. */
   readonly counters: Effect.Effect<Counters & { readonly handed: number }>
+  /** Pings it over the channel; succeeds when it answers, never if it is stopped or its loop is blocked. */
+  readonly ping: Effect.Effect<void>
 }
 
 /** What asked for an upgrade: a signal to the supervisor, or one forwarded by a worker. */
@@ -228,7 +230,9 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
     ? ["ignore", "inherit", "inherit", "ignore", "ipc"]
     : ["ignore", "inherit", "inherit", "ignore", admin.fd, "ipc"]
 
-  const handoff = makeHandoff(main)
+  // The accept loop runs outside any fiber; its few lines go through our logger all the same.
+  const log = Effect.runForkWith(yield* Effect.context<never>())
+  const handoff = makeHandoff(main, (effect) => void log(effect))
 
   // Scrapes reach whichever worker accepts them; the supervisor merges every worker's series.
   const gatherer = makeGatherer()
@@ -299,11 +303,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         }
       }
       hubChildren.set(peer, child)
+      const pongs = new Map<number, () => void>()
+      let nextPing = 0
       child.on("message", (message) => {
         if (gatherer.handle(child, message) || hub.handle(peer, message) || !isToSupervisor(message)) return
         if (message.type === "ready") Deferred.doneUnsafe(ready, Effect.void)
         else if (message.type === "upgrade") Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
         else if (message.type === "counters") target.report(message)
+        else if (message.type === "pong") pongs.get(message.id)?.()
         else handoff.closed(target)
       })
       child.once("exit", (code, signal) => {
@@ -341,7 +348,18 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
           if (alive()) handoff.add(target)
         }),
         unserve: Effect.sync(() => handoff.remove(target)),
-        counters: Effect.sync(() => ({ ...target.counters, handed: target.handed }))
+        counters: Effect.sync(() => ({ ...target.counters, handed: target.handed })),
+        ping: Effect.callback<void>((resume) => {
+          // No channel, no answer: the caller's timeout decides what that means.
+          if (!alive() || !child.connected) return
+          const id = nextPing++
+          pongs.set(id, () => {
+            pongs.delete(id)
+            resume(Effect.void)
+          })
+          child.send({ type: "ping", id }, undefined, {}, () => {})
+          return Effect.sync(() => void pongs.delete(id))
+        })
       }
       return worker
     })
@@ -382,6 +400,8 @@ interface Target {
   /** Open connections, counting those handed over but not yet reported as received. */
   readonly load: () => number
   readonly report: (counters: Counters) => void
+  /** Whether it was last seen stuck (logged once when it turns stuck, once when it recovers). */
+  stuck: boolean
 }
 
 /**
@@ -391,8 +411,19 @@ interface Target {
  */
 const sharedBarrierTimeoutMs = 5_000
 
-/** Connections accepted before any worker can take them wait here, up to a listen backlog's worth. */
+/**
+ * Connections accepted while no worker can take them (none serving, or every one stuck) wait
+ * here, up to a listen backlog's worth; beyond that each is closed as it is accepted, so the
+ * supervisor never holds an fd per connection without bound.
+ */
 const pendingLimit = 511
+
+/**
+ * Handles sent to one worker and not yet reported received, at most: a worker this far behind is
+ * treated as stuck at once, without waiting for `stuckAfterMs`, so a burst toward a stopped worker
+ * costs at most this many fds. A healthy worker reports every 20 ms, far below it.
+ */
+const inTransitLimit = 64
 
 /**
  * A worker that has not reported receiving a handle this long after it was sent is not reading
@@ -406,34 +437,77 @@ const stuckAfterMs = 1_000
  * connections (ties in turn), as its raw handle over the channel: the supervisor reads no byte of it,
  * and closes its copy once the worker reports it received.
  */
-const makeHandoff = (main: Held) => {
+const makeHandoff = (main: Held, log: (effect: Effect.Effect<void>) => void) => {
   const targets: Array<Target> = []
   const pending: Array<object> = []
   let next = 0
   let listening = false
   let closing = false
+  /** Whether connections are being closed for want of room, so that is logged once per episode. */
+  let overflowing = false
+  let refused = 0
+
+  const hold = (client: object) => {
+    if (pending.length < pendingLimit) return void pending.push(client)
+    ;(client as { close: () => void }).close()
+    refused++
+    if (!overflowing) {
+      overflowing = true
+      log(
+        Effect.logWarning("closing new connections: no worker is taking them").pipe(Effect.annotateLogs({
+          held: pending.length,
+          workers: targets.map((target) => target.child.pid)
+        }))
+      )
+    }
+  }
+
+  const isStuck = (target: Target, now: number) =>
+    target.inTransit.length >= inTransitLimit ||
+    (target.inTransit.length > 0 && now - target.inTransit[0]!.at > stuckAfterMs)
 
   const dispatch = (client: object) => {
-    if (targets.length === 0) {
-      if (pending.length < pendingLimit) pending.push(client)
-      else (client as { close: () => void }).close()
-      return
-    }
+    if (targets.length === 0) return hold(client)
     const now = Date.now()
-    const stuck = (target: Target) => target.inTransit.length > 0 && now - target.inTransit[0]!.at > stuckAfterMs
-    const healthy = targets.some((target) => !stuck(target))
     let best: Target | undefined
     for (let index = 0; index < targets.length; index++) {
       const target = targets[(next + index) % targets.length]!
-      if (healthy && stuck(target)) continue
+      const stuck = isStuck(target, now)
+      if (stuck !== target.stuck) {
+        target.stuck = stuck
+        if (stuck) {
+          log(
+            Effect.logWarning("worker not taking connections").pipe(Effect.annotateLogs({
+              pid: target.child.pid,
+              inTransit: target.inTransit.length,
+              oldestMs: now - target.inTransit[0]!.at
+            }))
+          )
+        }
+      }
+      if (stuck) continue
       if (best === undefined || target.load() < best.load()) best = target
     }
+    // Every worker is stuck: hold the connection (bounded) until one reports or is replaced.
+    if (best === undefined) return hold(client)
     next = (next + 1) % targets.length
-    best!.handed++
-    best!.inTransit.push({ client: client as { close: () => void }, at: now })
+    best.handed++
+    best.inTransit.push({ client: client as { close: () => void }, at: now })
     // Sent as the raw handle, never read here. Node may resend it until the worker acknowledges
     // it, so our copy is closed only when the worker's counters say it has received it.
-    best!.child.send({ type: "connection" }, client as Net.Socket)
+    best.child.send({ type: "connection" }, client as Net.Socket)
+  }
+
+  /** Held connections go out again (to a worker that took some, or a new one), or wait on. */
+  const flush = () => {
+    if (pending.length === 0) return
+    const held = pending.splice(0)
+    if (overflowing) {
+      log(Effect.logInfo("taking new connections again").pipe(Effect.annotateLogs({ held: held.length, refused })))
+      overflowing = false
+      refused = 0
+    }
+    for (const client of held) dispatch(client)
   }
 
   const closeIfIdle = () => {
@@ -450,10 +524,15 @@ const makeHandoff = (main: Held) => {
         counters: { open: 0, received: 0, requests: 0, inFlight: 0 },
         handed: 0,
         inTransit: [],
+        stuck: false,
         load: () => target.counters.open + target.handed - target.counters.received,
         report: (counters) => {
           for (let arrived = counters.received - target.counters.received; arrived > 0; arrived--) {
             target.inTransit.shift()?.client.close()
+          }
+          if (target.stuck && !isStuck(target, Date.now())) {
+            target.stuck = false
+            log(Effect.logInfo("worker taking connections again").pipe(Effect.annotateLogs({ pid: child.pid })))
           }
           target.counters = {
             open: counters.open,
@@ -461,6 +540,8 @@ const makeHandoff = (main: Held) => {
             requests: counters.requests,
             inFlight: counters.inFlight
           }
+          // Held because every worker was stuck: this one may take them now.
+          flush()
         }
       }
       return target
@@ -476,7 +557,7 @@ const makeHandoff = (main: Held) => {
         const code = main.handle.listen(pendingLimit)
         if (code !== 0) throw errnoError(code, "listen")
       }
-      for (const client of pending.splice(0)) dispatch(client)
+      flush()
     },
     /** The worker is gone: what it had not received is lost with it. */
     release: (target: Target) => {
@@ -499,6 +580,7 @@ const makeHandoff = (main: Held) => {
       const index = targets.indexOf(target)
       if (index >= 0) targets.splice(index, 1)
       closeIfIdle()
+      if (!closing) flush()
     },
     closeWhenIdle: () => {
       closing = true

@@ -37,24 +37,28 @@ export type ToSupervisor =
   | ({ readonly type: "counters"; readonly pid: number } & Counters)
   /** The worker's drain stopped accepting: hand it no more connections. */
   | { readonly type: "closed"; readonly pid: number }
+  /** The answer to `ping`, from the worker's event loop: it is not stopped or blocked. */
+  | { readonly type: "pong"; readonly pid: number; readonly id: number }
 
 export type ToWorker =
   /** Drain and exit, exactly as on SIGTERM; a second one forces, as a second signal does. */
   | { readonly type: "drain" }
   /** Comes with an accepted connection's handle, to serve as if this worker had accepted it. */
   | { readonly type: "connection" }
+  /** The supervisor's heartbeat: answer `pong` with the same id. */
+  | { readonly type: "ping"; readonly id: number }
 
 const typeOf = (message: unknown) =>
   typeof message === "object" && message !== null ? (message as { type?: unknown }).type : undefined
 
 export const isToSupervisor = (message: unknown): message is ToSupervisor => {
   const type = typeOf(message)
-  return type === "ready" || type === "upgrade" || type === "counters" || type === "closed"
+  return type === "ready" || type === "upgrade" || type === "counters" || type === "closed" || type === "pong"
 }
 
 export const isToWorker = (message: unknown): message is ToWorker => {
   const type = typeOf(message)
-  return type === "drain" || type === "connection"
+  return type === "drain" || type === "connection" || type === "ping"
 }
 
 /** Which of the three ways this process runs; WORKERS unset or empty keeps the single process. */

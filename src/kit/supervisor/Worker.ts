@@ -1,6 +1,6 @@
 /**
- * A worker's side of the supervisor channel: drain on the supervisor's word or when the channel is
- * lost, report readiness, forward upgrade signals. The rest of a worker is the one-process lifecycle.
+ * A worker's side of the supervisor channel: drain on its word or when the channel is lost, report
+ * readiness, answer heartbeats, forward upgrade signals. The rest is the one-process lifecycle.
  */
 import { Effect, Layer, Queue } from "effect"
 import type * as Http from "node:http"
@@ -126,7 +126,10 @@ export const layer: Layer.Layer<Lifecycle.Os> = Layer.effect(
       Queue.offerUnsafe(signals, signal)
     }
     const onMessage = (message: unknown) => {
-      if (isToWorker(message) && message.type === "drain") Queue.offerUnsafe(signals, "SIGTERM")
+      if (!isToWorker(message)) return
+      if (message.type === "drain") Queue.offerUnsafe(signals, "SIGTERM")
+      // Answered here, on the event loop: a stopped or blocked worker does not answer.
+      else if (message.type === "ping") send({ type: "pong", pid: process.pid, id: message.id })
     }
     // With the process's logger and annotations: a line the default logger wrote would not be JSON.
     const log = Effect.runForkWith(yield* Effect.context<never>())
