@@ -132,6 +132,15 @@ const start = (overrides: Partial<SupervisorSettings> = {}) =>
     return { harness, fake, fiber }
   })
 
+/** Asks for an upgrade and reports every worker of the new generation ready. */
+const upgradeReady = (fake: Effect.Success<typeof makeHost>) =>
+  Effect.gen(function*() {
+    yield* fake.requestUpgrade
+    yield* settle
+    yield* fake.readyAll(2)
+    yield* settle
+  })
+
 const upgradeLines = (logs: ReadonlyArray<{ message: string; annotations: Readonly<Record<string, unknown>> }>) =>
   logs.filter((entry) => entry.message === "upgrade").map((entry) => entry.annotations)
 
@@ -361,10 +370,7 @@ describe("Supervisor: a signal during an upgrade", () => {
       const old = fake.generation(1)
       // The old workers' drains take a while (a slow request in flight).
       old.forEach((worker) => fake.drainExits.set(worker.pid, "never"))
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       assert.isTrue(old.every((worker) => worker.drains === 1 && worker.alive()), "old workers are retiring")
       // However the assertions go, the old workers end, so the supervisor's release does too.
       yield* Effect.addFinalizer(() => Effect.forEach(old, (worker) => worker.exit(0), { discard: true }))
@@ -386,10 +392,7 @@ describe("Supervisor: probation and rollback", () => {
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
       const old = fake.generation(1)
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       assert.isTrue(old.every((worker) => worker.alive() && !worker.serving && worker.drains === 0), "kept, unserved")
       assert.deepStrictEqual(servingNow(fake), fake.generation(2))
       assert.deepStrictEqual(upgradeLines(harness.logs).map((line) => line.step), ["starting", "ready", "probation"])
@@ -414,10 +417,7 @@ describe("Supervisor: probation and rollback", () => {
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
       const old = fake.generation(1)
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       const [dies, other] = fake.generation(2)
       yield* TestClock.adjust("2 seconds")
       yield* dies!.exit(1)
@@ -454,10 +454,7 @@ describe("Supervisor: probation and rollback", () => {
   it.effect("both new workers dying together roll back once, and neither is replaced", () =>
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       const [first, second] = fake.generation(2)
       yield* first!.exit(1)
       yield* second!.exit(1)
@@ -475,10 +472,7 @@ describe("Supervisor: probation and rollback", () => {
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
       const [lost, kept] = fake.generation(1)
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       yield* lost!.exit(1)
       yield* settle
       const crash = harness.logs.find((entry) => entry.message === "worker exited unexpectedly")
@@ -502,10 +496,7 @@ describe("Supervisor: probation and rollback", () => {
   it.effect("SIGTERM during probation drains every worker, reserve included; exit 0", () =>
     Effect.gen(function*() {
       const { fake, fiber, harness } = yield* start({ upgradeProbation: Duration.seconds(15) })
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       yield* harness.send("SIGTERM")
       assert.strictEqual(yield* Fiber.join(fiber), 0)
       assert.isTrue(fake.spawned.every((worker) => worker.drains === 1 && !worker.alive()))
@@ -601,10 +592,7 @@ describe("Supervisor: heartbeat and probation, their limits", () => {
       const { fake, fiber, harness } = yield* start({ heartbeatTimeout: Duration.seconds(1) })
       const old = fake.generation(1)
       old.forEach((worker) => fake.drainExits.set(worker.pid, "never"))
-      yield* fake.requestUpgrade
-      yield* settle
-      yield* fake.readyAll(2)
-      yield* settle
+      yield* upgradeReady(fake)
       old.forEach((worker) => (worker.hung = true))
       yield* TestClock.adjust("3 seconds")
       yield* settle
