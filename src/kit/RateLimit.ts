@@ -107,6 +107,7 @@ export class RateLimit extends Context.Service<
           onError: throttledWarning("rate limits counted by this worker alone: the supervisor did not answer")
         })
         yield* Effect.forkScoped(Effect.repeat(Effect.sync(limiter.sweep), Schedule.spaced("10 seconds")))
+        yield* Effect.addFinalizer(() => Effect.sync(limiter.flush))
         makeConsume = (limit, prefix) => (key) =>
           Effect.suspend(() => {
             const decision = limiter.local(prefix + key, limit, windowMs)

@@ -25,13 +25,14 @@ import { check, duration, formatDuration, int, literal } from "./Settings.ts"
 import { availableCpus } from "./supervisor/Cpus.ts"
 import {
   describeExit,
+  HeartbeatTimeoutConfig,
   Host,
   type UpgradeRequest,
   WorkerError,
   type WorkerExit,
   type WorkerProcess
 } from "./supervisor/Host.ts"
-import { workersEnv } from "./supervisor/Protocol.ts"
+import { barrierTimeoutEnv, workersEnv } from "./supervisor/Protocol.ts"
 
 const WorkerCount = Schema.String.pipe(
   Schema.decodeTo(
@@ -82,7 +83,7 @@ export const SupervisorConfig = Config.all({
    */
   upgradeProbation: duration("UPGRADE_PROBATION", "15 seconds", { max: "1 hour" }),
   /** A ready worker that answers no ping for this long is SIGKILLed and replaced (a crash). */
-  heartbeatTimeout: duration("WORKER_HEARTBEAT_TIMEOUT", "5 seconds", { min: "500 millis", max: "10 minutes" })
+  heartbeatTimeout: HeartbeatTimeoutConfig
 }).pipe(
   check(({ restartDelay, restartDelayMax }) =>
     Duration.isLessThan(restartDelayMax, restartDelay)
@@ -151,18 +152,25 @@ const make = Effect.fnUntraced(function*(settings: SupervisorSettings, options: 
   const pids = (workers: Iterable<WorkerProcess>) => [...workers].map((worker) => worker.pid)
 
   const spawn = (gen: number) =>
-    Effect.tap(host.spawn(gen, { ...env, [workersEnv]: String(settings.workers) }), (worker) =>
-      Effect.sync(() => {
-        live.add(worker)
-      }).pipe(
-        Effect.andThen(Effect.forkIn(
-          Effect.flatMap(
-            worker.exited,
-            (exit) => Effect.andThen(Effect.sync(() => live.delete(worker)), exited(worker, exit))
-          ),
-          scope
-        ))
-      ))
+    Effect.tap(
+      host.spawn(gen, {
+        ...env,
+        [workersEnv]: String(settings.workers),
+        [barrierTimeoutEnv]: String(millis(settings.heartbeatTimeout))
+      }),
+      (worker) =>
+        Effect.sync(() => {
+          live.add(worker)
+        }).pipe(
+          Effect.andThen(Effect.forkIn(
+            Effect.flatMap(
+              worker.exited,
+              (exit) => Effect.andThen(Effect.sync(() => live.delete(worker)), exited(worker, exit))
+            ),
+            scope
+          ))
+        )
+    )
 
   /**
    * Tells a worker to drain, once: a worker asked again forces its close, so a SIGTERM while old

@@ -2,7 +2,7 @@
  * The operating system as the supervisor sees it: the listening sockets (it accepts on the main one
  * and hands each connection to a worker), worker processes, upgrade signals, systemd, the pid file.
  */
-import { Config, Context, Deferred, Effect, Layer, Option, Queue, Schema } from "effect"
+import { Config, Context, Deferred, Duration, Effect, Layer, Option, Queue, Schema } from "effect"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import * as Fs from "node:fs"
 import type * as Net from "node:net"
@@ -11,9 +11,19 @@ import * as Listener from "../http/Listener.ts"
 import * as Lifecycle from "../Lifecycle.ts"
 import { observe } from "../metrics/Registry.ts"
 import { makeGatherer } from "../metrics/Workers.ts"
-import { int, optionalInt, port } from "../Settings.ts"
+import { duration, int, optionalInt, port } from "../Settings.ts"
 import { makeHub, type Peer } from "./Hub.ts"
 import { adminFd, type Counters, generationEnv, isToSupervisor, mainAddressEnv } from "./Protocol.ts"
+
+/**
+ * A worker silent this long is hung: it has not answered the supervisor's ping (Supervisor.ts), or
+ * not applied a shared write, such as a cache invalidation, that every worker must apply before the
+ * write answers (one stopped or stuck must not serve again with what the others have dropped).
+ */
+export const HeartbeatTimeoutConfig = duration("WORKER_HEARTBEAT_TIMEOUT", "5 seconds", {
+  min: "500 millis",
+  max: "10 minutes"
+})
 
 /** Where the supervisor's sockets come from: the same variables a single process reads. */
 export const ListenerConfig = Config.all({
@@ -177,6 +187,8 @@ const supervisorOnly = [
 const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
   // Read before anything binds: a bad value is refused with nothing listening.
   const rateLimitMaxKeys = yield* int("RATE_LIMIT_MAX_KEYS", { min: 1, max: 10_000_000, default: 100_000 })
+  // A worker that cannot apply a shared write is as hung as one that cannot answer a ping.
+  const barrierTimeoutMs = Duration.toMillis(yield* HeartbeatTimeoutConfig)
   const sources = Listener.listeners(settings, process.pid)
   const main = yield* Lifecycle.acquireRelease(
     "listener main",
@@ -248,14 +260,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
   const hub = makeHub({
     now: Date.now,
     maxKeys: rateLimitMaxKeys,
-    barrierTimeoutMs: sharedBarrierTimeoutMs,
+    barrierTimeoutMs,
     onUnresponsive: (peer) => {
       const child = hubChildren.get(peer)
       if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
       // It may still serve what every other worker has dropped: it must not answer again.
       runLog(
         Effect.logError("worker did not apply a shared write in time; killing it").pipe(
-          Effect.annotateLogs({ pid: child.pid, timeoutMs: sharedBarrierTimeoutMs })
+          Effect.annotateLogs({ pid: child.pid, timeoutMs: barrierTimeoutMs })
         )
       )
       child.kill("SIGKILL")
@@ -403,13 +415,6 @@ interface Target {
   /** Whether it was last seen stuck (logged once when it turns stuck, once when it recovers). */
   stuck: boolean
 }
-
-/**
- * A worker that has not applied a shared write (a cache invalidation) this long after it was sent is
- * killed: the write's answer waits for every live worker, and one that is stopped or stuck must not
- * serve again with what the others have dropped.
- */
-const sharedBarrierTimeoutMs = 5_000
 
 /**
  * Connections accepted while no worker can take them (none serving, or every one stuck) wait

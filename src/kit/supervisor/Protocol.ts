@@ -143,3 +143,6 @@ export const isSharedToWorker = (message: unknown): message is SharedToWorker =>
 
 /** Set in a worker's environment: how many workers the supervisor runs (the rate limits' local allowance). */
 export const workersEnv = "SCOPED_SERVER_WORKERS"
+
+/** Set in a worker's environment: how long the supervisor waits for a worker to apply a shared write (ms). */
+export const barrierTimeoutEnv = "SCOPED_SERVER_BARRIER_TIMEOUT"

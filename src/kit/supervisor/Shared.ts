@@ -4,7 +4,13 @@
  */
 import { Effect, Schema } from "effect"
 import * as RateCounter from "../internal/RateCounter.ts"
-import { isSharedToWorker, type SharedToSupervisor, type SharedToWorker, workersEnv } from "./Protocol.ts"
+import {
+  barrierTimeoutEnv,
+  isSharedToWorker,
+  type SharedToSupervisor,
+  type SharedToWorker,
+  workersEnv
+} from "./Protocol.ts"
 
 export class SharedError extends Schema.TaggedError<SharedError>()("SharedError", {
   reason: Schema.Literals(["Disconnected", "Timeout"]),
@@ -17,10 +23,20 @@ export interface Transport {
   readonly send: (message: SharedToSupervisor) => boolean
   /** Calls `handler` with every shared-state message; the result stops it. */
   readonly listen: (handler: (message: SharedToWorker) => void) => () => void
+  /** Calls `handler` once the channel is gone for good (the supervisor exited or was killed). */
+  readonly onDisconnect: (handler: () => void) => void
 }
 
-/** A write the supervisor has not confirmed within this fails: the caller fails closed (skips its cache). */
-export const writeTimeoutMs = 10_000
+export interface Timeouts {
+  /**
+   * A write not confirmed within this fails, and the caller fails closed (skips its cache). Longer
+   * than the supervisor's own bound on a barrier (WORKER_HEARTBEAT_TIMEOUT, then a kill).
+   */
+  readonly writeMs: number
+  /** A count the supervisor has not answered within this is made by this worker alone. */
+  readonly takeMs: number
+}
+
 /** The supervisor answers a join at once; none within this is a startup failure. */
 export const joinTimeoutMs = 10_000
 
@@ -39,72 +55,122 @@ export interface Shared {
     limit: number,
     windowMs: number
   ) => Effect.Effect<{ readonly allowed: boolean; readonly count: number; readonly expiresAt: number }, SharedError>
-  /** Requests admitted here, per key; `onState` gets each counter as the supervisor then holds it. */
+  /**
+   * Requests admitted here, per key; `onState` gets each counter as the supervisor then holds it,
+   * or `onLost` is called (no answer within the write timeout, or the channel gone), never both.
+   */
   readonly report: (
     entries: ReadonlyArray<readonly [string, number, number, number, number]>,
-    onState: (counters: ReadonlyArray<readonly [string, number, number]>) => void
-  ) => boolean
+    onState: (counters: ReadonlyArray<readonly [string, number, number]>) => void,
+    onLost: () => void
+  ) => void
 }
 
+interface Waiting {
+  readonly answer: (message: SharedToWorker) => void
+  readonly lost: (error: SharedError) => void
+}
+
+const gone = () => new SharedError({ reason: "Disconnected", message: "the supervisor is gone" })
+
 /** Joins the supervisor's shared state over `transport`: succeeds once it has sent the entries as they stand. */
-export const join = (transport: Transport, workers: number): Effect.Effect<Shared, SharedError> =>
+export const join = (transport: Transport, workers: number, timeouts: Timeouts): Effect.Effect<Shared, SharedError> =>
   Effect.callback<Shared, SharedError>((resume) => {
     const entries = new Map<string, string>()
     const handlers: Array<(key: string, value: string | null) => void> = []
-    const waiting = new Map<number, (message: SharedToWorker) => void>()
+    const waiting = new Map<number, Waiting>()
     let nextId = 0
     let welcomed = false
+    let disconnected = false
 
-    const request = (message: SharedToSupervisor & { readonly id: number }, onAnswer: (m: SharedToWorker) => void) => {
-      waiting.set(message.id, onAnswer)
-      if (transport.send(message)) return true
-      waiting.delete(message.id)
-      return false
+    /** Sends `message` and waits for its answer, or for `lost` after `timeoutMs` (or at once: no channel). */
+    const request = (
+      build: (id: number) => SharedToSupervisor,
+      timeoutMs: number,
+      what: string,
+      answer: (message: SharedToWorker) => void,
+      lost: (error: SharedError) => void
+    ) => {
+      const id = ++nextId
+      const timer = setTimeout(() => {
+        if (!waiting.delete(id)) return
+        lost(new SharedError({ reason: "Timeout", message: `the supervisor did not answer ${what} in ${timeoutMs}ms` }))
+      }, timeoutMs)
+      timer.unref?.()
+      waiting.set(id, {
+        answer: (message) => {
+          clearTimeout(timer)
+          answer(message)
+        },
+        lost: (error) => {
+          clearTimeout(timer)
+          lost(error)
+        }
+      })
+      if (disconnected || !transport.send(build(id))) {
+        waiting.delete(id)
+        clearTimeout(timer)
+        lost(gone())
+      }
+      return id
     }
     const awaitAnswer = <A>(
-      build: (id: number) => SharedToSupervisor & { readonly id: number },
+      build: (id: number) => SharedToSupervisor,
       read: (message: SharedToWorker) => A,
+      timeoutMs: number,
       what: string
     ) =>
       Effect.callback<A, SharedError>((resumeAnswer) => {
-        const id = ++nextId
-        const timer = setTimeout(() => {
-          waiting.delete(id)
-          resumeAnswer(
-            Effect.fail(new SharedError({ reason: "Timeout", message: `the supervisor did not confirm ${what}` }))
-          )
-        }, writeTimeoutMs)
-        const sent = request(build(id), (message) => {
-          clearTimeout(timer)
-          resumeAnswer(Effect.succeed(read(message)))
-        })
-        if (!sent) {
-          clearTimeout(timer)
-          resumeAnswer(Effect.fail(new SharedError({ reason: "Disconnected", message: "the supervisor is gone" })))
-        }
-        return Effect.sync(() => {
-          clearTimeout(timer)
-          waiting.delete(id)
-        })
+        const id = request(
+          build,
+          timeoutMs,
+          what,
+          (message) => resumeAnswer(Effect.succeed(read(message))),
+          (error) => resumeAnswer(Effect.fail(error))
+        )
+        return Effect.sync(() => waiting.delete(id))
       })
 
     const shared: Shared = {
       workers,
       get: (key) => entries.get(key),
       write: (key, value) =>
-        awaitAnswer((id) => ({ type: "shared-write", id, key, value }), () => undefined, `a write of ${key}`),
+        awaitAnswer(
+          (id) => ({ type: "shared-write", id, key, value }),
+          () => undefined,
+          timeouts.writeMs,
+          `a write of ${key}`
+        ),
       onApply: (handler) => void handlers.push(handler),
       take: (key, limit, windowMs) =>
-        awaitAnswer((id) => ({ type: "limit-take", id, key, limit, windowMs }), (message) => {
-          const [, count, expiresAt] = message.type === "limit-state" ? message.counters[0]! : ["", 0, 0]
-          return { allowed: message.type === "limit-state" && message.allowed === true, count, expiresAt }
-        }, "a rate-limit count"),
-      report: (reported, onState) =>
-        request({ type: "limit-report", id: ++nextId, entries: reported }, (message) => {
-          if (message.type === "limit-state") onState(message.counters)
-        })
+        awaitAnswer(
+          (id) => ({ type: "limit-take", id, key, limit, windowMs }),
+          (message) => {
+            const [, count, expiresAt] = message.type === "limit-state" ? message.counters[0]! : ["", 0, 0]
+            return { allowed: message.type === "limit-state" && message.allowed === true, count, expiresAt }
+          },
+          timeouts.takeMs,
+          "a rate-limit count"
+        ),
+      report: (reported, onState, onLost) =>
+        void request(
+          (id) => ({ type: "limit-report", id, entries: reported }),
+          timeouts.writeMs,
+          "a report",
+          (message) => {
+            if (message.type === "limit-state") onState(message.counters)
+          },
+          onLost
+        )
     }
 
+    // Whatever waits on a channel that is gone ends now, not at its timeout: the worker is draining.
+    transport.onDisconnect(() => {
+      disconnected = true
+      const pending = [...waiting.values()]
+      waiting.clear()
+      for (const entry of pending) entry.lost(gone())
+    })
     const timer = setTimeout(() => {
       stop()
       resume(Effect.fail(new SharedError({ reason: "Timeout", message: "the supervisor did not answer a join" })))
@@ -128,16 +194,16 @@ export const join = (transport: Transport, workers: number): Effect.Effect<Share
         }
         case "shared-done":
         case "limit-state": {
-          const answer = waiting.get(message.id)
+          const entry = waiting.get(message.id)
           waiting.delete(message.id)
-          answer?.(message)
+          entry?.answer(message)
         }
       }
     })
     if (!transport.send({ type: "shared-join" })) {
       clearTimeout(timer)
       stop()
-      resume(Effect.fail(new SharedError({ reason: "Disconnected", message: "the supervisor is gone" })))
+      resume(Effect.fail(gone()))
     }
     return Effect.sync(() => {
       clearTimeout(timer)
@@ -158,6 +224,10 @@ const processTransport: Transport = {
     }
     process.on("message", onMessage)
     return () => process.off("message", onMessage)
+  },
+  onDisconnect: (handler) => {
+    if (process.connected !== true) handler()
+    else process.once("disconnect", handler)
   }
 }
 
@@ -170,7 +240,10 @@ let joined: Effect.Effect<Shared, SharedError> | undefined
 export const forProcess = (): Effect.Effect<Shared, SharedError> | undefined => {
   const workers = Number(process.env[workersEnv])
   if (!(workers >= 1) || typeof process.send !== "function") return undefined
-  joined ??= Effect.cached(join(processTransport, workers)).pipe(Effect.runSync)
+  const barrierMs = Number(process.env[barrierTimeoutEnv])
+  // The supervisor answers a barrier within its own bound (then kills whoever holds it up).
+  const writeMs = (barrierMs > 0 ? barrierMs : 5_000) + 5_000
+  joined ??= Effect.cached(join(processTransport, workers, { writeMs, takeMs: 2_000 })).pipe(Effect.runSync)
   return joined
 }
 
@@ -184,16 +257,17 @@ export const reportIntervalMs = 20
  * Rate limits counted for the whole service by the supervisor, decided here at a map lookup's cost.
  *
  * Each worker keeps a copy of every counter it has seen. A request is admitted here, without asking,
- * only while the copy says it fits and this worker has fewer than `allowance(limit, workers)` of the
- * key's requests that the supervisor has not yet counted; they are reported in batches. Otherwise
- * (a key this worker has not seen since it started, or its allowance spent) the supervisor counts it
- * and decides. A refusal is decided here: the copy is a lower bound of the counter (other workers
- * only add to it, and it cannot have started over before the copy's expiry), so a request the copy
- * refuses, the supervisor would refuse too.
+ * only while the copy has not expired, says it fits, and this worker has fewer than
+ * `allowance(limit, workers)` of the key's requests that the supervisor has not yet counted; they
+ * are reported in batches. Otherwise (a key not seen since this worker started, its allowance
+ * spent, or its copy expired: other workers move the counter's expiry later than the copy's) the
+ * supervisor counts it and decides. A refusal while the copy has not expired is decided here: the
+ * copy is a lower bound of the counter, count and expiry, so the supervisor would refuse too.
  *
- * So at most (live workers) × allowance requests are admitted beyond what one process would admit:
- * with the allowance at limit / (20 × WORKERS), at most limit / 10 even while an upgrade runs two
- * generations; below 20 × WORKERS the allowance is 0 and every admission is the supervisor's.
+ * So each worker admits at most `allowance` requests beyond what one process would, per counter
+ * lifetime: with the allowance at limit / (20 × WORKERS), at most limit / 10 over even while an
+ * upgrade runs two generations; below 20 × WORKERS the allowance is 0 and every admission is the
+ * supervisor's (docs/auth-and-rate-limits.md).
  */
 export const makeLimiter = (
   shared: Shared,
@@ -240,16 +314,12 @@ export const makeLimiter = (
     inFlight = new Map([...sent].map(([key, [count]]) => [key, count]))
     const report = ++reportsSent
     const answered = () => {
-      if (reportsSent !== report || inFlight.size === 0) return false
-      clearTimeout(lost)
+      if (reportsSent !== report) return
       inFlight = new Map()
       if (urgent) flush()
       else if (buffered.size > 0) schedule()
-      return true
     }
-    // Unanswered (the supervisor is stuck or gone): the keys must not wait on it for ever.
-    const lost = setTimeout(answered, writeTimeoutMs).unref()
-    const ok = shared.report(
+    shared.report(
       [...sent].map(([key, [count, at, limit, windowMs]]) => [key, count, at, limit, windowMs] as const),
       (counters) => {
         for (const [key, count, expiresAt] of counters) {
@@ -257,10 +327,10 @@ export const makeLimiter = (
           adopt(key, count, expiresAt, buffered.get(key)?.[0] ?? 0, entry[2], entry[3])
         }
         answered()
-      }
+      },
+      // Unanswered (the supervisor stuck or gone): counted here only, and the keys must not wait on it.
+      answered
     )
-    // The supervisor is gone (this worker drains): what was admitted stays counted here only.
-    if (!ok) answered()
   }
   const schedule = () => {
     if (scheduled) return
@@ -283,24 +353,22 @@ export const makeLimiter = (
     local: (key: string, limit: number, windowMs: number) => {
       const now = options.now()
       const known = copies.get(key)
-      if (known === undefined) return undefined
-      const copy = RateCounter.current(known, now)
-      if (!RateCounter.fits(copy, limit)) {
-        return { _tag: "Exceeded", limit, retryAfterMs: copy.expiresAt - now } as const
+      // Expired here is not expired there: other workers' requests move the counter's expiry
+      // later than this copy's, so a counter starting over is the supervisor's to decide.
+      if (known === undefined || known.expiresAt <= now) return undefined
+      if (!RateCounter.fits(known, limit)) {
+        return { _tag: "Exceeded", limit, retryAfterMs: known.expiresAt - now } as const
       }
       const allowed = allowance(limit, shared.workers)
       const uncounted = pending(key)
       if (uncounted >= allowed) return undefined
-      if (copy !== known) {
-        known.count = 0
-        known.expiresAt = now
-      }
       RateCounter.add(known, 1, limit, windowMs)
       const entry = buffered.get(key)
       if (entry === undefined) buffered.set(key, [1, now, limit, windowMs])
       else entry[0]++
-      // Half the allowance spent: report now, so the rest is there while the answer travels.
-      if (uncounted + 1 >= Math.ceil(allowed / 2)) flush()
+      // A hot key with half its allowance spent is reported now, so the rest is there while the
+      // answer travels; otherwise reports go in one batch per interval (a message costs ~15 µs).
+      if (allowed >= 4 && uncounted + 1 >= allowed / 2) flush()
       else schedule()
       return decide(known, limit, now)
     },
@@ -330,6 +398,8 @@ export const makeLimiter = (
         )
       )
     },
+    /** Reports what is still unreported now (a worker about to exit loses nothing it can send). */
+    flush,
     sweep: () => copies.sweep(options.now()),
     size: copies.size
   }

@@ -4,6 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Fiber } from "effect"
+import * as RateCounter from "../../../src/kit/internal/RateCounter.ts"
 import { makeHub, type Peer } from "../../../src/kit/supervisor/Hub.ts"
 import type { SharedToWorker } from "../../../src/kit/supervisor/Protocol.ts"
 import * as Shared from "../../../src/kit/supervisor/Shared.ts"
@@ -37,9 +38,11 @@ const makeNet = (options: { barrierTimeoutMs?: number; onUnresponsive?: (peer: P
       listen: (handler) => {
         handlers.add(handler)
         return () => handlers.delete(handler)
-      }
+      },
+      onDisconnect: (handler) => void disconnects.push(handler)
     }
-    const fiber = Effect.runFork(Shared.join(transport, workers))
+    const disconnects: Array<() => void> = []
+    const fiber = Effect.runFork(Shared.join(transport, workers, { writeMs: 10_000, takeMs: 10_000 }))
     pump()
     const shared = Effect.runSync(Fiber.join(fiber))
     const limiter = Shared.makeLimiter(shared, {
@@ -52,6 +55,8 @@ const makeNet = (options: { barrierTimeoutMs?: number; onUnresponsive?: (peer: P
       shared,
       limiter,
       peer,
+      /** The supervisor is gone: the channel closes. */
+      disconnect: () => disconnects.forEach((handler) => handler()),
       /** SIGSTOP: it receives nothing and answers nothing from now on. */
       stop: () => (stopped = true),
       exit: () => hub.remove(peer)
@@ -118,6 +123,51 @@ describe("rate limits shared by a supervisor's workers", () => {
     }
   }
 
+  it("a sustained flood, its reports answered late and unevenly, admits per window what one process would, plus the allowances", () => {
+    const workers = 4
+    const limit = 1000
+    const net = makeNet()
+    const connected = Array.from({ length: workers }, () => net.connect(workers))
+    const counters = RateCounter.makeCounters(10)
+    const perWindow = new Map<number, { alone: number; shared: number }>()
+    const window = (at: number) => {
+      const bucket = Math.floor(at / 1000)
+      let entry = perWindow.get(bucket)
+      if (entry === undefined) perWindow.set(bucket, entry = { alone: 0, shared: 0 })
+      return entry
+    }
+    const lags = [1, 40, 3, 200, 17, 90]
+    let sinceDelivery = 0
+    let lagIndex = 0
+    // One request every 0.1 ms for 5 s: 10 per millisecond against 1 per millisecond allowed.
+    for (let i = 0; i < 50_000; i++) {
+      const now = net.advance(0.1)
+      const counter = counters.at("k", now)
+      if (RateCounter.fits(counter, limit)) {
+        RateCounter.add(counter, 1, limit, 1000)
+        window(now).alone++
+      }
+      const { limiter } = connected[i % workers]!
+      const local = limiter.local("k", limit, 1000)
+      if (local === undefined) {
+        const fiber = Effect.runFork(limiter.remote("k", limit, 1000))
+        fiber.addObserver((exit) => {
+          if (Exit.isSuccess(exit) && exit.value._tag === "Allowed") window(now).shared++
+        })
+      } else if (local._tag === "Allowed") window(now).shared++
+      if (++sinceDelivery >= lags[lagIndex % lags.length]!) {
+        net.pump()
+        sinceDelivery = 0
+        lagIndex++
+      }
+    }
+    net.pump()
+    const bound = workers * Shared.allowance(limit, workers)
+    for (const [bucket, { alone, shared }] of perWindow) {
+      assert.isAtMost(shared, alone + bound, `window ${bucket}`)
+    }
+  })
+
   it("without its copy of a key, a worker asks: a small limit is exact", () => {
     const net = makeNet()
     const workers = [net.connect(2), net.connect(2)]
@@ -155,6 +205,15 @@ describe("rate limits shared by a supervisor's workers", () => {
     const refused = worker!.limiter.local("k", 2, windowMs)
     assert.deepStrictEqual(refused, { _tag: "Exceeded", limit: 2, retryAfterMs: windowMs })
   })
+  it.effect("a count waiting on a supervisor that goes away is decided at once by the worker alone", () =>
+    Effect.gen(function*() {
+      const net = makeNet()
+      const worker = net.connect(2)
+      const waiting = yield* Effect.forkChild(worker.limiter.remote("k", 5, windowMs), { startImmediately: true })
+      worker.disconnect()
+      const decision = yield* Fiber.join(waiting)
+      assert.strictEqual(decision._tag, "Allowed")
+    }))
 })
 
 describe("entries written through the supervisor", () => {
