@@ -68,11 +68,16 @@ const scenarios = {
     headers: { authorization: `Bearer ${token}` },
     fixedRate,
     targets: [
+      // The kit with its list cache off (CACHE_TTL=0 above): every target runs the query.
       { name: "scoped-server", script: "dist/main.js" },
-      // The same server verifying the token on every request, as the peer does.
+      // The same server verifying the token on every request, as the jose peers do.
       { name: "(no JWT cache)", script: "dist/main.js", env: { JWT_CACHE_SIZE: "0" } },
+      // As shipped: list pages served from the cache, so no query on most requests.
+      { name: "(list cache)", script: "dist/main.js", env: { CACHE_TTL: "30s" } },
       { name: "effect+sql-pg", script: "bench/peers/effect-pg.mjs" },
-      { name: "fastify+pg", script: "bench/peers/fastify-pg.mjs" }
+      { name: "fastify+pg", script: "bench/peers/fastify-pg.mjs" },
+      // Fastify as its users deploy it: @fastify/jwt (fast-jwt, synchronous, token cache on).
+      { name: "fastify+jwt", script: "bench/peers/fastify-jwt-pg.mjs" }
     ],
     prepare: prepareDatabase
   }
