@@ -3,8 +3,8 @@
 // TypeScript sources). The channel serializes every message as Node's IPC does (JSON), so the reports' cost is paid.
 import { Effect } from "effect"
 import * as RateCounter from "../src/kit/internal/RateCounter.ts"
-import { makeHub } from "../src/kit/supervisor/Hub.ts"
-import * as Shared from "../src/kit/supervisor/Shared.ts"
+import { makeHub } from "../src/kit/internal/supervisor/Hub.ts"
+import * as Shared from "../src/kit/internal/supervisor/Shared.ts"
 
 const rounds = Number(process.env.ROUNDS ?? 9)
 const perRound = Number(process.env.REQUESTS ?? 200_000)

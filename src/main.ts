@@ -9,17 +9,17 @@
  * supervisor from loading the application graph at all.
  */
 import * as Module from "node:module"
-import { mode } from "./kit/supervisor/Protocol.ts"
+import { mode } from "./kit/internal/supervisor/Protocol.ts"
 
 Module.enableCompileCache()
 switch (mode(process.env)) {
   case "supervisor": {
-    const Supervisor = await import("./kit/Supervisor.ts")
+    const Supervisor = await import("./kit/internal/supervisor/Supervisor.ts")
     Supervisor.run()
     break
   }
   case "worker": {
-    const [{ Main }, Worker] = await Promise.all([import("./app/App.ts"), import("./kit/supervisor/Worker.ts")])
+    const [{ Main }, Worker] = await Promise.all([import("./app/App.ts"), import("./kit/internal/supervisor/Worker.ts")])
     Worker.run(Main)
     break
   }

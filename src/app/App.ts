@@ -19,10 +19,10 @@ import {
   Tracing,
   Validation
 } from "../kit/index.ts"
+import { Api } from "./Api.ts"
 import { Authentication } from "./Auth.ts"
 import * as Debug from "./Debug.ts"
 import * as Docs from "./Docs.ts"
-import { Api } from "./items/Api.ts"
 import { ItemEvents } from "./items/Events.ts"
 import { ItemsHttp } from "./items/Http.ts"
 import * as Live from "./Live.ts"

@@ -46,11 +46,11 @@ export const AuthConfig = Config.all({
   /** Verified tokens remembered (0: verify every request); failures are never remembered. */
   cacheSize: Settings.int("JWT_CACHE_SIZE", { min: 0, max: 10_000_000, default: 10_000 }),
   /** The longest a verified token is remembered: a key dropped from the JWKS stops working within it. */
-  cacheTtl: Settings.duration("JWT_CACHE_TTL", "1 minute", { max: "1 day" }),
+  cacheTtl: Settings.duration("JWT_CACHE_TTL", { default: "1 minute", max: "1 day" }),
   /** Clock skew allowed between the issuer and this server, for `exp`, `nbf` and `iat`. */
-  clockTolerance: Settings.duration("JWT_CLOCK_TOLERANCE", "30 seconds", { max: "10 minutes" }),
+  clockTolerance: Settings.duration("JWT_CLOCK_TOLERANCE", { default: "30 seconds", max: "10 minutes" }),
   /** How long a fetch of JWKS_URL may take before the request is answered 503. */
-  jwksTimeout: Settings.duration("JWKS_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 minute" }),
+  jwksTimeout: Settings.duration("JWKS_TIMEOUT", { default: "5 seconds", min: "100 millis", max: "1 minute" }),
   /** The algorithms accepted from JWKS_URL's keys (HS256 alone with JWT_SECRET). */
   algorithms: Config.schema(AlgorithmList, "JWT_ALGORITHMS").pipe(
     Config.withDefault("RS256,ES256,EdDSA"),

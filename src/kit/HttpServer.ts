@@ -12,18 +12,18 @@ import type * as NetAddress from "effect/net/NetAddress"
 import * as Http from "node:http"
 import type { Duplex } from "node:stream"
 import { Health } from "./Health.ts"
-import * as Continue from "./http/Continue.ts"
-import { cutStalledWrites, DrainableServer, drainSockets, trackLatest } from "./http/Drain.ts"
-import * as Listener from "./http/Listener.ts"
-import { LiveConnections } from "./http/LongLived.ts"
-import { errorBodies, notReady } from "./http/Problem.ts"
-import { type AccessLogLine, makeServerResponse } from "./http/Response.ts"
+import * as Continue from "./internal/http/Continue.ts"
+import { cutStalledWrites, DrainableServer, drainSockets, trackLatest } from "./internal/http/Drain.ts"
+import * as Listener from "./internal/http/Listener.ts"
+import { LiveConnections } from "./LongLived.ts"
+import { errorBodies, notReady } from "./internal/http/ErrorBodies.ts"
+import { type AccessLogLine, makeServerResponse } from "./internal/http/Response.ts"
 import { Lifecycle } from "./Lifecycle.ts"
-import { metricsRoute, RequestMetrics } from "./metrics/Http.ts"
-import { observe } from "./metrics/Registry.ts"
-import { collect } from "./metrics/Runtime.ts"
+import { metricsRoute, RequestMetrics } from "./internal/metrics/Http.ts"
+import { observe } from "./internal/metrics/Registry.ts"
+import { collect } from "./internal/metrics/Runtime.ts"
 import { boolean, bytes, check, duration, formatDuration, optionalInt, port } from "./Settings.ts"
-import * as Worker from "./supervisor/Worker.ts"
+import * as Worker from "./internal/supervisor/Worker.ts"
 
 /**
  * Where the HTTP servers listen, and the limits on what clients may send. Settings that
@@ -42,25 +42,25 @@ export const HttpServerConfig = Config.all({
   adminHost: Config.option(Config.NonEmptyString("ADMIN_HOST")),
   /** The admin listening socket inherited from the parent, as LISTEN_FD is the main one. */
   adminListenFd: optionalInt("ADMIN_LISTEN_FD", { min: 0, max: 65535 }),
-  headersTimeout: duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
+  headersTimeout: duration("HEADERS_TIMEOUT", { default: "10 seconds", min: "100 millis", max: "10 minutes" }),
   /**
    * Below the default SHUTDOWN_TIMEOUT (25s): a client trickling its body is cut here, so by
    * default it cannot hold a shutdown to the deadline and turn a clean exit into 1.
    */
-  requestTimeout: duration("REQUEST_TIMEOUT", "20 seconds", { min: "100 millis", max: "1 hour" }),
+  requestTimeout: duration("REQUEST_TIMEOUT", { default: "20 seconds", min: "100 millis", max: "1 hour" }),
   // Up to an hour: behind a Google Cloud load balancer (backend keep-alive fixed at 600s) it must exceed 10 minutes.
-  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", "5 seconds", { min: "100 millis", max: "1 hour" }),
+  keepAliveTimeout: duration("KEEP_ALIVE_TIMEOUT", { default: "5 seconds", min: "100 millis", max: "1 hour" }),
   /**
    * A response whose client reads nothing for this long is cut and its socket closed: a client
    * that never reads holds neither memory nor the shutdown past it. 0 turns it off.
    */
-  writeTimeout: duration("WRITE_TIMEOUT", "10 seconds", { max: "1 hour" }),
-  maxBodySize: bytes("MAX_BODY_SIZE", 1024 * 1024, { min: 1, max: 1024 ** 3 }),
+  writeTimeout: duration("WRITE_TIMEOUT", { default: "10 seconds", max: "1 hour" }),
+  maxBodySize: bytes("MAX_BODY_SIZE", { default: 1024 * 1024, min: 1, max: 1024 ** 3 }),
   // Below 1 KiB a request line and Host header with a few cookies no longer fit.
-  maxHeaderSize: bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 }),
-  accessLog: boolean("ACCESS_LOG", true),
+  maxHeaderSize: bytes("MAX_HEADER_SIZE", { default: 16 * 1024, min: 1024, max: 1024 * 1024 }),
+  accessLog: boolean("ACCESS_LOG", { default: true }),
   /** `/metrics` (admin server, else main) and the per-request histogram; false records nothing. */
-  metrics: boolean("METRICS", true)
+  metrics: boolean("METRICS", { default: true })
 }).pipe(
   check((settings) => {
     if (Option.isSome(settings.listenFd) && Option.isSome(settings.port)) {

@@ -30,11 +30,11 @@ const defaultReleaseTimeout = Duration.seconds(5)
  */
 export const LifecycleConfig = Config.all({
   /** Serve normally after the signal (readiness already 503) so load balancers notice. */
-  drainDelay: duration("DRAIN_DELAY", 0, { max: "10 minutes", seconds: true }),
+  drainDelay: duration("DRAIN_DELAY", { default: 0, max: "10 minutes", seconds: true }),
   /** The whole shutdown budget, signal to exit. */
-  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", "25 seconds", { min: "100 millis", max: "1 hour" }),
+  shutdownTimeout: duration("SHUTDOWN_TIMEOUT", { default: "25 seconds", min: "100 millis", max: "1 hour" }),
   /** An idle keep-alive socket is closed only after this long with no request on it. */
-  quietWindow: duration("DRAIN_QUIET_WINDOW", 300, { max: "1 minute" }),
+  quietWindow: duration("DRAIN_QUIET_WINDOW", { default: 300, max: "1 minute" }),
   /** Default bound on each resource's release. */
   releaseTimeout: optionalDuration("RELEASE_TIMEOUT", { min: "10 millis", max: "10 minutes" })
 }).pipe(

@@ -5,7 +5,8 @@
 import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, Option, References, Tracer } from "effect"
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
-import * as RequestId from "./http/RequestId.ts"
+import * as RequestId from "./RequestId.ts"
+import * as ConfigError from "./internal/ConfigError.ts"
 import * as Settings from "./Settings.ts"
 
 /** How lines are written: `json` for collectors, `pretty` for a person reading a terminal. */
@@ -44,7 +45,7 @@ export const describeError = (error: unknown): string => {
 export const describeCause = (cause: Cause.Cause<unknown>): string => {
   const error = Cause.squash(cause)
   if (error instanceof Config.ConfigError) {
-    return `invalid configuration: ${Settings.describe(error)}`
+    return `invalid configuration: ${ConfigError.describe(error)}`
   }
   return describeError(error)
 }

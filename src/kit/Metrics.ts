@@ -5,11 +5,11 @@
 import { Effect, Layer, Option, Tracer } from "effect"
 import type { Generations } from "./Cache.ts"
 import { HttpServer } from "./HttpServer.ts"
-import { metricsRoute, routeLabel, spanLabel } from "./metrics/Http.ts"
-import { observe } from "./metrics/Registry.ts"
+import { metricsRoute, routeLabel, spanLabel } from "./internal/metrics/Http.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 
-export { durationBuckets, kRoute, kSpan, metricsRoute, RequestMetrics, routeLabel, spanLabel } from "./metrics/Http.ts"
-export { counter, observe } from "./metrics/Registry.ts"
+export { durationBuckets, kRoute, kSpan, metricsRoute, RequestMetrics, routeLabel, spanLabel } from "./internal/metrics/Http.ts"
+export { counter, observe } from "./internal/metrics/Registry.ts"
 
 /**
  * For the app's router: the route template on every request's metric and, when there is no

@@ -30,10 +30,10 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
 import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 import { Health } from "./Health.ts"
-import { errorResponse } from "./http/Problem.ts"
+import { errorResponse } from "./Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { observe } from "./metrics/Registry.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 import { duration, int } from "./Settings.ts"
 
 /** The Postgres pool. */
@@ -41,10 +41,10 @@ export const PostgresConfig = Config.all({
   /** Unset: the embedded server (EmbeddedPostgres.ts). */
   url: Config.option(Config.Redacted("DATABASE_URL")),
   poolSize: int("DB_POOL_SIZE", { min: 1, max: 1000, default: 10 }),
-  connectTimeout: duration("DB_CONNECT_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" }),
-  statementTimeout: duration("DB_STATEMENT_TIMEOUT", "30 seconds", { min: "10 millis", max: "1 day" }),
-  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", "5 seconds", { min: "1 millis", max: "10 minutes" }),
-  checkTimeout: duration("DB_HEALTH_TIMEOUT", "1 second", { min: "10 millis", max: "1 minute" }),
+  connectTimeout: duration("DB_CONNECT_TIMEOUT", { default: "10 seconds", min: "100 millis", max: "10 minutes" }),
+  statementTimeout: duration("DB_STATEMENT_TIMEOUT", { default: "30 seconds", min: "10 millis", max: "1 day" }),
+  acquireTimeout: duration("DB_ACQUIRE_TIMEOUT", { default: "5 seconds", min: "1 millis", max: "10 minutes" }),
+  checkTimeout: duration("DB_HEALTH_TIMEOUT", { default: "1 second", min: "10 millis", max: "1 minute" }),
   applicationName: Config.String("DB_APPLICATION_NAME").pipe(Config.withDefault("scoped-server"))
 })
 export type PostgresSettings = Config.Success<typeof PostgresConfig>
@@ -416,7 +416,7 @@ const sqlState = (error: unknown): string | undefined => {
   return undefined
 }
 
-export const isPermanent = (error: unknown): boolean => {
+const isPermanent = (error: unknown): boolean => {
   const code = sqlState(error)
   if (code !== undefined) return permanentCodes.has(code)
   // The server refused TLS, or its certificate does not verify: the same on every attempt.
@@ -424,7 +424,7 @@ export const isPermanent = (error: unknown): boolean => {
 }
 
 /** pg's own words with its SQLSTATE (`28P01 password authentication failed for user "x"`). */
-export const describeSqlError = (error: unknown): string => {
+const describeSqlError = (error: unknown): string => {
   const code = sqlState(error)
   let innermost = error
   for (let depth = 0; depth < 4; depth++) {

@@ -6,10 +6,10 @@ import { Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } fro
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
 import * as RateCounter from "./internal/RateCounter.ts"
-import { observe } from "./metrics/Registry.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
 import { duration, int, literal } from "./Settings.ts"
-import * as Shared from "./supervisor/Shared.ts"
+import * as Shared from "./internal/supervisor/Shared.ts"
 
 /** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
 export const RateLimitConfig = Config.all({
@@ -21,7 +21,7 @@ export const RateLimitConfig = Config.all({
    * several users may share an address (NAT, an office).
    */
   perAddress: Config.option(int("RATE_LIMIT_PER_ADDRESS", { min: 1, max: 1_000_000_000 })),
-  window: duration("RATE_LIMIT_WINDOW", "1 minute", { min: "100 millis", max: "1 day" }),
+  window: duration("RATE_LIMIT_WINDOW", { default: "1 minute", min: "100 millis", max: "1 day" }),
   /** When the store cannot answer: `open` lets the request through, `closed` refuses it (503). */
   onStoreError: literal("RATE_LIMIT_ON_STORE_ERROR", ["open", "closed"], { default: "open" }),
   maxKeys: int("RATE_LIMIT_MAX_KEYS", { min: 1, max: 10_000_000, default: 100_000 })

@@ -5,19 +5,19 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema, Tracer } from "effect"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as EffectRedis from "effect/persistence/Redis"
-import * as Breaker from "./Breaker.ts"
+import * as Breaker from "./internal/Breaker.ts"
 import { Health } from "./Health.ts"
-import { errorResponse } from "./http/Problem.ts"
+import { errorResponse } from "./Problem.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { observe } from "./metrics/Registry.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 import { duration, parseBoolean, parsed, refuse } from "./Settings.ts"
 
 /**
  * Why `url` cannot be a Redis URL, or undefined. The message never quotes the value: whatever was
  * written may hold a password, even where it does not parse (`pass:word@host` parses as a scheme).
  */
-export const redisUrlProblem = (url: string): string | undefined => {
+const redisUrlProblem = (url: string): string | undefined => {
   let parsed: URL
   try {
     parsed = new URL(url)
@@ -39,16 +39,16 @@ export const RedisConfig = Config.all({
       return problem === undefined ? Effect.succeed(url) : Effect.fail(refuse("REDIS_URL", problem))
     }))
   ),
-  connectTimeout: duration("REDIS_CONNECT_TIMEOUT", "5 seconds", { min: "10 millis", max: "10 minutes" }),
+  connectTimeout: duration("REDIS_CONNECT_TIMEOUT", { default: "5 seconds", min: "10 millis", max: "10 minutes" }),
   /** A command on a hung server fails after this instead of holding the request. */
-  commandTimeout: duration("REDIS_COMMAND_TIMEOUT", "1 second", { min: "1 millis", max: "1 minute" }),
-  checkTimeout: duration("REDIS_HEALTH_TIMEOUT", "500 millis", { min: "1 millis", max: "1 minute" }),
+  commandTimeout: duration("REDIS_COMMAND_TIMEOUT", { default: "1 second", min: "1 millis", max: "1 minute" }),
+  checkTimeout: duration("REDIS_HEALTH_TIMEOUT", { default: "500 millis", min: "1 millis", max: "1 minute" }),
   keyPrefix: Config.String("REDIS_KEY_PREFIX").pipe(Config.withDefault("scoped-server:")),
   /**
    * After a command times out or the connection fails, no command is sent for this long; then a
    * background PING decides whether to resume (and waits this long again if it fails).
    */
-  breakerCoolDown: duration("REDIS_BREAKER_COOLDOWN", "2 seconds", { min: "10 millis", max: "10 minutes" }),
+  breakerCoolDown: duration("REDIS_BREAKER_COOLDOWN", { default: "2 seconds", min: "10 millis", max: "10 minutes" }),
   /**
    * Whether readiness fails while Redis is down. Unset: only when a request cannot be served
    * without it (RATE_LIMIT_ON_STORE_ERROR=closed); otherwise Redis down is `degraded`.
@@ -72,7 +72,7 @@ export class RedisError extends Schema.TaggedError<RedisError>()("RedisError", {
 }
 
 /** `host:port/db`, never the password. */
-export const describeUrl = (url: Redacted.Redacted): string => {
+const describeUrl = (url: Redacted.Redacted): string => {
   try {
     const parsed = new URL(Redacted.value(url))
     return `${parsed.hostname}:${parsed.port || 6379}${

@@ -19,23 +19,6 @@ export const refuse = (name: string, message: string): ConfigError =>
 /** Settings that cannot hold together; the message names every variable involved. */
 export const conflict = (message: string): ConfigError => issueError(new SchemaIssue.InvalidValue({ message }))
 
-const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
-
-/**
- * One line for a ConfigError: `NAME: what is wrong`. Effect's own messages end in a multi-line
- * `at ["NAME"]`; the variable is what an operator looks for, so it goes first.
- */
-export const describe = (error: ConfigError): string => {
-  const cause = error.cause
-  if (!Schema.isSchemaError(cause)) return oneLine(String((cause as { message?: unknown }).message ?? cause))
-  return formatter(cause.issue).issues.map((issue) => {
-    const path = (issue.path ?? []).map((key) => String(typeof key === "object" ? key.key : key)).join(".")
-    return oneLine(path.length > 0 ? `${path}: ${issue.message}` : issue.message)
-  }).join("; ")
-}
-
-const oneLine = (text: string) => text.replace(/\s*\n\s*/g, " ")
-
 /** Fails the whole block when `validate` names a conflict among its values. */
 export const check = <A>(validate: (settings: A) => string | undefined) => (self: Config.Config<A>): Config.Config<A> =>
   Config.mapEffect(self, (settings) => {
@@ -138,8 +121,11 @@ const range = <A>(min: A | undefined, max: A | undefined, format: (value: A) => 
     : `at most ${format(max!)}`
 
 /** A duration setting with its default, optionally bounded (see `DurationOptions`). */
-export const duration = (name: string, fallback: Duration.Input, options: DurationOptions = {}) => {
-  const defaultValue = Duration.fromInputUnsafe(fallback)
+export const duration = (
+  name: string,
+  options: DurationOptions & { readonly default: Duration.Input }
+): Config.Config<Duration.Duration> => {
+  const defaultValue = Duration.fromInputUnsafe(options.default)
   return parsed(
     name,
     durationParser({ ...options, seconds: options.seconds ?? Duration.toMillis(defaultValue) >= 1_000 })
@@ -194,7 +180,10 @@ export const formatBytes = (bytes: number): string => {
 }
 
 /** A size in bytes (`512KiB`, `1MiB`, `1mb`, `1M`, `1024`) with its default, optionally bounded. */
-export const bytes = (name: string, fallback: number, options: { readonly min?: number; readonly max?: number } = {}) =>
+export const bytes = (
+  name: string,
+  options: { readonly min?: number; readonly max?: number; readonly default: number }
+): Config.Config<number> =>
   parsed(name, (raw) => {
     const value = parseBytes(raw)
     if (Option.isNone(value)) return Result.fail(`${quote(raw)} is not a size; write it as 1024, 64KiB, 1MiB or 1mb`)
@@ -207,7 +196,7 @@ export const bytes = (name: string, fallback: number, options: { readonly min?: 
       )
     }
     return Result.succeed(value.value)
-  }).pipe(Config.withDefault(fallback))
+  }).pipe(Config.withDefault(options.default))
 
 // ---------------------------------------------------------------------------------------------
 // integers, ports
@@ -259,12 +248,12 @@ export const parseBoolean = (input: string): Option.Option<boolean> => {
 }
 
 /** `true/false`, `yes/no`, `on/off`, `1/0`, in any case. */
-export const boolean = (name: string, fallback: boolean) =>
+export const boolean = (name: string, options: { readonly default: boolean }): Config.Config<boolean> =>
   parsed(name, (raw) =>
     Option.match(parseBoolean(raw), {
       onNone: () => Result.fail(`${quote(raw)} is not a boolean; write true or false (yes/no, on/off, 1/0)`),
       onSome: Result.succeed
-    })).pipe(Config.withDefault(fallback))
+    })).pipe(Config.withDefault(options.default))
 
 /**
  * One of `values`, in any case (`closed`, `Closed`, `CLOSED`), returned as spelled in `values`;

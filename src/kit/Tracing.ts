@@ -7,7 +7,7 @@ import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/
 import { Otlp, OtlpSerialization } from "effect/observability"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Settings from "./Settings.ts"
-import * as Sampler from "./tracing/Sampler.ts"
+import * as Sampler from "./internal/tracing/Sampler.ts"
 
 /**
  * The OpenTelemetry SDK's own variables: Effect reads the endpoint, per-signal endpoints,
@@ -18,7 +18,7 @@ export const TracingConfig = Config.all({
   tracesEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
   logsEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")),
   metricsEndpoint: Config.option(Config.NonEmptyString("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")),
-  sdkDisabled: Settings.boolean("OTEL_SDK_DISABLED", false),
+  sdkDisabled: Settings.boolean("OTEL_SDK_DISABLED", { default: false }),
   /** The spec's default is protobuf; `http/json` is easier to read off the wire. */
   protocol: Settings.literal("OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"], {
     default: "http/protobuf"

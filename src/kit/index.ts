@@ -2,25 +2,24 @@
  * scoped-server's kit: what an application imports to run, extend and test itself. Everything
  * not exported here is internal and may change.
  */
-export { BoundedMap } from "./BoundedMap.ts"
+export { BoundedMap, type BoundedMapOptions, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
 export {
   Cache,
   CacheConfig,
   CacheError,
   type Generations as CacheGenerations,
   makeGenerations as makeCacheGenerations,
+  makeMemoryStore as makeCacheMemoryStore,
+  makeWorkerStore as makeCacheWorkerStore,
   type Store as CacheStore
 } from "./Cache.ts"
+export * as ClientAddress from "./ClientAddress.ts"
+export * as Cors from "./Cors.ts"
 export { EmbeddedPostgres, EmbeddedPostgresConfig, EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 export { type CheckResult, type CheckStatus, Health, HealthConfig, type Report } from "./Health.ts"
-export type { ContinueCheck } from "./http/Continue.ts"
-export * as Cors from "./http/Cors.ts"
-export { ListenError } from "./http/Listener.ts"
-export * as LongLived from "./http/LongLived.ts"
-export * as Recoverer from "./http/Recoverer.ts"
-export * as RequestId from "./http/RequestId.ts"
-export { Validation } from "./http/Validation.ts"
 export { HttpServer, HttpServerConfig, type HttpServerOptions, type HttpServerSettings } from "./HttpServer.ts"
+export type { ContinueCheck } from "./internal/http/Continue.ts"
+export { ListenError } from "./internal/http/Listener.ts"
 export {
   acquireRelease,
   type Crash,
@@ -38,10 +37,13 @@ export {
   type Totals
 } from "./Lifecycle.ts"
 export * as Log from "./Log.ts"
+export * as LongLived from "./LongLived.ts"
 export * as Metrics from "./Metrics.ts"
+export * as Pagination from "./Pagination.ts"
 export {
   describeUrl as describeDatabaseUrl,
   type Heard,
+  migrationLockKey,
   type Migrations,
   Postgres,
   PostgresConfig,
@@ -49,9 +51,17 @@ export {
   type PostgresOptions,
   type PostgresSettings
 } from "./Postgres.ts"
-export * as ClientAddress from "./public/ClientAddress.ts"
-export * as Problem from "./public/Problem.ts"
-export * as Settings from "./public/Settings.ts"
-export { type Decision as RateLimitDecision, RateLimit, RateLimitConfig } from "./RateLimit.ts"
+export * as Problem from "./Problem.ts"
+export {
+  type Decision as RateLimitDecision,
+  type Limit as RateLimitLimit,
+  makeMemoryStore as makeRateLimitMemoryStore,
+  RateLimit,
+  RateLimitConfig
+} from "./RateLimit.ts"
+export * as Recoverer from "./Recoverer.ts"
 export { Redis, RedisConfig, RedisError, throttledWarning } from "./Redis.ts"
+export * as RequestId from "./RequestId.ts"
+export * as Settings from "./Settings.ts"
 export * as Tracing from "./Tracing.ts"
+export { Validation } from "./Validation.ts"

@@ -20,7 +20,7 @@ import { HttpServerConfig } from "../../src/kit/HttpServer.ts"
 import { LifecycleConfig } from "../../src/kit/Lifecycle.ts"
 import { PostgresConfig } from "../../src/kit/Postgres.ts"
 import { parseDuration } from "../../src/kit/Settings.ts"
-import { SupervisorConfig } from "../../src/kit/Supervisor.ts"
+import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
 
 const root = Path.resolve(import.meta.dirname, "../..")
 const deployDir = Path.join(root, "deploy")

@@ -1,6 +1,6 @@
 /**
- * The line between the kit and the app: no kit file imports from src/app, and the kit's
- * public surface (index.ts) re-exports only kit modules.
+ * The line between the kit and the app: no kit file imports from src/app, the app reaches the
+ * kit only through its public surface, and the kit's modules import one another without a cycle.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
@@ -44,5 +44,42 @@ describe("the kit and the app", () => {
         .map((specifier) => `${Path.relative(kitRoot, file)} imports ${specifier}`)
     )
     assert.deepStrictEqual(offenders, [])
+  })
+
+  it("the app imports the kit only through src/kit/index.ts", () => {
+    const offenders = filesUnder(appRoot).flatMap((file) =>
+      specifiers(Fs.readFileSync(file, "utf8"))
+        .filter((specifier) => specifier.startsWith("."))
+        .map((specifier) => Path.resolve(Path.dirname(file), specifier))
+        .filter((target) => target.startsWith(kitRoot + Path.sep) && target !== Path.join(kitRoot, "index.ts"))
+        .map((target) => `${Path.relative(appRoot, file)} imports ${Path.relative(kitRoot, target)}`)
+    )
+    assert.deepStrictEqual(offenders, [])
+  })
+
+  it("no kit module imports itself back through another (static imports)", () => {
+    const staticSpecifiers = (source: string) =>
+      [...source.matchAll(/^(?:import|export)\s(?!type\s)[^"'`;]*?from\s*["'](\.[^"']+)["']/gm)].map((match) => match[1]!)
+    const graph = new Map(
+      filesUnder(kitRoot).map((file) => [
+        file,
+        staticSpecifiers(Fs.readFileSync(file, "utf8")).map((specifier) => Path.resolve(Path.dirname(file), specifier))
+      ])
+    )
+    const cycles: Array<string> = []
+    const state = new Map<string, "visiting" | "done">()
+    const visit = (file: string, path: Array<string>) => {
+      if (state.get(file) === "done") return
+      if (state.get(file) === "visiting") {
+        cycles.push([...path.slice(path.indexOf(file)), file].map((f) => Path.relative(kitRoot, f)).join(" -> "))
+        return
+      }
+      state.set(file, "visiting")
+      for (const next of graph.get(file) ?? []) visit(next, [...path, file])
+      state.set(file, "done")
+    }
+    for (const file of graph.keys()) visit(file, [])
+    assert.isAbove(graph.size, 30)
+    assert.deepStrictEqual(cycles, [])
   })
 })

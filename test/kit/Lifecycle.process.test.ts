@@ -193,7 +193,7 @@ describe("connections that never finish a request", () => {
     })
   })
 
-  // A half-sent request is now activity, not idleness: test/kit/http/Drain.process.test.ts.
+  // A half-sent request is now activity, not idleness: test/kit/internal/http/Drain.process.test.ts.
 })
 
 describe("crashes and other signals", () => {

@@ -67,7 +67,7 @@ describe("durations", () => {
 
   it.effect("refuses a bare number below 1000 for a setting measured in seconds, suggesting the unit", () =>
     Effect.gen(function*() {
-      const timeout = Settings.duration("SHUTDOWN_TIMEOUT", "25 seconds")
+      const timeout = Settings.duration("SHUTDOWN_TIMEOUT", { default: "25 seconds" })
       assert.strictEqual(
         yield* refusal(timeout, { SHUTDOWN_TIMEOUT: "30" }),
         `invalid configuration: SHUTDOWN_TIMEOUT: "30" has no unit and a bare number means milliseconds; did you mean 30s?`
@@ -75,21 +75,21 @@ describe("durations", () => {
       assert.match(yield* refusal(timeout, { SHUTDOWN_TIMEOUT: "2.5" }), /did you mean 2\.5s\?/)
       // Seconds-scale by declaration though its default is 0.
       assert.match(
-        yield* refusal(Settings.duration("DRAIN_DELAY", 0, { seconds: true }), { DRAIN_DELAY: "5" }),
+        yield* refusal(Settings.duration("DRAIN_DELAY", { default: 0, seconds: true }), { DRAIN_DELAY: "5" }),
         /^invalid configuration: DRAIN_DELAY: .*did you mean 5s\?$/
       )
       // 0 and 1000 or more are unambiguous milliseconds.
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "30000" }), { value: Duration.millis(30_000) })
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "0" }), { value: Duration.millis(0) })
       // A millisecond-scale setting (default below 1 s) takes bare milliseconds.
-      assert.deepStrictEqual(yield* read(Settings.duration("DRAIN_QUIET_WINDOW", 300), { DRAIN_QUIET_WINDOW: "250" }), {
+      assert.deepStrictEqual(yield* read(Settings.duration("DRAIN_QUIET_WINDOW", { default: 300 }), { DRAIN_QUIET_WINDOW: "250" }), {
         value: Duration.millis(250)
       })
     }))
 
   it.effect("range-checks, naming the variable and the bounds", () =>
     Effect.gen(function*() {
-      const config = Settings.duration("HEADERS_TIMEOUT", "10 seconds", { min: "100 millis", max: "10 minutes" })
+      const config = Settings.duration("HEADERS_TIMEOUT", { default: "10 seconds", min: "100 millis", max: "10 minutes" })
       assert.strictEqual(
         yield* refusal(config, { HEADERS_TIMEOUT: "0s" }),
         "invalid configuration: HEADERS_TIMEOUT: 0s is out of range; expected from 100ms to 10m"
@@ -160,7 +160,7 @@ describe("sizes", () => {
 
   it.effect("range-checks, naming the variable", () =>
     Effect.gen(function*() {
-      const config = Settings.bytes("MAX_HEADER_SIZE", 16 * 1024, { min: 1024, max: 1024 * 1024 })
+      const config = Settings.bytes("MAX_HEADER_SIZE", { default: 16 * 1024, min: 1024, max: 1024 * 1024 })
       assert.strictEqual(
         yield* refusal(config, { MAX_HEADER_SIZE: "100" }),
         "invalid configuration: MAX_HEADER_SIZE: 100 is out of range; expected from 1KiB to 1MiB"
@@ -221,7 +221,7 @@ describe("integers", () => {
 describe("booleans and enums", () => {
   it.effect("booleans: true/false, yes/no, on/off, 1/0 in any case", () =>
     Effect.gen(function*() {
-      const config = Settings.boolean("ACCESS_LOG", true)
+      const config = Settings.boolean("ACCESS_LOG", { default: true })
       for (const input of ["true", "TRUE", "True", "yes", "YES", "on", "On", "1", "y"]) {
         assert.deepStrictEqual(yield* read(config, { ACCESS_LOG: input }), { value: true }, input)
       }

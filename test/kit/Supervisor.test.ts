@@ -5,14 +5,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"
 import { TestClock } from "effect/testing"
-import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/Supervisor.ts"
+import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/internal/supervisor/Supervisor.ts"
 import {
   Host,
   type UpgradeRequest,
   WorkerError,
   type WorkerExit,
   type WorkerProcess
-} from "../../src/kit/supervisor/Host.ts"
+} from "../../src/kit/internal/supervisor/Host.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
 interface FakeWorker extends WorkerProcess {

@@ -4,7 +4,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Os from "node:os"
-import { availableCpus, cgroupCpus, parseCpuMax } from "../../src/kit/supervisor/Cpus.ts"
+import { availableCpus, cgroupCpus, parseCpuMax } from "../../src/kit/internal/supervisor/Cpus.ts"
 
 const files = (entries: Record<string, string>) => (path: string) => entries[path]
 

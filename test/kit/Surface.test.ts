@@ -1,6 +1,7 @@
 /**
- * The kit's public surface names what users call and nothing internal: the Node-level hooks of
- * the error bodies are not reachable from `src/kit/index.ts`, and every name the app and the docs use is.
+ * The kit's public line, drawn as Effect's packages draw it: every module at the top of
+ * `src/kit/` is public as a whole (each of its exports reachable from `src/kit/index.ts`), what
+ * users never import lives under `src/kit/internal/`, and every name the app and the docs use is public.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Fs from "node:fs"
@@ -18,10 +19,32 @@ const sources = (dir: string): Array<string> =>
       : []
   )
 
+const kitRoot = Path.join(root, "src/kit")
+
 describe("the kit's public surface", () => {
-  it("keeps the Node-level hooks and internal tables out of the namespaces", () => {
+  it("exports every top-level kit module whole", async () => {
+    const reachable = new Set<unknown>()
+    for (const value of Object.values(Kit)) {
+      reachable.add(value)
+      if (typeof value === "object" && value !== null) for (const member of Object.values(value)) reachable.add(member)
+    }
+    const modules = Fs.readdirSync(kitRoot).filter((name) => name.endsWith(".ts") && name !== "index.ts")
+    const unreachable: Array<string> = []
+    for (const name of modules) {
+      // testing.ts is public too, as its own entry point (`kit/testing`): tests import it, servers never load it.
+      if (name === "testing.ts") continue
+      const module = (await import(Path.join(kitRoot, name))) as Record<string, unknown>
+      for (const [exported, value] of Object.entries(module)) {
+        if (!reachable.has(value)) unreachable.push(`${name}: ${exported}`)
+      }
+    }
+    assert.isAbove(modules.length, 15)
+    assert.deepStrictEqual(unreachable, [])
+  })
+
+  it("keeps the Node-level hooks and the startup renderer out of the public modules", () => {
     for (const name of ["errorBodies", "notReady", "onClientError"]) assert.notProperty(Kit.Problem, name)
-    for (const name of ["describe", "byteUnits"]) assert.notProperty(Kit.Settings, name)
+    assert.notProperty(Kit.Settings, "describe")
   })
 
   it("exports every Problem., Settings. and ClientAddress. name that src/app and docs/ use", () => {

@@ -5,31 +5,13 @@
 import { Duration, Effect, Layer, Option } from "effect"
 import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder, HttpApiSchema } from "effect/http-api"
-import { Cache, CacheConfig, Log, makeCacheGenerations, Metrics } from "../../kit/index.ts"
-import { Api, ItemNotFound, Unavailable } from "./Api.ts"
+import { Cache, CacheConfig, makeCacheGenerations, Metrics, Pagination } from "../../kit/index.ts"
+import { Api } from "../Api.ts"
+import * as Endpoints from "../Endpoints.ts"
+import { ItemNotFound, pageQuery } from "./Api.ts"
 import { ItemsRepo } from "./Repo.ts"
 
-const defaultPerPage = 20
-
-/** RFC 8288 links to the neighbouring pages, relative to this API. */
-const linkHeader = (page: number, perPage: number, total: number): string | undefined => {
-  const last = Math.max(1, Math.ceil(total / perPage))
-  const link = (to: number, rel: string) => `</api/v1/items?page=${to}&perPage=${perPage}>; rel="${rel}"`
-  const links = [link(1, "first")]
-  if (page > 1) links.push(link(Math.min(page - 1, last), "prev"))
-  if (page < last) links.push(link(page + 1, "next"))
-  links.push(link(last, "last"))
-  return links.join(", ")
-}
-
-/** Whatever the store said, the client hears "unavailable, retry"; the details go to the log. */
-const unavailable = <A, R>(effect: Effect.Effect<A, unknown, R>) =>
-  effect.pipe(
-    Effect.tapError((error) =>
-      Effect.logWarning("items: backing store failed").pipe(Effect.annotateLogs({ error: Log.describeError(error) }))
-    ),
-    Effect.mapError(() => Unavailable.of("the database is unavailable; try again"))
-  )
+const unavailable = Endpoints.unavailable("items")
 
 export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
   Effect.gen(function*() {
@@ -54,14 +36,13 @@ export const ItemsHttp = HttpApiBuilder.group(Api, "items", (handlers) =>
     return handlers
       .handle("list", ({ query }) =>
         Effect.gen(function*() {
-          const page = query.page ?? 1
-          const perPage = query.perPage ?? defaultPerPage
+          const { page, perPage } = Pagination.requested(query, pageQuery)
           const body = caching ? yield* cachedPage(page, perPage) : yield* listPage(page, perPage)
-          const link = linkHeader(page, perPage, body.pagination.total)
+          const link = Pagination.linkHeader("/api/v1/items", body.pagination)
           // Serialized once, straight to JSON: walking the page through ItemPage's encoder cost
           // ~7 µs per request and can change nothing here (the rows are the schema's encoded form,
           // typed by the table). ItemPage still drives OpenAPI, and the tests decode this body with it.
-          return HttpServerResponse.jsonUnsafe(body, { headers: link === undefined ? {} : { link } })
+          return HttpServerResponse.jsonUnsafe(body, { headers: { link } })
         }))
       .handle("get", ({ params }) =>
         unavailable(repo.get(params.id)).pipe(
