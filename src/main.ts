@@ -19,7 +19,10 @@ switch (mode(process.env)) {
     break
   }
   case "worker": {
-    const [{ Main }, Worker] = await Promise.all([import("./app/App.ts"), import("./kit/internal/supervisor/Worker.ts")])
+    const [{ Main }, Worker] = await Promise.all([
+      import("./app/App.ts"),
+      import("./kit/internal/supervisor/Worker.ts")
+    ])
     Worker.run(Main)
     break
   }

@@ -5,9 +5,9 @@
 import { Config, Context, Duration, Effect, Layer, Option, Schedule, Schema, Tracer } from "effect"
 import * as Crypto from "node:crypto"
 import { BoundedMap, entryOverheadBytes, stringBytes } from "./BoundedMap.ts"
+import * as Shared from "./internal/supervisor/Shared.ts"
 import { Redis, throttledWarning } from "./Redis.ts"
 import { bytes, duration, int } from "./Settings.ts"
-import * as Shared from "./internal/supervisor/Shared.ts"
 
 /** Response caching (Redis when configured, else a bounded in-memory store). */
 export const CacheConfig = Config.all({

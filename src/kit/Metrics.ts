@@ -8,7 +8,15 @@ import { HttpServer } from "./HttpServer.ts"
 import { metricsRoute, routeLabel, spanLabel } from "./internal/metrics/Http.ts"
 import { observe } from "./internal/metrics/Registry.ts"
 
-export { durationBuckets, kRoute, kSpan, metricsRoute, RequestMetrics, routeLabel, spanLabel } from "./internal/metrics/Http.ts"
+export {
+  durationBuckets,
+  kRoute,
+  kSpan,
+  metricsRoute,
+  RequestMetrics,
+  routeLabel,
+  spanLabel
+} from "./internal/metrics/Http.ts"
 export { counter, observe } from "./internal/metrics/Registry.ts"
 
 /**

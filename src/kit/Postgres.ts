@@ -30,10 +30,10 @@ import { SqlClient } from "effect/sql/SqlClient"
 import { SqlError } from "effect/sql/SqlError"
 import { EmbeddedPostgres, type EmbeddedPostgresError } from "./EmbeddedPostgres.ts"
 import { Health } from "./Health.ts"
-import { errorResponse } from "./Problem.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { observe } from "./internal/metrics/Registry.ts"
+import { errorResponse } from "./Problem.ts"
 import { duration, int } from "./Settings.ts"
 
 /** The Postgres pool. */

@@ -5,11 +5,11 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import * as EffectRedis from "effect/persistence/Redis"
-import * as RateCounter from "./internal/RateCounter.ts"
 import { observe } from "./internal/metrics/Registry.ts"
+import * as RateCounter from "./internal/RateCounter.ts"
+import * as Shared from "./internal/supervisor/Shared.ts"
 import { Redis, RedisConfig, throttledWarning } from "./Redis.ts"
 import { duration, int, literal } from "./Settings.ts"
-import * as Shared from "./internal/supervisor/Shared.ts"
 
 /** Rate limiting per client (Redis when configured, else a bounded in-memory store). */
 export const RateLimitConfig = Config.all({

@@ -5,12 +5,12 @@
 import { Clock, Config, Context, Duration, Effect, Layer, Option, Redacted, Result, Schema, Tracer } from "effect"
 import * as HttpServerRespondable from "effect/http/HttpServerRespondable"
 import * as EffectRedis from "effect/persistence/Redis"
-import * as Breaker from "./internal/Breaker.ts"
 import { Health } from "./Health.ts"
-import { errorResponse } from "./Problem.ts"
+import * as Breaker from "./internal/Breaker.ts"
+import { observe } from "./internal/metrics/Registry.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import { describeError } from "./Log.ts"
-import { observe } from "./internal/metrics/Registry.ts"
+import { errorResponse } from "./Problem.ts"
 import { duration, parseBoolean, parsed, refuse } from "./Settings.ts"
 
 /**

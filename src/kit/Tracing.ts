@@ -5,9 +5,9 @@
 import { Config, ConfigProvider, Context, Effect, Layer, Option, Tracer } from "effect"
 import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/http"
 import { Otlp, OtlpSerialization } from "effect/observability"
+import * as Sampler from "./internal/tracing/Sampler.ts"
 import * as Lifecycle from "./Lifecycle.ts"
 import * as Settings from "./Settings.ts"
-import * as Sampler from "./internal/tracing/Sampler.ts"
 
 /**
  * The OpenTelemetry SDK's own variables: Effect reads the endpoint, per-signal endpoints,

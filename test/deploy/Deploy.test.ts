@@ -17,10 +17,10 @@ import * as Path from "node:path"
 import { parse as parseYaml, parseAllDocuments } from "yaml"
 import { EmbeddedPostgresConfig } from "../../src/kit/EmbeddedPostgres.ts"
 import { HttpServerConfig } from "../../src/kit/HttpServer.ts"
+import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
 import { LifecycleConfig } from "../../src/kit/Lifecycle.ts"
 import { PostgresConfig } from "../../src/kit/Postgres.ts"
 import { parseDuration } from "../../src/kit/Settings.ts"
-import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
 
 const root = Path.resolve(import.meta.dirname, "../..")
 const deployDir = Path.join(root, "deploy")

@@ -59,7 +59,9 @@ describe("the kit and the app", () => {
 
   it("no kit module imports itself back through another (static imports)", () => {
     const staticSpecifiers = (source: string) =>
-      [...source.matchAll(/^(?:import|export)\s(?!type\s)[^"'`;]*?from\s*["'](\.[^"']+)["']/gm)].map((match) => match[1]!)
+      [...source.matchAll(/^(?:import|export)\s(?!type\s)[^"'`;]*?from\s*["'](\.[^"']+)["']/gm)].map((match) =>
+        match[1]!
+      )
     const graph = new Map(
       filesUnder(kitRoot).map((file) => [
         file,

@@ -5,10 +5,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Option } from "effect"
 import { CacheConfig } from "../../src/kit/Cache.ts"
+import { CorsConfig } from "../../src/kit/Cors.ts"
 import { EmbeddedPostgresConfig } from "../../src/kit/EmbeddedPostgres.ts"
 import { HealthConfig } from "../../src/kit/Health.ts"
-import { CorsConfig } from "../../src/kit/Cors.ts"
 import { HttpServerConfig } from "../../src/kit/HttpServer.ts"
+import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
 import { LifecycleConfig } from "../../src/kit/Lifecycle.ts"
 import { describeCause } from "../../src/kit/Log.ts"
 import { LogConfig } from "../../src/kit/Log.ts"
@@ -16,7 +17,6 @@ import { PostgresConfig } from "../../src/kit/Postgres.ts"
 import { RateLimitConfig } from "../../src/kit/RateLimit.ts"
 import { RedisConfig } from "../../src/kit/Redis.ts"
 import * as Settings from "../../src/kit/Settings.ts"
-import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
 
 const load = <A>(
   config: { parse: (provider: ConfigProvider.ConfigProvider) => Effect.Effect<A, Settings.ConfigError> },

@@ -8,8 +8,8 @@ import { HttpServerResponse } from "effect/http"
 import * as EffectHttpServer from "effect/http/HttpServer"
 import * as Http from "node:http"
 import { Health } from "../../src/kit/Health.ts"
-import { listeners } from "../../src/kit/internal/http/Listener.ts"
 import { HttpServer, HttpServerConfig } from "../../src/kit/HttpServer.ts"
+import { listeners } from "../../src/kit/internal/http/Listener.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
 const settings = (env: Record<string, string>) => HttpServerConfig.parse(ConfigProvider.fromEnv({ env }))

@@ -7,8 +7,8 @@ import { Cause, ConfigProvider, Console, Effect, Logger, Option } from "effect"
 import { HttpServerRequest } from "effect/http"
 import * as Http from "node:http"
 import * as Net from "node:net"
-import * as RequestId from "../../src/kit/RequestId.ts"
 import * as Log from "../../src/kit/Log.ts"
+import * as RequestId from "../../src/kit/RequestId.ts"
 
 const load = (env: Record<string, string>) => Log.LogConfig.parse(ConfigProvider.fromEnv({ env }))
 

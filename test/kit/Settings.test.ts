@@ -82,14 +82,21 @@ describe("durations", () => {
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "30000" }), { value: Duration.millis(30_000) })
       assert.deepStrictEqual(yield* read(timeout, { SHUTDOWN_TIMEOUT: "0" }), { value: Duration.millis(0) })
       // A millisecond-scale setting (default below 1 s) takes bare milliseconds.
-      assert.deepStrictEqual(yield* read(Settings.duration("DRAIN_QUIET_WINDOW", { default: 300 }), { DRAIN_QUIET_WINDOW: "250" }), {
-        value: Duration.millis(250)
-      })
+      assert.deepStrictEqual(
+        yield* read(Settings.duration("DRAIN_QUIET_WINDOW", { default: 300 }), { DRAIN_QUIET_WINDOW: "250" }),
+        {
+          value: Duration.millis(250)
+        }
+      )
     }))
 
   it.effect("range-checks, naming the variable and the bounds", () =>
     Effect.gen(function*() {
-      const config = Settings.duration("HEADERS_TIMEOUT", { default: "10 seconds", min: "100 millis", max: "10 minutes" })
+      const config = Settings.duration("HEADERS_TIMEOUT", {
+        default: "10 seconds",
+        min: "100 millis",
+        max: "10 minutes"
+      })
       assert.strictEqual(
         yield* refusal(config, { HEADERS_TIMEOUT: "0s" }),
         "invalid configuration: HEADERS_TIMEOUT: 0s is out of range; expected from 100ms to 10m"

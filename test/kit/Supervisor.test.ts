@@ -5,7 +5,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Duration, Effect, Fiber, Layer, Queue } from "effect"
 import { TestClock } from "effect/testing"
-import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/internal/supervisor/Supervisor.ts"
 import {
   Host,
   type UpgradeRequest,
@@ -13,6 +12,7 @@ import {
   type WorkerExit,
   type WorkerProcess
 } from "../../src/kit/internal/supervisor/Host.ts"
+import { Supervisor, type SupervisorSettings, WorkerEnv } from "../../src/kit/internal/supervisor/Supervisor.ts"
 import { makeHarness } from "../../src/kit/testing.ts"
 
 interface FakeWorker extends WorkerProcess {

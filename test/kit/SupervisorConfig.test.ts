@@ -4,8 +4,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Duration, Effect, Exit } from "effect"
-import { describeCause } from "../../src/kit/Log.ts"
 import { SupervisorConfig } from "../../src/kit/internal/supervisor/Supervisor.ts"
+import { describeCause } from "../../src/kit/Log.ts"
 
 const load = (env: Record<string, string>) => SupervisorConfig.parse(ConfigProvider.fromEnv({ env }))
 

@@ -26,7 +26,9 @@ describe("the kit's public surface", () => {
     const reachable = new Set<unknown>()
     for (const value of Object.values(Kit)) {
       reachable.add(value)
-      if (typeof value === "object" && value !== null) for (const member of Object.values(value)) reachable.add(member)
+      if (typeof value === "object" && value !== null) {
+        for (const member of Object.values(value)) reachable.add(member)
+      }
     }
     const modules = Fs.readdirSync(kitRoot).filter((name) => name.endsWith(".ts") && name !== "index.ts")
     const unreachable: Array<string> = []

@@ -4,8 +4,8 @@
  * an optional access-log line.
  */
 import * as Http from "node:http"
-import { kSpan, type RequestMetrics } from "../metrics/Http.ts"
 import * as RequestId from "../../RequestId.ts"
+import { kSpan, type RequestMetrics } from "../metrics/Http.ts"
 import { dataHeaders, documentHeaders } from "./Headers.ts"
 
 export interface AccessLogLine {

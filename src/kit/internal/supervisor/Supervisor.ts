@@ -20,8 +20,8 @@ import {
 } from "effect"
 import { EmbeddedPostgres } from "../../EmbeddedPostgres.ts"
 import * as Lifecycle from "../../Lifecycle.ts"
-import { observe } from "../metrics/Registry.ts"
 import { check, duration, formatDuration, int, literal } from "../../Settings.ts"
+import { observe } from "../metrics/Registry.ts"
 import { availableCpus } from "./Cpus.ts"
 import {
   describeExit,

@@ -5,8 +5,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit, Option, Result, Tracer } from "effect"
 import { HttpTraceContext } from "effect/http"
-import { describeCause } from "../../../../src/kit/Log.ts"
 import * as Sampler from "../../../../src/kit/internal/tracing/Sampler.ts"
+import { describeCause } from "../../../../src/kit/Log.ts"
 
 const randomTraceId = () => Array.from({ length: 32 }, () => Math.floor(Math.random() * 16).toString(16)).join("")
 
