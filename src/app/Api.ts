@@ -4,10 +4,15 @@
  */
 import { HttpApi, OpenApi } from "effect/http-api"
 import { ItemsGroup } from "./items/Api.ts"
+import { ReservationsGroup } from "./reservations/Api.ts"
 
 export class Api extends HttpApi.make("scoped-server")
   .add(ItemsGroup)
+  .add(ReservationsGroup)
   .annotate(OpenApi.Title, "scoped-server reference API")
   .annotate(OpenApi.Version, "1.0.0")
-  .annotate(OpenApi.Description, "Items with pagination, Bearer JWT auth, rate limiting and caching.")
+  .annotate(
+    OpenApi.Description,
+    "Items and their reservations, with pagination, Bearer JWT auth, rate limiting and caching."
+  )
 {}

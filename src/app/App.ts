@@ -7,30 +7,41 @@ import { HttpRouter } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import {
   Cache,
+  CacheConfig,
+  ClientAddress,
   Cors,
+  EmbeddedPostgresConfig,
   Health,
+  HealthConfig,
   HttpServer,
+  HttpServerConfig,
   Metrics,
   Postgres,
+  PostgresConfig,
   RateLimit,
+  RateLimitConfig,
   Recoverer,
   Redis,
   RedisConfig,
+  Settings,
   Tracing,
   Validation
 } from "../kit/index.ts"
 import { Api } from "./Api.ts"
-import { Authentication } from "./Auth.ts"
+import { AuthConfig, Authentication } from "./Auth.ts"
 import * as Debug from "./Debug.ts"
+import { DebugConfig } from "./Debug.ts"
 import * as Docs from "./Docs.ts"
 import { ItemEvents } from "./items/Events.ts"
 import { ItemsHttp } from "./items/Http.ts"
 import * as Live from "./Live.ts"
 import { migrations } from "./migrations.ts"
 import { AddressRateLimited, RateLimited } from "./RateLimited.ts"
+import { ReservationsConfig } from "./reservations/Config.ts"
+import { ReservationsHttp } from "./reservations/Http.ts"
 
 export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
-  Layer.provide(ItemsHttp),
+  Layer.provide([ItemsHttp, ReservationsHttp]),
   Layer.provide([Authentication.layer, AddressRateLimited.layer, RateLimited.layer, Validation.layer])
 )
 
@@ -57,9 +68,7 @@ export const Routes = Layer.mergeAll(
 // Each step is built after the one it is provided with, so it is released before it.
 export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
   Layer.provideMerge(Redis.layer),
-  Layer.provideMerge(Postgres.layerConfig({ migrations })),
-  // Read before the database starts: a mistyped REDIS_URL must not cost an initdb first.
-  Layer.provide(Layer.effectDiscard(RedisConfig))
+  Layer.provideMerge(Postgres.layerConfig({ migrations }))
 )
 
 /** Everything, with the server's addresses (HttpServer) left visible for tests. */
@@ -68,5 +77,21 @@ export const Main = HttpRouter.serve(Routes, { disableLogger: true, disableListe
   Layer.provide(Resources),
   Layer.provideMerge(Health.layer),
   // Built first, released last: the exporters flush what the drain produced.
-  Layer.provide(Tracing.layerConfig)
+  Layer.provide(Tracing.layerConfig),
+  // Before anything starts: a mistyped setting must not cost an initdb (or a connection) first.
+  Layer.provide(Settings.validate(
+    Tracing.TracingConfig,
+    HealthConfig,
+    EmbeddedPostgresConfig,
+    PostgresConfig,
+    RedisConfig,
+    CacheConfig,
+    RateLimitConfig,
+    HttpServerConfig,
+    ClientAddress.ClientAddressConfig,
+    Cors.CorsConfig,
+    AuthConfig,
+    DebugConfig,
+    ReservationsConfig
+  ))
 )

@@ -17,5 +17,22 @@ export const migrations: Migrations = {
         created_at timestamptz NOT NULL DEFAULT now()
       )
     `
+  }),
+  "0002_create_reservations": Effect.gen(function*() {
+    const sql = yield* SqlClient
+    yield* sql`
+      CREATE TABLE reservations (
+        id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        item_id integer NOT NULL REFERENCES items (id) ON DELETE CASCADE,
+        holder text NOT NULL,
+        quantity integer NOT NULL CHECK (quantity BETWEEN 1 AND 1000),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz NOT NULL
+      )
+    `
+    // The holder's list, and the sweep's scan for what has run out.
+    yield* sql`CREATE INDEX reservations_holder ON reservations (holder, id)`
+    yield* sql`CREATE INDEX reservations_expires_at ON reservations (expires_at)`
+    yield* sql`CREATE INDEX reservations_item_id ON reservations (item_id)`
   })
 }

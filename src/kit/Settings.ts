@@ -2,7 +2,7 @@
  * The kinds of value settings take (durations, sizes, integers, booleans, enums), as operators
  * write them, range-checked; a bad value or a conflict stops startup with one line naming it.
  */
-import { Config, Duration, Effect, Option, Result, Schema, SchemaIssue } from "effect"
+import { Config, Duration, Effect, Layer, Option, Result, Schema, SchemaIssue } from "effect"
 
 export type ConfigError = Config.ConfigError
 
@@ -286,3 +286,17 @@ export const isLoopbackHost = (host: string): boolean => {
   const bare = host.toLowerCase().replace(/^\[(.*)\]$/, "$1")
   return bare === "localhost" || bare.endsWith(".localhost") || bare === "::1" || /^127(?:\.\d{1,3}){3}$/.test(bare)
 }
+
+// ---------------------------------------------------------------------------------------------
+// startup
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Reads every block in `configs` and provides nothing. Provided beneath everything else in the
+ * app's graph (the last `Layer.provide` of `Main`), it is built first: a mistyped setting, the
+ * kit's or the app's, stops startup with its one line before any resource (the database, a
+ * connection, a child process) has started. Each block is read again, from the same source, by
+ * the Layer that uses it.
+ */
+export const validate = (...configs: ReadonlyArray<Config.Config<unknown>>): Layer.Layer<never, ConfigError> =>
+  Layer.effectDiscard(Effect.all(configs, { discard: true }))

@@ -9,7 +9,6 @@ import * as Jose from "jose"
 import { Main } from "../../src/app/App.ts"
 import { Authenticator, cachedVerify, type Verify } from "../../src/app/Auth.ts"
 import * as Testing from "../../src/kit/testing.ts"
-import { freshDatabase, jwtSecret, mint as mintFor } from "../support/app.ts"
 
 const secret = new TextEncoder().encode("auth-test-secret-0123456789abcdef0123456789")
 // A fixed instant, so expiry is decided by TestClock alone.
@@ -103,7 +102,7 @@ describe("verified-token cache", () => {
 })
 
 const nowSeconds = () => Math.floor(Date.now() / 1000)
-const signClaims = (claims: Record<string, unknown>, secretText: string = jwtSecret) =>
+const signClaims = (claims: Record<string, unknown>, secretText: string = Testing.jwtSecret) =>
   new Jose.SignJWT(claims as Jose.JWTPayload).setProtectedHeader({ alg: "HS256" }).sign(
     new TextEncoder().encode(secretText)
   )
@@ -111,9 +110,9 @@ const signClaims = (claims: Record<string, unknown>, secretText: string = jwtSec
 /** The app with the Authenticator the API uses visible, to count signature checks. */
 const appWithAuthenticator = (env: Record<string, string>) =>
   Layer.unwrap(
-    Effect.map(freshDatabase, (databaseUrl) =>
+    Effect.map(Testing.freshDatabase, (databaseUrl) =>
       Testing.layer(Layer.merge(Main, Authenticator.layer), {
-        JWT_SECRET: jwtSecret,
+        JWT_SECRET: Testing.jwtSecret,
         DATABASE_URL: databaseUrl,
         ...env
       }))
@@ -210,7 +209,7 @@ describe("rate limiting before authentication", () => {
     (it) => {
       it.effect("an authenticated caller sees both policies and the tighter limit's figures; its subject limit applies", () =>
         Effect.gen(function*() {
-          const token = yield* Effect.promise(() => mintFor({ subject: "carol" }))
+          const token = yield* Effect.promise(() => Testing.mint({ subject: "carol" }))
           const first = yield* get(token)
           assert.strictEqual(first.status, 200)
           assert.strictEqual(first.headers.get("ratelimit-policy"), "2;w=60, 4;w=60")
@@ -231,7 +230,7 @@ describe("rate limiting before authentication", () => {
   )((it) => {
     it.effect("X-Forwarded-For from a trusted CIDR is believed: each forwarded client has its own count", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mintFor())
+        const token = yield* Effect.promise(() => Testing.mint())
         const from = (client: string) => get(token, { "x-forwarded-for": client }).pipe(Effect.map((r) => r.status))
         assert.deepStrictEqual([yield* from("203.0.113.1"), yield* from("203.0.113.1"), yield* from("203.0.113.1")], [
           200,

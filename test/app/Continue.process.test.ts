@@ -4,12 +4,14 @@
  */
 import * as Net from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { jwtSecret, mint } from "../support/app.ts"
+import * as Testing from "../../src/kit/testing.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 
 let server: ServerProcess
 beforeAll(async () => {
-  server = await spawnServer({ env: { JWT_SECRET: jwtSecret, RATE_LIMIT_PER_ADDRESS: "1000", MAX_BODY_SIZE: "64KiB" } })
+  server = await spawnServer({
+    env: { JWT_SECRET: Testing.jwtSecret, RATE_LIMIT_PER_ADDRESS: "1000", MAX_BODY_SIZE: "64KiB" }
+  })
 }, 60_000)
 afterAll(() => {
   server?.child.kill("SIGKILL")
@@ -90,7 +92,7 @@ const refusal = async (conversation: Conversation) => {
 
 describe("Expect: 100-continue", () => {
   it("a forged or missing token is 401 from the head alone: no 100 Continue, the body never sent", async () => {
-    const forged = await mint({ secret: "not-the-servers-secret-0123456789abcdef" })
+    const forged = await Testing.mint({ secret: "not-the-servers-secret-0123456789abcdef" })
     for (const token of [forged, undefined]) {
       const answer = await refusal(await converse(head({ token, length: 1_000 })))
       expect(answer.status).toBe(401)
@@ -100,21 +102,21 @@ describe("Expect: 100-continue", () => {
   })
 
   it("a declared length over MAX_BODY_SIZE is 413 before the body, even with a good token", async () => {
-    const answer = await refusal(await converse(head({ token: await mint(), length: 10 * 1024 * 1024 })))
+    const answer = await refusal(await converse(head({ token: await Testing.mint(), length: 10 * 1024 * 1024 })))
     expect(answer.status).toBe(413)
     expect(answer.text).not.toContain("100 Continue")
     expect(answer.detail).toContain("65536 bytes")
   })
 
   it("a body that is not JSON for a JSON endpoint is 415 before the body", async () => {
-    const answer = await refusal(await converse(head({ token: await mint(), length: 10, type: "text/plain" })))
+    const answer = await refusal(await converse(head({ token: await Testing.mint(), length: 10, type: "text/plain" })))
     expect(answer.status).toBe(415)
     expect(answer.text).not.toContain("100 Continue")
   })
 
   it("an unknown route is 404 before the body", async () => {
     const answer = await refusal(
-      await converse(head({ token: await mint(), length: 10, path: "/api/v1/nothing-here" }))
+      await converse(head({ token: await Testing.mint(), length: 10, path: "/api/v1/nothing-here" }))
     )
     expect(answer.status).toBe(404)
     expect(answer.text).not.toContain("100 Continue")
@@ -122,7 +124,7 @@ describe("Expect: 100-continue", () => {
 
   it("a good request gets 100 Continue, then, with its body, 201", async () => {
     const body = JSON.stringify({ name: "sent after 100" })
-    const conversation = await converse(head({ token: await mint(), length: Buffer.byteLength(body) }))
+    const conversation = await converse(head({ token: await Testing.mint(), length: Buffer.byteLength(body) }))
     await conversation.waitFor("HTTP/1.1 100 Continue\r\n\r\n")
     expect(conversation.received()).toBe("HTTP/1.1 100 Continue\r\n\r\n")
     conversation.write(body)

@@ -5,14 +5,14 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect } from "effect"
 import { chromium } from "playwright-core"
-import { App } from "../support/app.ts"
+import { App, appLayer } from "../support/app.ts"
 import { findChromium } from "../support/chromium.ts"
 
 const chromiumFound = findChromium()
 const executablePath = "path" in chromiumFound ? chromiumFound.path : undefined
 
 describe("docs", () => {
-  layer(App.layer(), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
+  layer(appLayer(), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
     it.effect("/docs renders in Chromium without console errors and lists the items endpoints", () =>
       Effect.gen(function*() {
         assert.isDefined(executablePath, "missing" in chromiumFound ? chromiumFound.missing : undefined)

@@ -5,7 +5,7 @@
 import * as Http from "node:http"
 import * as Net from "node:net"
 import { afterEach, describe, expect, it } from "vitest"
-import { jwtSecret, mint } from "../support/app.ts"
+import * as Testing from "../../src/kit/testing.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 
 const deadlineMs = 10_000
@@ -18,7 +18,7 @@ afterEach(() => {
 const start = () =>
   spawnServer({
     env: {
-      JWT_SECRET: jwtSecret,
+      JWT_SECRET: Testing.jwtSecret,
       SHUTDOWN_TIMEOUT: `${deadlineMs}ms`,
       DRAIN_QUIET_WINDOW: "300ms",
       MAX_BODY_SIZE: "16KiB"
@@ -106,7 +106,7 @@ const stoppedTotals = (s: ServerProcess) =>
 describe("long-lived answers across SIGTERM", () => {
   it("a WebSocket gets 1001 and an SSE stream its final event and end; exit 0 well before the deadline", async () => {
     server = await start()
-    const token = await mint()
+    const token = await Testing.mint()
     const ws = await openSocket(server.port)
     const message = nextMessage(ws)
     ws.send("hello")
@@ -154,7 +154,9 @@ describe("long-lived answers across SIGTERM", () => {
       const missing = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`)
       expect(missing.status).toBe(401)
       const forged = await fetch(`http://127.0.0.1:${server.port}/api/v1/items/events`, {
-        headers: { authorization: `Bearer ${await mint({ secret: "another-secret-with-enough-entropy-000000" })}` }
+        headers: {
+          authorization: `Bearer ${await Testing.mint({ secret: "another-secret-with-enough-entropy-000000" })}`
+        }
       })
       expect(forged.status).toBe(401)
 
@@ -177,7 +179,9 @@ describe("long-lived answers across SIGTERM", () => {
   it(
     "an upgrade asked for on an open connection once closing has started is refused with 503 and Retry-After",
     async () => {
-      server = await spawnServer({ env: { JWT_SECRET: jwtSecret, DRAIN_QUIET_WINDOW: "3s", SHUTDOWN_TIMEOUT: "10s" } })
+      server = await spawnServer({
+        env: { JWT_SECRET: Testing.jwtSecret, DRAIN_QUIET_WINDOW: "3s", SHUTDOWN_TIMEOUT: "10s" }
+      })
       const socket = Net.connect(server.port, "127.0.0.1")
       await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
       let received = ""

@@ -2,8 +2,10 @@
  * The log format the built server picks by itself: JSON into a pipe, pretty (coloured) on a
  * real terminal (a pty from util-linux `script`), and LOG_FORMAT overriding either way.
  */
+import { Effect } from "effect"
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { afterEach, describe, expect, inject, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
+import * as Testing from "../../src/kit/testing.ts"
 import { request } from "../support/http.ts"
 import { mainJs, type ServerProcess, spawnServer } from "../support/process.ts"
 
@@ -32,7 +34,7 @@ const spawnOnTerminal = async (env: Record<string, string>, ready: RegExp = / IN
       TERM: "xterm-256color",
       PORT: "0",
       HOST: "127.0.0.1",
-      DATABASE_URL: inject("databaseUrl"),
+      DATABASE_URL: await Effect.runPromise(Testing.databaseServer),
       ...env
     },
     stdio: ["pipe", "pipe", "pipe"],

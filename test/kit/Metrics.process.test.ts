@@ -9,7 +9,7 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 import parsePrometheusTextFormat from "parse-prometheus-text-format"
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
-import { mint } from "../support/app.ts"
+import * as Testing from "../../src/kit/testing.ts"
 import { request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
 import { privateRedis } from "../support/redis.ts"
@@ -118,7 +118,7 @@ const seriesOf = (text: string) =>
 describe("GET /metrics", () => {
   it("parses as Prometheus text, and counts each request once under its route template and status", async () => {
     const server = await start()
-    const token = { authorization: `Bearer ${await mint({ subject: "metrics", secret })}` }
+    const token = { authorization: `Bearer ${await Testing.mint({ subject: "metrics", secret })}` }
     for (let i = 0; i < 7; i++) expect((await request(server.port, "/livez")).status).toBe(200)
     for (let i = 0; i < 3; i++) {
       const answer = await request(server.port, `/api/v1/items/${990_000 + i}`, { headers: token })
@@ -200,7 +200,7 @@ describe("GET /metrics", () => {
       DEBUG_ROUTES: "true",
       RATE_LIMIT: "3"
     })
-    const token = { authorization: `Bearer ${await mint({ subject: "resources", secret })}` }
+    const token = { authorization: `Bearer ${await Testing.mint({ subject: "resources", secret })}` }
     let text = await scrape(server.port)
     parse(text)
     expect(sample(text, "db_client_connection_max")).toBe(1)

@@ -4,7 +4,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect } from "effect"
-import { App } from "../support/app.ts"
+import { App, appLayer } from "../support/app.ts"
 
 const call = (path: string, init?: RequestInit) =>
   Effect.gen(function*() {
@@ -13,7 +13,7 @@ const call = (path: string, init?: RequestInit) =>
   })
 
 describe("Middleware", () => {
-  layer(App.layer({ DEBUG_ROUTES: "true", CORS_ORIGINS: "https://app.example.com" }), {
+  layer(appLayer({ DEBUG_ROUTES: "true", CORS_ORIGINS: "https://app.example.com" }), {
     excludeTestServices: true,
     timeout: "60 seconds"
   })((it) => {
@@ -54,7 +54,7 @@ describe("Middleware", () => {
       }))
   })
 
-  layer(App.layer(), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(appLayer(), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("without CORS_ORIGINS no cross-origin access is granted", () =>
       Effect.gen(function*() {
         const response = yield* call("/livez", { headers: { origin: "https://app.example.com" } })

@@ -9,7 +9,8 @@ import * as Net from "node:net"
 import { notReady } from "../../src/kit/internal/http/ErrorBodies.ts"
 import { makeServerResponse } from "../../src/kit/internal/http/Response.ts"
 import { errorResponse } from "../../src/kit/Problem.ts"
-import { App, mint, sqlOn } from "../support/app.ts"
+import * as Testing from "../../src/kit/testing.ts"
+import { App, appLayer } from "../support/app.ts"
 import { privateRedis } from "../support/redis.ts"
 
 interface Answer {
@@ -129,7 +130,7 @@ const env = {
 }
 
 describe("Problem: every error class over real HTTP", () => {
-  layer(App.layer(env), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(appLayer(env), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("routing: 404 for a path with no route, 405 with Allow for a wrong method", () =>
       Effect.gen(function*() {
         const missing = expectProblem(
@@ -148,7 +149,7 @@ describe("Problem: every error class over real HTTP", () => {
 
     it.effect("validation: 400 with issues naming each field by its path", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint({ subject: "validation" }))
+        const token = yield* Effect.promise(() => Testing.mint({ subject: "validation" }))
         const query = expectProblem(yield* call("/api/v1/items?perPage=1000", { token }), 400, /^query\.perPage: /)
         assert.strictEqual(query.type, "/problems/validation")
         const issues = query.issues as Array<{ path: Array<string | number>; message: string }>
@@ -181,7 +182,7 @@ describe("Problem: every error class over real HTTP", () => {
 
     it.effect("rate limit: 429 with Retry-After", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint({ subject: "hasty" }))
+        const token = yield* Effect.promise(() => Testing.mint({ subject: "hasty" }))
         for (let i = 0; i < 3; i++) assert.strictEqual((yield* call("/api/v1/items", { token })).status, 200)
         const limited = yield* call("/api/v1/items", { token })
         expectProblem(limited, 429, /too many requests/)
@@ -190,7 +191,7 @@ describe("Problem: every error class over real HTTP", () => {
 
     it.effect("limits: 413 for a body over MAX_BODY_SIZE, 415 for a media type the endpoint does not read", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint({ subject: "limits" }))
+        const token = yield* Effect.promise(() => Testing.mint({ subject: "limits" }))
         expectProblem(
           yield* call("/api/v1/items", {
             method: "POST",
@@ -214,7 +215,7 @@ describe("Problem: every error class over real HTTP", () => {
 
     it.effect("an item that does not exist: 404 with its own type, told apart from a path with no route", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint({ subject: "reader" }))
+        const token = yield* Effect.promise(() => Testing.mint({ subject: "reader" }))
         const body = expectProblem(
           yield* call("/api/v1/items/2147483647", { token }),
           404,
@@ -339,11 +340,11 @@ const junk = (max: number) => {
 }
 
 describe("Problem: random bad input never gets a non-problem error", () => {
-  layer(App.layer({ ...env, RATE_LIMIT: "100000" }), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
+  layer(appLayer({ ...env, RATE_LIMIT: "100000" }), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
     it.effect(`requests with random methods, paths, queries, headers and bodies (seed ${seed})`, () =>
       Effect.gen(function*() {
         const { port } = yield* App
-        const token = yield* Effect.promise(() => mint({ subject: "fuzzer" }))
+        const token = yield* Effect.promise(() => Testing.mint({ subject: "fuzzer" }))
         const statuses = new Map<number, number>()
         for (let n = 0; n < 300; n++) {
           // The first case is always an oversized body, so every seed reaches the 413 class.
@@ -492,7 +493,7 @@ describe("Problem: outages answer 503 problems with Retry-After", () => {
         const redis = yield* Store
         yield* Effect.gen(function*() {
           const app = yield* App
-          const token = yield* Effect.promise(() => mint({ subject: "outage" }))
+          const token = yield* Effect.promise(() => Testing.mint({ subject: "outage" }))
           assert.strictEqual((yield* call("/api/v1/items", { token })).status, 200)
           yield* redis.signal("SIGSTOP")
           expectProblem(yield* call("/api/v1/items", { token }), 503, /rate limiting is unavailable/)
@@ -504,20 +505,20 @@ describe("Problem: outages answer 503 problems with Retry-After", () => {
           }
           assert.strictEqual(back.status, 200)
           // The operator closes the database to connections and drops the pool's.
-          const name = new URL(app.databaseUrl).pathname.slice(1)
+          const name = new URL(app.env.DATABASE_URL!).pathname.slice(1)
           // Only the path names the database; the query carries the server's socket directory.
-          const admin = new URL(app.databaseUrl)
+          const admin = new URL(app.env.DATABASE_URL!)
           admin.pathname = "/postgres"
-          yield* sqlOn(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS false`)
-          yield* sqlOn(
+          yield* Testing.sql(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS false`)
+          yield* Testing.sql(
             admin.toString(),
             `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`
           )
           const down = expectProblem(yield* call("/api/v1/items", { token }), 503, /the database is unavailable/)
           assert.strictEqual(down.type, "about:blank")
-          yield* sqlOn(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS true`)
+          yield* Testing.sql(admin.toString(), `ALTER DATABASE ${name} ALLOW_CONNECTIONS true`)
         }).pipe(
-          Effect.provide(App.layer({
+          Effect.provide(appLayer({
             REDIS_URL: redis.url,
             REDIS_COMMAND_TIMEOUT: "300ms",
             RATE_LIMIT_ON_STORE_ERROR: "closed",

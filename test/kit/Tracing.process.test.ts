@@ -5,7 +5,7 @@
  */
 import { Effect, Exit, Scope } from "effect"
 import { afterEach, describe, expect, it } from "vitest"
-import { mint } from "../support/app.ts"
+import * as Testing from "../../src/kit/testing.ts"
 import { request } from "../support/http.ts"
 import { attribute, closeReceivers, hex, type LogRecord, receiver, type Span } from "../support/otlp.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
@@ -35,7 +35,7 @@ describe("OTLP traces", () => {
       }
     })
     running.add(server)
-    const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
+    const headers = { authorization: `Bearer ${await Testing.mint({ subject: "tracer", secret })}` }
     const [traceA, parentA, traceB] = [hex(32), hex(16), hex(32)]
     const first = await request(server.port, "/api/v1/items/990001", {
       headers: { ...headers, traceparent: `00-${traceA}-${parentA}-01` }
@@ -103,7 +103,7 @@ describe("OTLP traces", () => {
         }
       })
       running.add(server)
-      const headers = { authorization: `Bearer ${await mint({ subject: "tracer", secret })}` }
+      const headers = { authorization: `Bearer ${await Testing.mint({ subject: "tracer", secret })}` }
       const [miss, hit] = [hex(32), hex(32)]
       for (const trace of [miss, hit]) {
         const answer = await request(server.port, "/api/v1/items?perPage=3", {

@@ -2,9 +2,10 @@
  * Spawns the built dist/main.js as a real process and reads its JSON log lines, so
  * lifecycle tests see exactly what an operator sees: signals, timing, exit codes.
  */
+import { Effect } from "effect"
 import { type ChildProcess, spawn, type StdioOptions } from "node:child_process"
 import * as Path from "node:path"
-import { inject } from "vitest"
+import * as Testing from "../../src/kit/testing.ts"
 
 export const mainJs = Path.resolve(import.meta.dirname, "../../dist/main.js")
 
@@ -50,7 +51,10 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
     PATH: process.env.PATH ?? "",
     PORT: "0",
     HOST: "127.0.0.1",
-    DATABASE_URL: inject("databaseUrl"),
+    // The run's PostgreSQL, started only for tests that do not name a database of their own.
+    ...(options.env !== undefined && "DATABASE_URL" in options.env
+      ? {}
+      : { DATABASE_URL: await Effect.runPromise(Testing.databaseServer) }),
     ...options.env
   }
   const env = Object.fromEntries(

@@ -5,7 +5,8 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Context, Duration, Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
-import { App, mint, sqlOn } from "../../support/app.ts"
+import * as Testing from "../../../src/kit/testing.ts"
+import { App, appLayer } from "../../support/app.ts"
 import { privateRedis } from "../../support/redis.ts"
 
 class Server extends Context.Service<Server, Effect.Success<typeof privateRedis>>()("test/RedisServer") {
@@ -21,8 +22,8 @@ const withApp = <A>(
   f: (app: App["Service"], token: string) => Effect.Effect<A, unknown>
 ) =>
   Effect.scoped(Effect.gen(function*() {
-    const app = Context.get(yield* Layer.build(App.layer({ CACHE_TTL: "1 minute", RATE_LIMIT: "10000", ...env })), App)
-    const token = yield* Effect.promise(() => mint({ subject: "cache-tester" }))
+    const app = Context.get(yield* Layer.build(appLayer({ CACHE_TTL: "1 minute", RATE_LIMIT: "10000", ...env })), App)
+    const token = yield* Effect.promise(() => Testing.mint({ subject: "cache-tester" }))
     return yield* f(app, token)
   }))
 
@@ -56,7 +57,7 @@ describe("items list cache with a misbehaving Redis", () => {
             assert.strictEqual(yield* create(app, token, "first"), 201)
             assert.deepStrictEqual((yield* names(app, token)).names, ["first"])
             // Cached: a row written behind the API's back is not seen.
-            yield* sqlOn(app.databaseUrl, "INSERT INTO items (name) VALUES ('sneaked')")
+            yield* Testing.sql(app.env.DATABASE_URL!, "INSERT INTO items (name) VALUES ('sneaked')")
             assert.deepStrictEqual((yield* names(app, token)).names, ["first"])
 
             yield* cli(server, "CONFIG", "SET", "maxmemory-policy", "noeviction")
@@ -69,7 +70,7 @@ describe("items list cache with a misbehaving Redis", () => {
             yield* cli(server, "CONFIG", "SET", "maxmemory", "0")
             assert.deepStrictEqual((yield* names(app, token)).names, ["first", "sneaked", "second"])
             // The generation landed: pages are cached again.
-            yield* sqlOn(app.databaseUrl, "INSERT INTO items (name) VALUES ('sneaked again')")
+            yield* Testing.sql(app.env.DATABASE_URL!, "INSERT INTO items (name) VALUES ('sneaked again')")
             assert.deepStrictEqual((yield* names(app, token)).names, ["first", "sneaked", "second"])
           }).pipe(Effect.ensuring(Effect.ignore(cli(server, "CONFIG", "SET", "maxmemory", "0")))))
       }))
@@ -98,7 +99,7 @@ describe("items list cache with a misbehaving Redis", () => {
             // Recovered: after the cool-down a probe closes the breaker and pages are cached again.
             yield* Effect.sleep("800 millis")
             yield* names(app, token)
-            yield* sqlOn(app.databaseUrl, "INSERT INTO items (name) VALUES ('behind the cache')")
+            yield* Testing.sql(app.env.DATABASE_URL!, "INSERT INTO items (name) VALUES ('behind the cache')")
             assert.deepStrictEqual((yield* names(app, token)).names, ["kept"])
           }).pipe(Effect.ensuring(server.signal("SIGCONT"))))
       }))

@@ -7,8 +7,8 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { Effect, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Crypto from "node:crypto"
-import { afterEach, describe, expect, inject, it } from "vitest"
-import { jwtSecret, mint } from "../../support/app.ts"
+import { afterEach, describe, expect, it } from "vitest"
+import * as Testing from "../../../src/kit/testing.ts"
 import { request } from "../../support/http.ts"
 import { phases, spawnServer } from "../../support/process.ts"
 import { changesOf, subscribe, type Subscription } from "../../support/sse.ts"
@@ -23,7 +23,7 @@ afterEach(() => {
 const query = <A extends object>(text: string) =>
   Effect.runPromise(
     Effect.scoped(Effect.gen(function*() {
-      const sql = yield* PgClient.make({ url: Redacted.make(inject("databaseUrl")), maxConnections: 1 })
+      const sql = yield* PgClient.make({ url: Redacted.make(yield* Testing.databaseServer), maxConnections: 1 })
       return yield* sql.unsafe<A>(text)
     })).pipe(Effect.provide(Reactivity.layer))
   )
@@ -58,8 +58,8 @@ describe("item events with WORKERS=2", () => {
     "a write through either worker reaches the stream held on each worker, created before removed; a LISTEN cut by the database is logged, reopened and told as resync",
     async () => {
       const applicationName = `events-${Crypto.randomBytes(4).toString("hex")}`
-      const server = await start({ JWT_SECRET: jwtSecret, DB_APPLICATION_NAME: applicationName })
-      const token = await mint()
+      const server = await start({ JWT_SECRET: Testing.jwtSecret, DB_APPLICATION_NAME: applicationName })
+      const token = await Testing.mint()
       const byWorker = await streamPerWorker(server.port, token)
 
       // Writes on new connections until each worker has written one; each stream hears every one.
@@ -112,9 +112,9 @@ describe("item events with WORKERS=2", () => {
   )
 
   it("SIGTERM: the stream ends with its final event, then the LISTEN is released, then the pool; exit 0", async () => {
-    const server = await spawnServer({ env: { JWT_SECRET: jwtSecret, ACCESS_LOG: "false" } })
+    const server = await spawnServer({ env: { JWT_SECRET: Testing.jwtSecret, ACCESS_LOG: "false" } })
     try {
-      const stream = await subscribe(server.port, await mint())
+      const stream = await subscribe(server.port, await Testing.mint())
       streams.push(stream)
       server.signal("SIGTERM")
       await stream.waitFor((event) => event.event === "shutdown")

@@ -4,12 +4,13 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Redacted } from "effect"
-import { App, freshDatabase, mint } from "../../support/app.ts"
+import * as Testing from "../../../src/kit/testing.ts"
+import { App, appLayer } from "../../support/app.ts"
 import { privatePostgres } from "../../support/postgres.ts"
 import { changesOf, subscribe, type Subscription } from "../../support/sse.ts"
 
 const json = (response: Response) => Effect.promise(() => response.json() as Promise<any>)
-const app = (env: Record<string, string>) => Layer.build(App.layer(env)).pipe(Effect.map(Context.get(App)))
+const app = (env: Record<string, string>) => Layer.build(appLayer(env)).pipe(Effect.map(Context.get(App)))
 const listen = (server: App["Service"], token: string) =>
   Effect.acquireRelease(Effect.promise(() => subscribe(server.port, token)), (s) => Effect.sync(s.close))
 const create = (server: App["Service"], token: string, body: unknown) =>
@@ -35,9 +36,9 @@ describe("item events", () => {
     "a write on either of two instances sharing a database reaches the subscribers of both, created before removed",
     () =>
       Effect.gen(function*() {
-        const databaseUrl = yield* freshDatabase
+        const databaseUrl = yield* Testing.freshDatabase
         const [a, b] = [yield* app({ DATABASE_URL: databaseUrl }), yield* app({ DATABASE_URL: databaseUrl })]
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const onA = yield* listen(a, token)
         const onB = yield* listen(b, token)
         for (const [writer, remover] of [[a, b], [b, a]] as const) {
@@ -62,9 +63,9 @@ describe("item events", () => {
     "a change over NOTIFY's 8000 bytes arrives whole, read back by each listener; one that fits is sent whole",
     () =>
       Effect.gen(function*() {
-        const databaseUrl = yield* freshDatabase
+        const databaseUrl = yield* Testing.freshDatabase
         const [a, b] = [yield* app({ DATABASE_URL: databaseUrl }), yield* app({ DATABASE_URL: databaseUrl })]
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const onA = yield* listen(a, token)
         const onB = yield* listen(b, token)
         // 2000 control characters are 12000 bytes of JSON; 2000 CJK characters are 6000 bytes.
@@ -92,7 +93,7 @@ describe("item events", () => {
       Effect.gen(function*() {
         const postgres = yield* privatePostgres
         const server = yield* app({ DATABASE_URL: Redacted.value(postgres.url) })
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const subscription = yield* listen(server, token)
         assert.strictEqual((yield* create(server, token, { name: "before" })).status, 201)
         yield* waitFor(subscription, createdWith("before"))

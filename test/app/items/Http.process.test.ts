@@ -9,7 +9,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { mint } from "../../support/app.ts"
+import * as Testing from "../../../src/kit/testing.ts"
 import { json, request } from "../../support/http.ts"
 import { privatePostgres } from "../../support/postgres.ts"
 import { type ServerProcess, spawnServer } from "../../support/process.ts"
@@ -35,7 +35,7 @@ const start = async (env: Record<string, string | undefined>) => {
   running.add(server)
   return server
 }
-const auth = async (subject: string) => ({ authorization: `Bearer ${await mint({ subject, secret })}` })
+const auth = async (subject: string) => ({ authorization: `Bearer ${await Testing.mint({ subject, secret })}` })
 
 describe("items API when Redis fails", () => {
   it("cached pages still answer and the limiter fails open; after a restart both use Redis again", async () => {

@@ -5,7 +5,8 @@
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
 import { ItemPage } from "../../../src/app/items/Api.ts"
-import { App, mint, sqlOn } from "../../support/app.ts"
+import * as Testing from "../../../src/kit/testing.ts"
+import { App, appLayer } from "../../support/app.ts"
 
 const json = (response: Response) => Effect.promise(() => response.json() as Promise<any>)
 const call = (path: string, init?: Parameters<App["Service"]["fetch"]>[1]) =>
@@ -22,10 +23,10 @@ const create = (token: string, body: unknown) =>
   })
 
 describe("items API", () => {
-  layer(App.layer(), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(appLayer(), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("create, read, list and delete an item", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const created = yield* create(token, { name: "kettle", description: "for tea" })
         assert.strictEqual(created.status, 201)
         const item = yield* json(created)
@@ -61,7 +62,7 @@ describe("items API", () => {
 
     it.effect("text that looks like SQL is stored and returned literally", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const name = "Robert'); DROP TABLE items;--"
         const item = yield* json(yield* create(token, { name, description: "' OR 1=1 --" }))
         assert.deepInclude(yield* json(yield* call(`/api/v1/items/${item.id}`, { token })), {
@@ -71,10 +72,10 @@ describe("items API", () => {
       }))
   })
 
-  layer(App.layer({ CACHE_TTL: "0" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(appLayer({ CACHE_TTL: "0" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("pages in a stable order with totals and Link headers", () =>
       Effect.gen(function*() {
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         const ids: Array<number> = []
         for (let i = 1; i <= 25; i++) ids.push((yield* json(yield* create(token, { name: `item ${i}` }))).id)
         const page2 = yield* call("/api/v1/items?page=2&perPage=10", { token })
@@ -97,15 +98,15 @@ describe("items API", () => {
       }))
   })
 
-  layer(App.layer({ CACHE_TTL: "1 minute" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
+  layer(appLayer({ CACHE_TTL: "1 minute" }), { excludeTestServices: true, timeout: "60 seconds" })((it) => {
     it.effect("list pages come from the cache until a write through the API invalidates them", () =>
       Effect.gen(function*() {
         const app = yield* App
-        const token = yield* Effect.promise(() => mint())
+        const token = yield* Effect.promise(() => Testing.mint())
         yield* create(token, { name: "first" })
         const before = yield* json(yield* call("/api/v1/items", { token }))
         // Written behind the API's back: the cached page does not know.
-        yield* sqlOn(app.databaseUrl, "INSERT INTO items (name) VALUES ('sneaked in')")
+        yield* Testing.sql(app.env.DATABASE_URL!, "INSERT INTO items (name) VALUES ('sneaked in')")
         assert.deepStrictEqual(yield* json(yield* call("/api/v1/items", { token })), before)
         yield* create(token, { name: "second" })
         const after = yield* json(yield* call("/api/v1/items", { token }))
@@ -119,7 +120,7 @@ describe("items API", () => {
 })
 
 describe("bad input: a problem that says what was wrong, nothing stored", () => {
-  layer(App.layer({ RATE_LIMIT: "3", MAX_BODY_SIZE: "64KiB" }), { excludeTestServices: true, timeout: "60 seconds" })(
+  layer(appLayer({ RATE_LIMIT: "3", MAX_BODY_SIZE: "64KiB" }), { excludeTestServices: true, timeout: "60 seconds" })(
     (it) => {
       const expectError = (response: Response, status: number, message?: RegExp) =>
         Effect.gen(function*() {
@@ -137,7 +138,7 @@ describe("bad input: a problem that says what was wrong, nothing stored", () => 
       it.effect("each kind of bad request gets its status", () =>
         Effect.gen(function*() {
           const app = yield* App
-          const token = yield* Effect.promise(() => mint({ subject: "bad-input" }))
+          const token = yield* Effect.promise(() => Testing.mint({ subject: "bad-input" }))
           const post = (body: string, contentType = "application/json") =>
             call("/api/v1/items", { method: "POST", token, headers: { "content-type": contentType }, body })
 
@@ -145,27 +146,27 @@ describe("bad input: a problem that says what was wrong, nothing stored", () => 
           const violation = yield* expectError(yield* post(JSON.stringify({ name: "" })), 400, /payload\.name/)
           assert.deepStrictEqual(violation.issues[0].path, ["payload", "name"])
           // A fresh token per rate-limit budget; this subject has had its three.
-          const token2 = yield* Effect.promise(() => mint({ subject: "bad-input-2" }))
+          const token2 = yield* Effect.promise(() => Testing.mint({ subject: "bad-input-2" }))
           const post2 = (body: string | Uint8Array, contentType = "application/json") =>
             call("/api/v1/items", { method: "POST", token: token2, headers: { "content-type": contentType }, body })
           yield* expectError(yield* post2(new Uint8Array(200 * 1024).fill(97)), 413, /larger than 65536 bytes/)
           yield* expectError(yield* post2("name=x", "text/plain"), 415, /content-type/)
-          const token3 = yield* Effect.promise(() => mint({ subject: "bad-input-3" }))
+          const token3 = yield* Effect.promise(() => Testing.mint({ subject: "bad-input-3" }))
           yield* expectError(yield* call("/api/v1/items?page=-1", { token: token3 }), 400, /query\.page/)
           yield* expectError(yield* call("/api/v1/items?perPage=1000", { token: token3 }), 400, /query\.perPage/)
           yield* expectError(yield* call("/api/v1/items/abc", { token: token3 }), 400, /params\.id/)
           yield* expectError(yield* call("/api/v1/nothing-here"), 404, /no route/)
           const wrongMethod = yield* expectError(yield* call("/api/v1/items", { method: "PUT" }), 405)
           assert.strictEqual(wrongMethod.title, "Method Not Allowed")
-          const rows = yield* sqlOn(app.databaseUrl, "SELECT count(*)::int AS n FROM items")
+          const rows = yield* Testing.sql(app.env.DATABASE_URL!, "SELECT count(*)::int AS n FROM items")
           assert.strictEqual(rows[0]!.n, 0)
         }))
 
       it.effect("missing, malformed, expired and forged tokens get 401 with WWW-Authenticate", () =>
         Effect.gen(function*() {
-          const expired = yield* Effect.promise(() => mint({ expiresIn: Math.floor(Date.now() / 1000) - 60 }))
-          const forged = yield* Effect.promise(() => mint({ secret: "not-the-server-secret-0123456789abcdef" }))
-          const anonymous = yield* Effect.promise(() => mint({ subject: "" }))
+          const expired = yield* Effect.promise(() => Testing.mint({ expiresIn: Math.floor(Date.now() / 1000) - 60 }))
+          const forged = yield* Effect.promise(() => Testing.mint({ secret: "not-the-server-secret-0123456789abcdef" }))
+          const anonymous = yield* Effect.promise(() => Testing.mint({ subject: "" }))
           const cases: Array<[string | undefined, RegExp]> = [
             [undefined, /a bearer token is required/],
             ["not-a-jwt", /malformed/],
@@ -185,7 +186,7 @@ describe("bad input: a problem that says what was wrong, nothing stored", () => 
 
       it.effect("over the rate: 429 with Retry-After; under it, RateLimit-* headers", () =>
         Effect.gen(function*() {
-          const token = yield* Effect.promise(() => mint({ subject: "eager" }))
+          const token = yield* Effect.promise(() => Testing.mint({ subject: "eager" }))
           const responses = []
           for (let i = 0; i < 4; i++) responses.push(yield* call("/api/v1/items", { token }))
           assert.deepStrictEqual(responses.map((r) => r.status), [200, 200, 200, 429])
@@ -195,7 +196,7 @@ describe("bad input: a problem that says what was wrong, nothing stored", () => 
           assert.isAtLeast(Number(limited.headers.get("retry-after")), 1)
           yield* expectError(limited, 429, /too many requests/)
           // Another subject has its own budget.
-          const other = yield* Effect.promise(() => mint({ subject: "patient" }))
+          const other = yield* Effect.promise(() => Testing.mint({ subject: "patient" }))
           assert.strictEqual((yield* call("/api/v1/items", { token: other })).status, 200)
         }))
 

@@ -4,7 +4,8 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import { Effect, Schema } from "effect"
-import { App, mint } from "../../support/app.ts"
+import * as Testing from "../../../src/kit/testing.ts"
+import { App, appLayer } from "../../support/app.ts"
 
 const request = (path: string, init: Parameters<App["Service"]["fetch"]>[1]) =>
   Effect.gen(function*() {
@@ -28,8 +29,8 @@ const assertAnswered = (
 }
 
 describe("items API under arbitrary input", () => {
-  layer(App.layer({ RATE_LIMIT: "1000000" }), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
-    const token = mint({ subject: "fuzzer" })
+  layer(appLayer({ RATE_LIMIT: "1000000" }), { excludeTestServices: true, timeout: "120 seconds" })((it) => {
+    const token = Testing.mint({ subject: "fuzzer" })
 
     it.effect.prop(
       "any JSON body to POST /items is created (201) or refused (400)",

@@ -7,7 +7,8 @@ import { Effect, Redacted } from "effect"
 import * as Reactivity from "effect/reactivity/Reactivity"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
-import { afterEach, describe, expect, inject, it } from "vitest"
+import { afterEach, describe, expect, it } from "vitest"
+import * as Testing from "../../../../src/kit/testing.ts"
 import { phases, type ServerProcess, spawnServer } from "../../../support/process.ts"
 
 const running = new Set<ServerProcess>()
@@ -62,7 +63,7 @@ const responses = (text: string) => {
 const rowsNamed = (marker: string) =>
   Effect.runPromise(
     Effect.scoped(Effect.gen(function*() {
-      const sql = yield* PgClient.make({ url: Redacted.make(inject("databaseUrl")), maxConnections: 1 })
+      const sql = yield* PgClient.make({ url: Redacted.make(yield* Testing.databaseServer), maxConnections: 1 })
       const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM items WHERE name = ${marker}`
       return rows[0]!.n
     })).pipe(Effect.provide(Reactivity.layer))

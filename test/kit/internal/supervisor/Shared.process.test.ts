@@ -5,7 +5,7 @@
 import { Effect } from "effect"
 import * as Http from "node:http"
 import { afterEach, describe, expect, it } from "vitest"
-import { freshDatabase, jwtSecret, mint } from "../../../support/app.ts"
+import * as Testing from "../../../../src/kit/testing.ts"
 import type { ServerProcess } from "../../../support/process.ts"
 import { alive, cleanup, pidOf, start, upgradeDone } from "../../../support/supervisor.ts"
 
@@ -55,12 +55,12 @@ const statuses = (answers: ReadonlyArray<Answer>) => {
   return counts
 }
 
-const env = (extra: Record<string, string>) => ({ JWT_SECRET: jwtSecret, CACHE_TTL: "0", ...extra })
+const env = (extra: Record<string, string>) => ({ JWT_SECRET: Testing.jwtSecret, CACHE_TTL: "0", ...extra })
 
 describe("rate limits with WORKERS", () => {
   it("RATE_LIMIT_PER_ADDRESS=5 admits 5 of 8 requests spread over both workers", async () => {
     const server = await start(env({ RATE_LIMIT_PER_ADDRESS: "5" }))
-    const token = await mint()
+    const token = await Testing.mint()
     const answers: Array<Answer> = []
     for (let i = 0; i < 8; i++) answers.push(await request(server.port, "GET", "/api/v1/items?perPage=1", token))
     expect(new Set(answers.map((answer) => answer.worker)).size).toBe(2)
@@ -70,7 +70,7 @@ describe("rate limits with WORKERS", () => {
   for (const workers of [2, 4]) {
     it(`a concurrent burst of one subject over ${workers} workers is admitted at most RATE_LIMIT + 10 %`, async () => {
       const server = await start(env({ WORKERS: String(workers), RATE_LIMIT: "100" }))
-      const token = await mint({ subject: "burst" })
+      const token = await Testing.mint({ subject: "burst" })
       const answers = await burst(server.port, token, 300, 16)
       const admitted = statuses(answers)[200] ?? 0
       expect(new Set(answers.map((answer) => answer.worker)).size).toBe(workers)
@@ -82,7 +82,7 @@ describe("rate limits with WORKERS", () => {
 
   it("an upgrade does not reset anyone's count", async () => {
     const server = await start(env({ RATE_LIMIT_PER_ADDRESS: "5" }))
-    const token = await mint()
+    const token = await Testing.mint()
     const before = await burst(server.port, token, 8, 1)
     expect(statuses(before)).toEqual({ 200: 5, 429: 3 })
     const oldPids = new Set(before.map((answer) => pidOf(answer.worker)))
@@ -107,7 +107,7 @@ const listed = async (port: number, token: string, id: number) => {
 const cachedServer = async (workers: number): Promise<ServerProcess> =>
   start(env({
     WORKERS: String(workers),
-    DATABASE_URL: await Effect.runPromise(freshDatabase),
+    DATABASE_URL: await Effect.runPromise(Testing.freshDatabase),
     CACHE_TTL: "30s",
     RATE_LIMIT: "1000000",
     RATE_LIMIT_PER_ADDRESS: "1000000"
@@ -116,7 +116,7 @@ const cachedServer = async (workers: number): Promise<ServerProcess> =>
 describe("the list cache with WORKERS", () => {
   it("a client that writes and then lists on any connection reads its write", async () => {
     const server = await cachedServer(2)
-    const token = await mint()
+    const token = await Testing.mint()
     // Both workers have the first page cached before each write.
     const warm = await burst(server.port, token, 8, 1)
     expect(new Set(warm.map((answer) => answer.worker)).size).toBe(2)
@@ -136,7 +136,7 @@ describe("the list cache with WORKERS", () => {
 
   it("a write waits for a stopped worker to be killed, never answers while it could serve a stale page", async () => {
     const server = await cachedServer(2)
-    const token = await mint()
+    const token = await Testing.mint()
     const warm = await burst(server.port, token, 8, 1)
     const stopped = pidOf(warm[0]!.worker)
     process.kill(stopped, "SIGSTOP")

@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest"
 import * as Sampler from "../../../../src/kit/internal/tracing/Sampler.ts"
-import { mint } from "../../../support/app.ts"
+import * as Testing from "../../../../src/kit/testing.ts"
 import { request } from "../../../support/http.ts"
 import { closeReceivers, hex, type Receiver, receiver, type Span } from "../../../support/otlp.ts"
 import { type ServerProcess, spawnServer } from "../../../support/process.ts"
@@ -32,7 +32,7 @@ const serve = async (env: Record<string, string>) => {
     }
   })
   running.add(server)
-  const authorization = `Bearer ${await mint({ subject: "sampler", secret })}`
+  const authorization = `Bearer ${await Testing.mint({ subject: "sampler", secret })}`
   /** An item that does not exist: a 404 after a SQL query, so a sampled trace has a SQL child span. */
   const get = async (id: number, traceparent?: string) => {
     const answer = await request(server.port, `/api/v1/items/${id}`, {
