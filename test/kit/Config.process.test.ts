@@ -2,6 +2,9 @@
  * Settings as an operator meets them from the built server: a conflict or a bare-seconds value
  * stops startup before anything listens, with exit 1 and one line naming the variables.
  */
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
 import { request } from "../support/http.ts"
 import { type ServerProcess, spawnServer } from "../support/process.ts"
@@ -53,6 +56,27 @@ describe("configuration refused at startup", () => {
 
   it("an unknown LOG_LEVEL is refused in the same shape, before the logger exists", async () => {
     expect(await refusedWith({ LOG_LEVEL: "loud" })).toMatch(/^invalid configuration: LOG_LEVEL: "loud" is not one of /)
+  })
+
+  it("an app's setting (and a kit one read late) is refused before any resource starts", async () => {
+    // No DATABASE_URL: a server that read its settings as it went would initdb first.
+    for (const env of [{ RESERVATION_TTL: "abc" }, { PORT: "http" }]) {
+      const server = await spawnServer({
+        env: {
+          ...env,
+          DATABASE_URL: undefined,
+          EMBEDDED_POSTGRES_DIR: Fs.mkdtempSync(Path.join(Os.tmpdir(), "refused-"))
+        },
+        waitReady: false
+      })
+      running.add(server)
+      expect((await server.exited).code).toBe(1)
+      const [name] = Object.keys(env)
+      expect(server.lines.find((line) => line.message === "startup failed")?.annotations.error).toMatch(
+        new RegExp(`^invalid configuration: ${name}: `)
+      )
+      expect(server.lines.filter((line) => /postgres/i.test(JSON.stringify(line)))).toEqual([])
+    }
   })
 
   it("the forms people write start the server", async () => {
