@@ -20,6 +20,7 @@ export { type CheckResult, type CheckStatus, Health, HealthConfig, type Report }
 export { HttpServer, HttpServerConfig, type HttpServerOptions, type HttpServerSettings } from "./HttpServer.ts"
 export type { ContinueCheck } from "./internal/http/Continue.ts"
 export { ListenError } from "./internal/http/Listener.ts"
+export * as Job from "./Job.ts"
 export {
   acquireRelease,
   type Crash,
