@@ -259,11 +259,39 @@ export const acquireRelease = <A, E, R, E2, R2>(
   Effect.gen(function*() {
     const lifecycle = yield* Lifecycle
     return yield* Effect.acquireRelease(
-      acquire,
+      naming(name, acquire),
       (resource) =>
         lifecycle.release(name, release(resource), options?.releaseTimeout, { forceable: options?.forceable ?? false })
     )
   })
+
+/**
+ * The resource whose acquire failed, carried on the failure's cause so `startup failed` can name
+ * it. The innermost name wins (Cause.annotate keeps a key already there): a pool inside a
+ * `postgres` resource is named by the step that failed, not the one around it.
+ */
+class FailedResource extends Context.Service<FailedResource, string>()("scoped-server/Lifecycle/FailedResource") {}
+
+const naming = <A, E, R>(name: string, acquire: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.catchCause(
+    acquire,
+    (cause) =>
+      Effect.failCause(
+        Cause.hasInterruptsOnly(cause) ? cause : Cause.annotate(cause, Context.make(FailedResource, name))
+      )
+  )
+
+/** What a `startup failed` line says: the error with its chain, the resource, and for a defect its stack. */
+export const describeStartupFailure = (cause: Cause.Cause<unknown>, verbose: boolean): Record<string, string> => {
+  const resource = Context.getOrUndefined(Cause.annotations(cause), FailedResource)
+  // A defect is a bug: where it was thrown (which Layer, which line) is the point of the report.
+  const defect = cause.reasons.some(Cause.isDieReason)
+  return {
+    ...(resource === undefined ? {} : { resource }),
+    error: Log.describeCauseChain(cause),
+    ...(defect || verbose ? { cause: Cause.pretty(cause) } : {})
+  }
+}
 
 /**
  * A resource built in a scope of its own (a pool, a client, a child process, with whatever
@@ -539,9 +567,8 @@ export const runEffect = <A, E>(main: Layer.Layer<A, E, Lifecycle>): Effect.Effe
       code = 1
       const level = yield* References.MinimumLogLevel
       yield* Effect.logError(lifecycle.isStopping() ? "failed while stopping" : "startup failed").pipe(
-        Effect.annotateLogs({ error: Log.describeCause(exit.cause) }),
         Effect.annotateLogs(
-          level === "Debug" || level === "Trace" || level === "All" ? { cause: Cause.pretty(exit.cause) } : {}
+          describeStartupFailure(exit.cause, level === "Debug" || level === "Trace" || level === "All")
         )
       )
     }

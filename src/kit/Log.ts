@@ -51,6 +51,26 @@ export const describeCause = (cause: Cause.Cause<unknown>): string => {
 }
 
 /**
+ * A cause's first failure with the errors that caused it (`error.cause`, as `new Error(message, {
+ * cause })` chains them), one line: `outer; caused by: inner; caused by: root`.
+ */
+export const describeCauseChain = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  const parts = [describeCause(cause)]
+  const seen = new Set<unknown>([error])
+  let next = typeof error === "object" && error !== null && !(error instanceof Config.ConfigError)
+    ? (error as { cause?: unknown }).cause
+    : undefined
+  while (next !== undefined && !seen.has(next) && parts.length < 8) {
+    seen.add(next)
+    const text = describeError(next)
+    if (!parts.some((part) => part.includes(text))) parts.push(text)
+    next = typeof next === "object" && next !== null ? (next as { cause?: unknown }).cause : undefined
+  }
+  return parts.join("; caused by: ")
+}
+
+/**
  * The structured entry with the request's `requestId` added when logged while handling one (read
  * from the request when the line is written, so requests pay nothing for it otherwise) and, with
  * tracing on, the `traceId` and `spanId` it was written under.

@@ -193,6 +193,39 @@ describe("Lifecycle", () => {
       assert.deepStrictEqual(failures.map((entry) => entry.annotations.error), ["connect ECONNREFUSED 127.0.0.1:6379"])
     }))
 
+  it.effect("startup failed names the resource whose acquire failed and keeps the error's cause chain", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const journal: Array<string> = []
+      const root = new Error("getaddrinfo ENOTFOUND quotes.internal")
+      const broken = Layer.effectDiscard(Lifecycle.resource(
+        "quotes-client",
+        Effect.fail(new Error("quotes client could not start", { cause: new Error("lookup failed", { cause: root }) }))
+      ))
+      assert.strictEqual(yield* harness.run(chain(resource("postgres", journal), broken)), 1)
+      const line = harness.logs.find((entry) => entry.message === "startup failed")?.annotations
+      assert.deepStrictEqual(line, {
+        resource: "quotes-client",
+        error:
+          "quotes client could not start; caused by: lookup failed; caused by: getaddrinfo ENOTFOUND quotes.internal"
+      })
+    }))
+
+  it.effect("a defect while building a Layer is logged with its stack, so the Layer is named by where it threw", () =>
+    Effect.gen(function*() {
+      const harness = yield* makeHarness
+      const thrown = new TypeError("_.Agent is not a constructor")
+      const defective = Layer.effectDiscard(Effect.sync(() => {
+        throw thrown
+      }))
+      assert.strictEqual(yield* harness.run(defective), 1)
+      const line = harness.logs.find((entry) => entry.message === "startup failed")?.annotations
+      assert.strictEqual(line?.error, "_.Agent is not a constructor")
+      assert.strictEqual(line?.resource, undefined)
+      assert.include(String(line?.cause), "TypeError: _.Agent is not a constructor")
+      assert.include(String(line?.cause), "Lifecycle.test.ts")
+    }))
+
   it.effect("invalid lifecycle settings fail startup with the variable named", () =>
     Effect.gen(function*() {
       const harness = yield* makeHarness
