@@ -1,6 +1,6 @@
 /**
- * The reference service's graph: Routes ← HttpServer ← (Cache, RateLimit ← Redis) ← Postgres ← Health.
- * Built bottom-up, released top-down: server drained, Redis, pool, embedded Postgres.
+ * The reference service's graph: Routes ← HttpServer ← (Cache, RateLimit ← Redis, the expiry job) ← Postgres
+ * ← Health. Built bottom-up, released top-down: server drained, job and Redis, pool, embedded Postgres.
  */
 import { Layer } from "effect"
 import { HttpRouter } from "effect/http"
@@ -38,6 +38,7 @@ import * as Live from "./Live.ts"
 import { migrations } from "./migrations.ts"
 import { AddressRateLimited, RateLimited } from "./RateLimited.ts"
 import { ReservationsConfig } from "./reservations/Config.ts"
+import { ExpiryJob } from "./reservations/Expiry.ts"
 import { ReservationsHttp } from "./reservations/Http.ts"
 
 export const ApiRoutes = HttpApiBuilder.layer(Api, { openapiPath: "/openapi.json" }).pipe(
@@ -65,8 +66,10 @@ export const Routes = Layer.mergeAll(
   })
 ).pipe(Layer.provide(ItemEvents.layer))
 
-// Each step is built after the one it is provided with, so it is released before it.
-export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer).pipe(
+// Each step is built after the one it is provided with, so it is released before it. Members of
+// one mergeAll are built and released concurrently: the job stops while the cache and limits do,
+// all before Redis and PostgreSQL close.
+export const Resources = Layer.mergeAll(Cache.layer, RateLimit.layer, ExpiryJob).pipe(
   Layer.provideMerge(Redis.layer),
   Layer.provideMerge(Postgres.layerConfig({ migrations }))
 )

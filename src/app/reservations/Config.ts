@@ -1,6 +1,6 @@
 /**
  * The reservations feature's settings: how long a hold lasts unless the client asks for less,
- * the longest it may ask for, and how often expired holds are swept from the table.
+ * the longest it may ask for, and how often (and in what batches) expired holds are swept from the table.
  */
 import { Config, Duration } from "effect"
 import { Settings } from "../../kit/index.ts"
@@ -15,7 +15,12 @@ export const ReservationsConfig = Config.all({
     default: "1 minute",
     min: "1 second",
     max: "1 day"
-  })
+  }),
+  /**
+   * Holds deleted per statement. Each batch is one short transaction that a shutdown waits for
+   * and never cuts; between batches the sweep can stop.
+   */
+  sweepBatch: Settings.int("RESERVATION_SWEEP_BATCH", { default: 1000, min: 1, max: 100_000 })
 }).pipe(Settings.check(({ maxTtl, ttl }) =>
   Duration.isGreaterThan(ttl, maxTtl)
     ? `RESERVATION_TTL (${Settings.formatDuration(ttl)}) is longer than RESERVATION_MAX_TTL (${

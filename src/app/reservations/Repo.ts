@@ -38,8 +38,9 @@ export class ReservationsRepo extends Context.Service<ReservationsRepo, {
   /** True when the holder had such a live reservation. */
   readonly remove: (holder: string, id: number) => Effect.Effect<boolean, unknown>
   /**
-   * Deletes up to `limit` expired reservations (oldest ids first) and says how many. Concurrent
-   * sweeps (workers, replicas) skip each other's rows instead of waiting on them.
+   * Deletes up to `limit` expired reservations (the longest expired first, by the expiry index)
+   * and says how many. Concurrent sweeps (workers, replicas) skip each other's rows instead of
+   * waiting on them.
    */
   readonly deleteExpired: (limit: number) => Effect.Effect<number, unknown>
 }>()("scoped-server/ReservationsRepo") {
@@ -76,10 +77,12 @@ export class ReservationsRepo extends Context.Service<ReservationsRepo, {
             DELETE FROM reservations WHERE id = ${id} AND holder = ${holder} AND expires_at > now() RETURNING id`)
             .pipe(Effect.map((rows) => rows.length > 0)),
         deleteExpired: (limit) =>
-          use(sql`
-            DELETE FROM reservations WHERE id IN (
-              SELECT id FROM reservations WHERE expires_at <= now() ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED
-            ) RETURNING id`).pipe(Effect.map((rows) => rows.length))
+          use(sql<{ deleted: number }>`
+            WITH deleted AS (
+              DELETE FROM reservations WHERE id IN (
+                SELECT id FROM reservations WHERE expires_at <= now() ORDER BY expires_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+              ) RETURNING 1
+            ) SELECT count(*)::int AS deleted FROM deleted`).pipe(Effect.map(([row]) => row!.deleted))
       }
     })
   )
