@@ -282,7 +282,7 @@ const naming = <A, E, R>(name: string, acquire: Effect.Effect<A, E, R>): Effect.
   )
 
 /** What a `startup failed` line says: the error with its chain, the resource, and for a defect its stack. */
-export const describeStartupFailure = (cause: Cause.Cause<unknown>, verbose: boolean): Record<string, string> => {
+const describeStartupFailure = (cause: Cause.Cause<unknown>, verbose: boolean): Record<string, string> => {
   const resource = Context.getOrUndefined(Cause.annotations(cause), FailedResource)
   // A defect is a bug: where it was thrown (which Layer, which line) is the point of the report.
   const defect = cause.reasons.some(Cause.isDieReason)
