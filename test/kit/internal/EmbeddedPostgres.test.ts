@@ -11,8 +11,8 @@ import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
-import { makeTempDir, optionsFor } from "../support/postgres.ts"
+import * as EmbeddedPostgres from "../../../src/kit/internal/EmbeddedPostgres.ts"
+import { makeTempDir, optionsFor } from "../../support/postgres.ts"
 
 const procField = (pid: number, field: string) =>
   Fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((line) => line.startsWith(`${field}:`))?.split(
