@@ -207,6 +207,103 @@ const account = (user: string, timeout: Duration.Duration): Effect.Effect<Accoun
     return entry
   })
 
+/** What reachability is judged on: a directory's permission bits and owners, as stat(2) gives them. */
+export interface DirectoryStat {
+  readonly mode: number
+  readonly uid: number
+  readonly gid: number
+}
+
+const statOrUndefined = (path: string): DirectoryStat | undefined => {
+  try {
+    return Fs.statSync(path)
+  } catch {
+    return undefined
+  }
+}
+
+/** `path` and every directory above it, from the root down. */
+const pathAndAncestors = (path: string): Array<string> => {
+  const all: Array<string> = []
+  for (let dir = Path.resolve(path);; dir = Path.dirname(dir)) {
+    all.unshift(dir)
+    if (Path.dirname(dir) === dir) return all
+  }
+}
+
+/**
+ * The first directory on the way to `path` (each one above it, and `path` itself if it exists,
+ * along both the path as written and the one its links resolve to) that `account` cannot search,
+ * with the `chmod` that would open it; undefined when every one can be passed. Judged by the mode
+ * bits as the kernel judges a process holding only the account's uid and gid: libuv drops the
+ * supplementary groups when it switches uid, so its other groups do not count.
+ */
+export const unsearchable = (
+  path: string,
+  account: Account,
+  stat: (path: string) => DirectoryStat | undefined = statOrUndefined
+): { readonly directory: string; readonly stat: DirectoryStat; readonly fix: string } | undefined => {
+  if (account.uid === 0) return undefined
+  let real: string | undefined
+  try {
+    real = Fs.realpathSync(path)
+  } catch {
+    real = undefined
+  }
+  const directories = new Set([...pathAndAncestors(path), ...(real === undefined ? [] : pathAndAncestors(real))])
+  for (const directory of directories) {
+    const found = stat(directory)
+    if (found === undefined) continue
+    const [bit, who] = found.uid === account.uid
+      ? [0o100, "u"]
+      : found.gid === account.gid
+      ? [0o010, "g"]
+      : [0o001, "o"]
+    if ((found.mode & bit) === 0) return { directory, stat: found, fix: `chmod ${who}+x ${directory}` }
+  }
+  return undefined
+}
+
+/**
+ * Whether PostgreSQL, running as `owner`, can reach its data directory and its binaries: said
+ * before initdb runs, in one line naming the directory in the way, the account and the fix, rather
+ * than as initdb's `could not access directory … Permission denied` (root's home is 0700, so a
+ * server started as root from there meets this first). The mode bits name the culprit; an ACL can
+ * still open what they close, so the account itself is asked (`cd` as it) before refusing.
+ */
+const reachable = (
+  owner: Account,
+  user: string,
+  targets: ReadonlyArray<
+    {
+      readonly what: string
+      readonly path: string
+      readonly through: string
+      readonly instead: string
+      readonly reason: EmbeddedPostgresError["reason"]
+    }
+  >,
+  timeout: Duration.Duration
+) =>
+  Effect.gen(function*() {
+    for (const target of targets) {
+      const blocked = unsearchable(target.through, owner)
+      if (blocked === undefined) continue
+      const entered = yield* run("/bin/sh", ["-c", "cd -- \"$1\"", "sh", target.through], {
+        owner,
+        timeout,
+        reason: target.reason
+      }).pipe(Effect.map((result) => result.code === 0), Effect.orElseSucceed(() => false))
+      if (entered) continue
+      return yield* fail(
+        target.reason,
+        `the embedded PostgreSQL runs as ${user} (uid ${owner.uid}), which cannot reach its ${target.what} ${target.path}: ${blocked.directory} (mode ${
+          (blocked.stat.mode & 0o777).toString(8)
+        }, owner uid ${blocked.stat.uid}) is not searchable by it; ${target.instead}, or ${blocked.fix}`
+      )
+    }
+  })
+
 /**
  * The data directory as found, without following a link: absent, or a directory owned by the
  * account that runs PostgreSQL. Anything else is refused, never chowned: a chown through a link
@@ -620,6 +717,25 @@ export const start = Effect.fnUntraced(function*(options: Options) {
     )
   }
   Fs.mkdirSync(Path.dirname(dataDir), { recursive: true })
+  if (owner !== undefined) {
+    yield* reachable(owner, options.user, [
+      {
+        what: "data directory",
+        reason: "DataDirInvalid",
+        path: dataDir,
+        // The directory itself is judged by its owner (inspectDataDir): only the way to it here.
+        through: Path.dirname(dataDir),
+        instead: "set EMBEDDED_POSTGRES_DIR to a directory it can reach (e.g. under /var/lib)"
+      },
+      {
+        what: "binaries",
+        reason: "BinariesMissing",
+        path: bin,
+        through: bin,
+        instead: "set EMBEDDED_POSTGRES_BIN_DIR to binaries it can reach (or install the project where it can)"
+      }
+    ], options.startTimeout)
+  }
 
   const held = yield* lock(dataDir)
   const found = yield* inspectDataDir(dataDir, uid)
