@@ -11,7 +11,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterAll, afterEach, describe, expect, it } from "vitest"
-import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/kit/internal/EmbeddedPostgres.ts"
 import { request } from "../support/http.ts"
 import { optionsFor } from "../support/postgres.ts"
 import { phases, type ServerProcess, spawnServer } from "../support/process.ts"
@@ -226,6 +226,32 @@ describe("embedded PostgreSQL under the server", () => {
       )
       expect(server.lines.some((l) => l.message === "initialising the embedded PostgreSQL cluster")).toBe(false)
       expect(Fs.readdirSync(Path.dirname(dir)).filter((entry) => entry.startsWith("pg.init-"))).toEqual([])
+      expect(server.stderr()).toBe("")
+    }
+  )
+
+  // What root meets when it starts the server from its home (0700): the database's own account cannot get in.
+  it.skipIf(process.getuid?.() !== 0)(
+    "as root from a 0700 directory: one line naming the directory, the database's account and the fix, exit 1",
+    async () => {
+      const home = Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-embedded-home-"))
+      dirs.push(home)
+      Fs.chmodSync(home, 0o700)
+      const server = await spawnServer({
+        // The default EMBEDDED_POSTGRES_DIR, .data/postgres, under the directory the server starts in.
+        env: { DATABASE_URL: undefined },
+        shell: `cd ${home} && exec $NODE $MAIN`,
+        waitReady: false
+      })
+      running.add(server)
+      await expectOneStartupError(
+        server,
+        new RegExp(
+          `^the embedded PostgreSQL runs as scoped-server-pg \\(uid \\d+\\), which cannot reach its data directory ${home}/\\.data/postgres: ${home} \\(mode 700, owner uid 0\\) is not searchable by it; set EMBEDDED_POSTGRES_DIR to a directory it can reach .*, or chmod o\\+x ${home}$`
+        )
+      )
+      expect(server.lines.some((l) => l.message === "initialising the embedded PostgreSQL cluster")).toBe(false)
+      expect(Fs.readdirSync(Path.join(home, ".data")).filter((entry) => entry.startsWith("postgres"))).toEqual([])
       expect(server.stderr()).toBe("")
     }
   )

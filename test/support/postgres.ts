@@ -6,7 +6,7 @@ import { Duration, Effect, Redacted, Scope } from "effect"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
+import * as EmbeddedPostgres from "../../src/kit/internal/EmbeddedPostgres.ts"
 
 export const makeTempDir = (prefix: string) =>
   Effect.acquireRelease(

@@ -11,8 +11,8 @@ import { createHash } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import * as EmbeddedPostgres from "../../src/kit/EmbeddedPostgres.ts"
-import { makeTempDir, optionsFor } from "../support/postgres.ts"
+import * as EmbeddedPostgres from "../../../src/kit/internal/EmbeddedPostgres.ts"
+import { makeTempDir, optionsFor } from "../../support/postgres.ts"
 
 const procField = (pid: number, field: string) =>
   Fs.readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((line) => line.startsWith(`${field}:`))?.split(
@@ -490,4 +490,84 @@ describe("EmbeddedPostgres", () => {
         assert.isTrue(Fs.existsSync(lockFile))
       }))
   })
+})
+
+const uidOf = (user: string) =>
+  Fs.readFileSync("/etc/passwd", "utf8").split("\n").find((line) => line.split(":")[0] === user)?.split(":")[2]
+
+describe("the way to the data directory, for the account PostgreSQL runs as", () => {
+  const account = { uid: 999, gid: 998 }
+  const stats = (table: Record<string, { mode: number; uid: number; gid: number }>) => (path: string) => table[path]
+  const open = { mode: 0o755, uid: 0, gid: 0 }
+
+  it("is judged on each directory above by the bit that applies to the account: owner, group, or others", () => {
+    const way = (home: { mode: number; uid: number; gid: number }) =>
+      EmbeddedPostgres.unsearchable(
+        "/root/app/.data",
+        account,
+        stats({ "/": open, "/root": home, "/root/app": open, "/root/app/.data": open })
+      )
+    assert.deepStrictEqual(way({ mode: 0o700, uid: 0, gid: 0 }), {
+      directory: "/root",
+      stat: { mode: 0o700, uid: 0, gid: 0 },
+      fix: "chmod o+x /root"
+    })
+    assert.strictEqual(way({ mode: 0o701, uid: 0, gid: 0 }), undefined)
+    // The group bit counts only for the account's own group; others' bit does not open it to the owner.
+    assert.strictEqual(way({ mode: 0o710, uid: 0, gid: 998 }), undefined)
+    assert.strictEqual(way({ mode: 0o701, uid: 0, gid: 998 })?.fix, "chmod g+x /root")
+    assert.strictEqual(way({ mode: 0o077, uid: 999, gid: 0 })?.fix, "chmod u+x /root")
+    assert.strictEqual(way({ mode: 0o100, uid: 999, gid: 0 }), undefined)
+  })
+
+  it("names the first directory in the way, from the root down; one not made yet is not in the way", () => {
+    const found = EmbeddedPostgres.unsearchable(
+      "/srv/a/b/c",
+      account,
+      stats({
+        "/": open,
+        "/srv": open,
+        "/srv/a": { mode: 0o750, uid: 0, gid: 0 },
+        "/srv/a/b": { mode: 0o700, uid: 0, gid: 0 }
+      })
+    )
+    assert.strictEqual(found?.directory, "/srv/a")
+    assert.strictEqual(
+      EmbeddedPostgres.unsearchable("/srv/new/data", account, stats({ "/": open, "/srv": open })),
+      undefined
+    )
+  })
+
+  it("nothing is in root's way", () => {
+    assert.strictEqual(
+      EmbeddedPostgres.unsearchable(
+        "/root/x",
+        { uid: 0, gid: 0 },
+        stats({ "/": open, "/root": { mode: 0o700, uid: 0, gid: 0 } })
+      ),
+      undefined
+    )
+  })
+
+  it.live.skipIf(!isRoot)(
+    "as root from a 0700 directory (root's home): one line naming the directory, the account and the fix; no initdb, nothing made",
+    () =>
+      Effect.gen(function*() {
+        const home = yield* makeTempDir("scoped-server-embedded-home-")
+        Fs.chmodSync(home, 0o700)
+        const dataDir = Path.join(home, ".data", "postgres")
+        const exit = yield* Effect.exit(Effect.scoped(EmbeddedPostgres.start(optionsFor(dataDir))))
+        assert.strictEqual(
+          failureText(exit).match(/EmbeddedPostgresError: (.*)\)\]\)$/)?.[1],
+          `the embedded PostgreSQL runs as ${EmbeddedPostgres.defaultUser} (uid ${
+            uidOf(EmbeddedPostgres.defaultUser)
+          }), which cannot reach its data directory ${dataDir}: ${home} (mode 700, owner uid 0) is not searchable by it; set EMBEDDED_POSTGRES_DIR to a directory it can reach (e.g. under /var/lib), or chmod o+x ${home}`
+        )
+        assert.deepStrictEqual(Fs.readdirSync(Path.join(home, ".data")), [])
+        // The fix it names is enough.
+        Fs.chmodSync(home, 0o701)
+        const instance = yield* EmbeddedPostgres.start(optionsFor(dataDir))
+        assert.deepStrictEqual(yield* selectOne(instance), [{ one: 1 }])
+      })
+  )
 })
