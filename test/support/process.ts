@@ -32,6 +32,8 @@ export interface ServerProcess {
 }
 
 export interface SpawnOptions {
+  /** The script to run instead of dist/main.js (e.g. a test's own entry, bundled as dist is). */
+  readonly main?: string
   /** Added to the defaults; `undefined` removes a default (e.g. DATABASE_URL, for the embedded server). */
   readonly env?: Record<string, string | undefined>
   /** Extra stdio entries (e.g. a listening fd to inherit as fd 3). */
@@ -61,9 +63,10 @@ export const spawnServer = async (options: SpawnOptions = {}): Promise<ServerPro
     Object.entries(merged).filter((entry): entry is [string, string] => entry[1] !== undefined)
   )
   const stdio: StdioOptions = ["ignore", "pipe", "pipe", ...(options.extraStdio ?? [])]
+  const main = options.main ?? mainJs
   const child = options.shell === undefined
-    ? spawn(nodeBinary, [mainJs], { env, stdio, detached: options.detached ?? false })
-    : spawn("/bin/sh", ["-c", options.shell.replace("$NODE", nodeBinary).replace("$MAIN", mainJs)], { env, stdio })
+    ? spawn(nodeBinary, [main], { env, stdio, detached: options.detached ?? false })
+    : spawn("/bin/sh", ["-c", options.shell.replace("$NODE", nodeBinary).replace("$MAIN", main)], { env, stdio })
   const lines: Array<LogLine> = []
   const waiters = new Set<() => void>()
   let stderr = ""
