@@ -116,7 +116,7 @@ describe("embedded PostgreSQL under the server", () => {
         p.resource ?? p.phase
       )
     )
-      .toEqual(["closing", "listen items", "postgres", "embedded-postgres"])
+      .toEqual(["closing", "listen items", "job expire-reservations", "postgres", "embedded-postgres"])
     expect(isAlive(database.pid)).toBe(false)
   })
 

@@ -208,7 +208,16 @@ describe("crashes and other signals", () => {
       expect(exit.code).toBe(1)
       expect(server.lines.filter((line) => line.message === "crashed")).toHaveLength(1)
       expect(phases(server.lines).map((phase) => phase.resource ?? phase.phase))
-        .toEqual(["starting", "ready", "draining", "closing", "listen items", "postgres", "stopped"])
+        .toEqual([
+          "starting",
+          "ready",
+          "draining",
+          "closing",
+          "listen items",
+          "job expire-reservations",
+          "postgres",
+          "stopped"
+        ])
       expect(server.stderr()).toBe("")
     })
   }
@@ -264,7 +273,16 @@ describe("drain delay and readiness", () => {
         phase.resource === undefined ? phase.phase : `${phase.phase} ${phase.resource}`
       )
     )
-      .toEqual(["starting", "ready", "draining", "closing", "releasing listen items", "releasing postgres", "stopped"])
+      .toEqual([
+        "starting",
+        "ready",
+        "draining",
+        "closing",
+        "releasing listen items",
+        "releasing job expire-reservations",
+        "releasing postgres",
+        "stopped"
+      ])
     expect(phases(server.lines).find((phase) => phase.phase === "draining")!.durationMs).toBeGreaterThanOrEqual(1_000)
   })
 })

@@ -147,7 +147,15 @@ describe("release order", () => {
     const order = phases(server.lines)
       .filter((phase) => phase.phase !== "starting" && phase.phase !== "ready")
       .map((phase) => phase.resource ?? phase.phase)
-    expect(order).toEqual(["draining", "closing", "listen items", "redis", "postgres", "stopped"])
+    expect(order).toEqual([
+      "draining",
+      "closing",
+      "listen items",
+      "job expire-reservations",
+      "redis",
+      "postgres",
+      "stopped"
+    ])
     const ours = await query<{ count: string }>(
       "SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'scoped-server-release-order'"
     )

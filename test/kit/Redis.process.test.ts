@@ -103,6 +103,7 @@ describe("redis failing under the server", () => {
       const releases = server.lines.filter((l) => l.message === "phase" && l.annotations.phase === "releasing")
       expect(releases.map((l) => [l.annotations.resource, l.annotations.outcome])).toEqual([
         ["listen items", "ok"],
+        ["job expire-reservations", "ok"],
         ["redis", "timeout"],
         ["postgres", "ok"]
       ])

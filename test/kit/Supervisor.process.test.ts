@@ -9,11 +9,12 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
 import { keepAliveLoad } from "../support/load.ts"
-import { type LogLine, mainJs } from "../support/process.ts"
+import { type LogLine } from "../support/process.ts"
 import {
   ask,
   children,
   cleanup,
+  distCopy,
   expectNoFailure,
   forget,
   load,
@@ -130,8 +131,7 @@ describe("supervisor (WORKERS=2)", () => {
   })
 
   it("a broken build on disk (throws at startup, never ready) fails the upgrade; the old generation serves on; a good build then upgrades", async () => {
-    const dir = removeLater(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-")))
-    Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
+    const dir = distCopy()
     const good = Fs.readFileSync(Path.join(dir, "main.js"))
     const server = await start({ UPGRADE_TIMEOUT: "5s" }, { shell: `exec $NODE ${Path.join(dir, "main.js")}` })
     const { stop, stopped } = stopper()

@@ -8,12 +8,13 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { type LogLine, mainJs } from "../support/process.ts"
+import { type LogLine } from "../support/process.ts"
 import {
   alive,
   ask,
   children,
   cleanup,
+  distCopy,
   forget,
   load,
   pidOf,
@@ -114,8 +115,7 @@ describe("supervisor (WORKERS=2), process level", () => {
   })
 
   it("a crash loop: replacements that exit at startup are retried with doubling delays, then the supervisor stops with exit 1 and says why", async () => {
-    const dir = removeLater(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-")))
-    Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
+    const dir = distCopy()
     const server = await start(
       { RESTART_DELAY: "200ms", RESTART_LIMIT: "4", RESTART_WINDOW: "1m" },
       { shell: `exec $NODE ${Path.join(dir, "main.js")}` }

@@ -9,17 +9,17 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { afterEach, describe, expect, it } from "vitest"
-import { mainJs, spawnServer } from "../support/process.ts"
+import { spawnServer } from "../support/process.ts"
 import {
   alive,
   ask,
   children,
   cleanup,
+  distCopy,
   forget,
   newConnectionLoad,
   openFds,
   pidOf,
-  removeLater,
   sleep,
   start,
   stopper,
@@ -36,9 +36,8 @@ const until = async (condition: () => boolean, timeoutMs: number, stepMs = 50) =
 }
 
 /** A copy of dist/ to run from, and a way to make the workers it starts from now on crash `ms` after ready. */
-const distCopy = () => {
-  const dir = removeLater(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-")))
-  Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
+const crashableDist = () => {
+  const dir = distCopy()
   const main = Path.join(dir, "main.js")
   Fs.copyFileSync(main, Path.join(dir, "good.js"))
   return {
@@ -104,7 +103,7 @@ const rssKiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB$/m.exec(Fs.readFileSy
 
 describe("supervisor: probation and rollback", () => {
   it("a build whose workers crash 1 s after ready is rolled back within UPGRADE_PROBATION: the old workers serve again, only the crashed worker's requests fail, the supervisor lives on and exits 0", async () => {
-    const dist = distCopy()
+    const dist = crashableDist()
     const server = await start({ UPGRADE_PROBATION: "10s", RESTART_DELAY: "50ms" }, { shell: dist.shell })
     const before = await workersAnswering(server.port)
     expect(before.size).toBe(2)

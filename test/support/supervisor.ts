@@ -4,9 +4,11 @@
  */
 import * as Fs from "node:fs"
 import * as Http from "node:http"
+import * as Os from "node:os"
+import * as Path from "node:path"
 import { expect } from "vitest"
 import { keepAliveLoad, type LoadResult } from "./load.ts"
-import { type ServerProcess, spawnServer } from "./process.ts"
+import { mainJs, type ServerProcess, spawnServer } from "./process.ts"
 
 const running = new Set<ServerProcess>()
 const temporary: Array<string> = []
@@ -21,6 +23,19 @@ export const cleanup = () => {
 /** A directory `cleanup` removes. */
 export const removeLater = (dir: string) => {
   temporary.push(dir)
+  return dir
+}
+
+/**
+ * A copy of dist/ that a test may break, removed by `cleanup`: `<tmp>/dist/` beside a
+ * `<tmp>/node_modules` link to the project's, as dist/ is deployed (its CommonJS dependencies load
+ * from `../node_modules`). Returns the copy's directory (holding `main.js`).
+ */
+export const distCopy = () => {
+  const root = removeLater(Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-dist-")))
+  const dir = Path.join(root, "dist")
+  Fs.cpSync(Path.dirname(mainJs), dir, { recursive: true })
+  Fs.symlinkSync(Path.resolve(mainJs, "../../node_modules"), Path.join(root, "node_modules"))
   return dir
 }
 
