@@ -2,10 +2,8 @@
 // Signed HS256 with JWT_SECRET, or with the development secret the server created in
 // .data/jwt-secret (JWT_DEV_SECRET_FILE) when JWT_SECRET is unset.
 import { SignJWT } from "jose"
-import * as Crypto from "node:crypto"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import { parseArgs } from "node:util"
+import { devSecret, DevSecretRefused } from "../src/app/DevSecret.ts"
 
 const { values } = parseArgs({
   options: {
@@ -15,14 +13,16 @@ const { values } = parseArgs({
 })
 
 const secretFile = process.env.JWT_DEV_SECRET_FILE ?? ".data/jwt-secret"
-let secret = process.env.JWT_SECRET
+let secret = process.env.JWT_SECRET === undefined ? undefined : new TextEncoder().encode(process.env.JWT_SECRET)
 if (secret === undefined) {
-  if (!Fs.existsSync(secretFile)) {
-    // Same as the server does on its first start, so either may come first.
-    Fs.mkdirSync(Path.dirname(secretFile), { recursive: true })
-    Fs.writeFileSync(secretFile, Crypto.randomBytes(32).toString("base64url"), { mode: 0o600, flag: "wx" })
+  // The server's own reader (Node runs the TypeScript as is): same rules, same file, either may come first.
+  try {
+    secret = devSecret(secretFile)
+  } catch (error) {
+    if (!(error instanceof DevSecretRefused)) throw error
+    console.error(`npm run token: ${error.message}`)
+    process.exit(1)
   }
-  secret = Fs.readFileSync(secretFile, "utf8").trim()
 }
 
 const token = await new SignJWT({})
@@ -30,5 +30,5 @@ const token = await new SignJWT({})
   .setSubject(values.sub)
   .setIssuedAt()
   .setExpirationTime(values.expires)
-  .sign(new TextEncoder().encode(secret))
+  .sign(secret)
 console.log(token)

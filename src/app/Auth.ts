@@ -7,9 +7,8 @@ import type { HttpServerResponse } from "effect/http"
 import { HttpApiMiddleware, HttpApiSecurity } from "effect/http-api"
 import * as Jose from "jose"
 import * as Crypto from "node:crypto"
-import * as Fs from "node:fs"
-import * as Path from "node:path"
 import { Metrics, Problem, Settings, throttledWarning } from "../kit/index.ts"
+import { devSecret, DevSecretRefused } from "./DevSecret.ts"
 
 /** Asymmetric JWS algorithms a JWKS may sign with; HS* and `none` are never taken from a key set. */
 const jwksAlgorithms = [
@@ -115,19 +114,6 @@ export const cachedVerify = (verify: Verify, options: { readonly size: number; r
       )
     })
   return Object.assign(check, { size: () => accepted.size, hits: () => hits })
-}
-
-/** The development secret: created once (0600) so `npm run token` and the server agree. */
-export const devSecret = (file: string): Uint8Array => {
-  if (!Fs.existsSync(file)) {
-    Fs.mkdirSync(Path.dirname(file), { recursive: true })
-    try {
-      Fs.writeFileSync(file, Crypto.randomBytes(32).toString("base64url"), { mode: 0o600, flag: "wx" })
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
-    }
-  }
-  return new TextEncoder().encode(Fs.readFileSync(file, "utf8").trim())
 }
 
 /**
@@ -329,9 +315,12 @@ export class Authenticator extends Context.Service<Authenticator, {
             catch: (cause) =>
               Settings.refuse(
                 "JWT_DEV_SECRET_FILE",
-                `JWT_SECRET is not set and the development secret cannot be kept in ${file} (${
-                  (cause as NodeJS.ErrnoException).code ?? String(cause)
-                }): set JWT_SECRET (or JWKS_URL) in production`
+                // A file another user could have written (or read) is refused, never used.
+                cause instanceof DevSecretRefused
+                  ? cause.message
+                  : `JWT_SECRET is not set and the development secret cannot be kept in ${file} (${
+                    (cause as NodeJS.ErrnoException).code ?? String(cause)
+                  }): set JWT_SECRET (or JWKS_URL) in production`
               )
           })
         if (Option.isNone(settings.secret)) {

@@ -91,4 +91,21 @@ describe("AuthConfig", () => {
         `invalid configuration: JWT_DEV_SECRET_FILE: JWT_SECRET is not set and the development secret cannot be kept in ${file} (CODE): set JWT_SECRET (or JWKS_URL) in production`
       )
     }))
+
+  it.live("a development secret file others can read stops startup with its one line, under JWT_DEV_SECRET_FILE", () =>
+    Effect.gen(function*() {
+      const root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "scoped-server-auth-devsecret-"))
+      const file = Path.join(root, "jwt-secret")
+      Fs.writeFileSync(file, "k".repeat(43), { mode: 0o644 })
+      const exit = yield* Effect.exit(
+        Layer.build(Authenticator.layer.pipe(
+          Layer.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ JWT_DEV_SECRET_FILE: file })))
+        )).pipe(Effect.scoped)
+      )
+      Fs.rmSync(root, { recursive: true, force: true })
+      assert.strictEqual(
+        exit._tag === "Success" ? "accepted" : describeCause(exit.cause),
+        `invalid configuration: JWT_DEV_SECRET_FILE: the development secret ${file} is refused: its mode is 0644; group and others must have no access (0600); remove it to have a new one made, or set JWT_SECRET`
+      )
+    }))
 })

@@ -1,0 +1,98 @@
+/**
+ * The development JWT secret (`JWT_DEV_SECRET_FILE`, used when neither `JWT_SECRET` nor `JWKS_URL`
+ * is set), shared by the server and `npm run token` (which imports this file as is: Node strips
+ * its types, so it uses nothing but `node:` modules and erasable syntax).
+ *
+ * Whoever can write the file can mint tokens the server accepts, so a file found on disk is used
+ * only if this process's user owns it, nobody else may read or write it (mode 0600 or stricter),
+ * it is a regular file reached without a symbolic link, and it holds at least 32 bytes. Anything
+ * else is refused with one line naming the file, the rule and the way out; it is never "fixed" in
+ * place, since a file another user planted may already have been read by them. A missing file is
+ * made whole before it appears: written to a private temporary file, then hard-linked into place,
+ * so a reader racing the writer (the server and `npm run token` started together) never sees it
+ * half-written and exactly one of two writers wins.
+ */
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+
+/** The fewest bytes a development secret may hold (HS256 wants a key of at least its hash size). */
+export const minimumBytes = 32
+
+/** A development secret file that exists but breaks a rule; `message` is the one line to show. */
+export class DevSecretRefused extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = "DevSecretRefused"
+  }
+}
+
+const refuse = (file: string, rule: string) =>
+  new DevSecretRefused(
+    `the development secret ${file} is refused: ${rule}; remove it to have a new one made, or set JWT_SECRET`
+  )
+
+/**
+ * The secret in `file`, created (0600, 32 random bytes, base64url) if missing. Throws
+ * `DevSecretRefused` for a file that breaks a rule, and Node's own error (with its `code`) when the
+ * file cannot be read or created at all.
+ */
+export const devSecret = (file: string): Uint8Array => {
+  const found = read(file)
+  if (found !== undefined) return found
+  create(file)
+  return read(file) ?? (() => {
+    throw refuse(file, "it vanished as it was created")
+  })()
+}
+
+/** The checked contents of `file`, or undefined when there is no such file. */
+const read = (file: string): Uint8Array | undefined => {
+  let fd: number
+  try {
+    // O_NOFOLLOW: a symbolic link in the file's place is refused by the kernel (ELOOP), not followed.
+    fd = Fs.openSync(file, Fs.constants.O_RDONLY | Fs.constants.O_NOFOLLOW | Fs.constants.O_NONBLOCK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === "ENOENT") return undefined
+    if (code === "ELOOP") throw refuse(file, "it is a symbolic link")
+    throw error
+  }
+  try {
+    // Checked on the descriptor that is read: a rename between a check and the read cannot slip in.
+    const stat = Fs.fstatSync(fd)
+    if (!stat.isFile()) throw refuse(file, "it is not a regular file")
+    const uid = process.getuid?.()
+    if (uid !== undefined && stat.uid !== uid) {
+      throw refuse(file, `it is owned by uid ${stat.uid}, not by this process's uid ${uid}`)
+    }
+    if ((stat.mode & 0o077) !== 0) {
+      throw refuse(
+        file,
+        `its mode is 0${(stat.mode & 0o777).toString(8)}; group and others must have no access (0600)`
+      )
+    }
+    const secret = Fs.readFileSync(fd, "utf8").trim()
+    const bytes = new TextEncoder().encode(secret)
+    if (bytes.length < minimumBytes) {
+      throw refuse(file, `it holds ${bytes.length} bytes, fewer than ${minimumBytes}`)
+    }
+    return bytes
+  } finally {
+    Fs.closeSync(fd)
+  }
+}
+
+const create = (file: string) => {
+  Fs.mkdirSync(Path.dirname(file), { recursive: true, mode: 0o700 })
+  const temporary = `${file}.${process.pid}.${Crypto.randomBytes(6).toString("hex")}.tmp`
+  Fs.writeFileSync(temporary, Crypto.randomBytes(32).toString("base64url"), { mode: 0o600, flag: "wx" })
+  try {
+    Fs.linkSync(temporary, file)
+  } catch (error) {
+    // Another process made it first: theirs is read (and checked) like any file found on disk.
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+  } finally {
+    Fs.rmSync(temporary, { force: true })
+  }
+}
