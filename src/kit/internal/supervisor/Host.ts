@@ -257,21 +257,24 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
 
   // The state the workers share: written through a barrier, and the rate-limit counters.
   const runLog = Effect.runForkWith(yield* Effect.context<never>())
-  const hubChildren = new Map<Peer, ChildProcess>()
+  /** Each worker's channel peer, and how to kill it (out of the handoff first). */
+  const hubChildren = new Map<Peer, { readonly child: ChildProcess; readonly kill: () => void }>()
   const hub = makeHub({
     now: Date.now,
     maxKeys: rateLimitMaxKeys,
     barrierTimeoutMs,
     onUnresponsive: (peer) => {
-      const child = hubChildren.get(peer)
-      if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+      const worker = hubChildren.get(peer)
+      if (worker === undefined) return
+      const { child } = worker
+      if (child.exitCode !== null || child.signalCode !== null) return
       // It may still serve what every other worker has dropped: it must not answer again.
       runLog(
         Effect.logError("worker did not apply a shared write in time; killing it").pipe(
           Effect.annotateLogs({ pid: child.pid, timeoutMs: barrierTimeoutMs })
         )
       )
-      child.kill("SIGKILL")
+      worker.kill()
     }
   })
   yield* Effect.acquireRelease(
@@ -315,7 +318,18 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
           if (child.connected) child.send(message, undefined, {}, () => {})
         }
       }
-      hubChildren.set(peer, child)
+      /**
+       * SIGKILL, taking it out of the handoff first: until its exit is seen (a loaded supervisor
+       * may see it well after the kernel has reaped it) it would still be picked for new
+       * connections, which die with it.
+       */
+      let killed = false
+      const kill = () => {
+        killed = true
+        handoff.remove(target)
+        child.kill("SIGKILL")
+      }
+      hubChildren.set(peer, { child, kill })
       const pongs = new Map<number, () => void>()
       let nextPing = 0
       child.on("message", (message) => {
@@ -355,10 +369,10 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
           else child.kill("SIGTERM")
         }),
         kill: Effect.sync(() => {
-          if (alive()) child.kill("SIGKILL")
+          if (alive()) kill()
         }),
         serve: Effect.sync(() => {
-          if (alive()) handoff.add(target)
+          if (alive() && !killed) handoff.add(target)
         }),
         unserve: Effect.sync(() => handoff.remove(target)),
         counters: Effect.sync(() => ({ ...target.counters, handed: target.handed })),
