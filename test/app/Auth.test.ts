@@ -23,9 +23,9 @@ const mint = (subject: string, expiresAt: number, key: Uint8Array = secret) =>
 /** jose's HS256 check, counting how often it runs. */
 const countingVerify = () => {
   let calls = 0
-  const verify: Verify = async (token, currentDate) => {
+  const verify: Verify = async (token, nowMillis) => {
     calls++
-    return (await Jose.jwtVerify(token, secret, { algorithms: ["HS256"], currentDate })).payload
+    return (await Jose.jwtVerify(token, secret, { algorithms: ["HS256"], currentDate: new Date(nowMillis) })).payload
   }
   return { verify, calls: () => calls }
 }
