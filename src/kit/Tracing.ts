@@ -2,7 +2,7 @@
  * Traces, logs and metrics over OTLP/HTTP through Effect's own exporters, when the standard
  * OTEL_* variables name an endpoint; the exporters are one lifecycle resource, flushed after the drain.
  */
-import { Config, ConfigProvider, Context, Effect, Layer, Option, Tracer } from "effect"
+import { Config, ConfigProvider, Context, Effect, Layer, Option, References, Tracer } from "effect"
 import { FetchHttpClient, HttpMiddleware, type HttpServerRequest } from "effect/http"
 import { Otlp, OtlpSerialization } from "effect/observability"
 import * as Sampler from "./internal/tracing/Sampler.ts"
@@ -57,13 +57,18 @@ const withSampler = (sampler: Sampler.SamplerSettings) => <R>(context: Context.C
     : Context.add(context, Tracer.Tracer, Sampler.tracer(inner, sampler))
 }
 
+const tracerDisabled: Layer.Layer<never> = Layer.succeed(References.TracerEnabled)(false)
+
 /**
  * The exporters for `settings`, as one resource: built before the server (so released after it
  * has drained), flushed on release within the exporters' own timeout and `RELEASE_TIMEOUT`.
- * Nothing at all when no endpoint is set: the server then takes Effect's untraced path.
+ * With no endpoint set, tracing is off (`References.TracerEnabled`): the server then takes Effect's
+ * untraced path, and no span is made below it either.
  */
 export const layer = (settings: TracingSettings): Layer.Layer<never, never, Lifecycle.Lifecycle> => {
-  if (!isConfigured(settings)) return Layer.empty
+  // No exporter: spans are not built at all (Effect's no-op span, no clock reads, no attributes),
+  // not built and dropped; that is the server span and every SQL and Redis span of a request.
+  if (!isConfigured(settings)) return tracerDisabled
   const named = Option.isSome(settings.serviceName) ||
     Option.exists(settings.resourceAttributes, (attributes) => /(^|,)\s*service\.name\s*=/.test(attributes))
   const exporters = Otlp.layerFromConfig({
