@@ -2,7 +2,7 @@
  * The API's two rate limits: per client address outermost (before authentication, so floods of
  * bad tokens are refused before any signature check), per token subject behind authentication.
  */
-import { Effect, Layer, Option } from "effect"
+import { Context, Effect, Layer, Option } from "effect"
 import { HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiMiddleware } from "effect/http-api"
 import { ClientAddress, Problem, RateLimit, type RateLimitDecision } from "../kit/index.ts"
@@ -24,31 +24,53 @@ const refuse = (decision: Exclude<RateLimitDecision, { readonly _tag: "Allowed" 
     : Problem.errorResponse(503, "rate limiting is unavailable; try again", { "retry-after": retryAfter })
 }
 
+type Allowed = RateLimitDecision & { readonly _tag: "Allowed" }
+
 /**
- * Adds this limit's headers to `response`. RateLimit-Policy lists every limit that applied; the
- * limit/remaining/reset triple describes the one closest to running out (draft-07, §5), so an
- * inner limit's figures are replaced only by tighter ones. When the store could not answer
- * (failing open) only the policy is sent: nothing else is known.
+ * The limits that let one request through, gathered so that their headers go on the response in
+ * one `setHeaders` (one response copy per request, not one or two per limit). The address limit
+ * (outermost) opens the record, keyed by the request's underlying object; the subject limit
+ * inside it adds to the record instead of mapping the response itself.
  */
-const withLimitHeaders = (
-  response: HttpServerResponse.HttpServerResponse,
-  decision: RateLimitDecision & { readonly _tag: "Allowed" },
-  policy: string
-) => {
-  const inner = response.headers["ratelimit-policy"]
-  const withPolicy = HttpServerResponse.setHeader(
+interface Applied {
+  readonly policy: string
+  readonly decision: Allowed
+  inner?: { readonly policy: string; readonly decision: Allowed }
+}
+const applied = new WeakMap<object, Applied>()
+
+/** The figures to send: a store that could not answer (failing open) has none. */
+const known = (decision: Allowed | undefined) => decision?.unknown === true ? undefined : decision
+
+/**
+ * RateLimit-Policy lists every limit that applied, inner first; the limit/remaining/reset triple
+ * describes the one closest to running out (draft-07, §5), the inner one on a tie. A response
+ * that already carries the headers (an inner refusal's 429) keeps its policy first and its
+ * triple unless a tighter one applies.
+ */
+const withLimitHeaders = (response: HttpServerResponse.HttpServerResponse, limits: Applied) => {
+  let policy = limits.policy
+  let chosen = known(limits.decision)
+  if (limits.inner !== undefined) {
+    policy = `${limits.inner.policy}, ${policy}`
+    const inner = known(limits.inner.decision)
+    if (inner !== undefined && (chosen === undefined || inner.remaining <= chosen.remaining)) chosen = inner
+  }
+  const present = response.headers["ratelimit-policy"]
+  if (present !== undefined) {
+    policy = `${present}, ${policy}`
+    const remaining = response.headers["ratelimit-remaining"]
+    if (remaining !== undefined && (chosen === undefined || Number(remaining) <= chosen.remaining)) chosen = undefined
+  }
+  return HttpServerResponse.setHeaders(
     response,
-    "ratelimit-policy",
-    inner === undefined ? policy : `${inner}, ${policy}`
+    chosen === undefined ? { "ratelimit-policy": policy } : {
+      "ratelimit-policy": policy,
+      "ratelimit-limit": String(chosen.limit),
+      "ratelimit-remaining": String(chosen.remaining),
+      "ratelimit-reset": String(seconds(chosen.resetAfterMs))
+    }
   )
-  if (decision.unknown === true) return withPolicy
-  const innerRemaining = response.headers["ratelimit-remaining"]
-  if (innerRemaining !== undefined && Number(innerRemaining) <= decision.remaining) return withPolicy
-  return HttpServerResponse.setHeaders(withPolicy, {
-    "ratelimit-limit": String(decision.limit),
-    "ratelimit-remaining": String(decision.remaining),
-    "ratelimit-reset": String(seconds(decision.resetAfterMs))
-  })
 }
 
 /**
@@ -71,11 +93,12 @@ export class AddressRateLimited
             request.headers["x-forwarded-for"],
             trusted
           )
-          return Effect.flatMap(perAddress.consume(ClientAddress.limitKey(address)), (decision) =>
-            decision._tag === "Allowed"
-              ? Effect.map(httpEffect, (response) =>
-                withLimitHeaders(response, decision, perAddress.policy))
-              : Effect.succeed(refuse(decision, perAddress.policy)))
+          return Effect.flatMap(perAddress.consume(ClientAddress.limitKey(address)), (decision) => {
+            if (decision._tag !== "Allowed") return Effect.succeed(refuse(decision, perAddress.policy))
+            const limits: Applied = { policy: perAddress.policy, decision }
+            applied.set(request.source, limits)
+            return Effect.map(httpEffect, (response) => withLimitHeaders(response, limits))
+          })
         })
     })
   )
@@ -91,12 +114,22 @@ export class RateLimited extends HttpApiMiddleware.Service<RateLimited, {
       const rateLimit = yield* RateLimit
       return (httpEffect) =>
         Effect.flatMap(
-          Effect.service(CurrentUser),
-          (user) =>
-            Effect.flatMap(rateLimit.consume(`sub:${user.subject}`), (decision) =>
-              decision._tag === "Allowed"
-                ? Effect.map(httpEffect, (response) => withLimitHeaders(response, decision, rateLimit.policy))
-                : Effect.succeed(refuse(decision, rateLimit.policy)))
+          Effect.context<CurrentUser | HttpServerRequest.HttpServerRequest>(),
+          (services) => {
+            const user = Context.get(services, CurrentUser)
+            const request = Context.get(services, HttpServerRequest.HttpServerRequest)
+            return Effect.flatMap(rateLimit.consume(`sub:${user.subject}`), (decision) => {
+              if (decision._tag !== "Allowed") return Effect.succeed(refuse(decision, rateLimit.policy))
+              const outer = applied.get(request.source)
+              // Behind the address limit, its record takes ours and sets both at once.
+              if (outer !== undefined) {
+                outer.inner = { policy: rateLimit.policy, decision }
+                return httpEffect
+              }
+              const limits: Applied = { policy: rateLimit.policy, decision }
+              return Effect.map(httpEffect, (response) => withLimitHeaders(response, limits))
+            })
+          }
         )
     })
   )

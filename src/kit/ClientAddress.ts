@@ -114,7 +114,9 @@ export const clientAddress = (
  * one client could otherwise rotate through 2^64 keys (and evict everyone else's counts).
  */
 export const limitKey = (address: string): string => {
-  if (!Net.isIPv6(address)) return address
+  // Every IPv6 form has a colon and no IPv4 one does: a dotted address (the common case) is its
+  // own key without Node's IPv6 regular expression running on every request.
+  if (address.indexOf(":") === -1 || !Net.isIPv6(address)) return address
   const [head = "", tail] = address.split("::")
   const left = head === "" ? [] : head.split(":")
   const right = tail === undefined || tail === "" ? [] : tail.split(":")

@@ -220,6 +220,8 @@ describe("rate limiting before authentication", () => {
           const third = yield* get(token)
           assert.strictEqual(third.status, 429)
           assert.strictEqual(third.headers.get("ratelimit-policy"), "2;w=60, 4;w=60")
+          assert.strictEqual(third.headers.get("ratelimit-limit"), "2")
+          assert.strictEqual(third.headers.get("ratelimit-remaining"), "0")
         }))
     }
   )
