@@ -8,7 +8,7 @@ import * as Jose from "jose"
 import * as Crypto from "node:crypto"
 import { describe, expect, it } from "vitest"
 import { classify, keyVerify } from "../../src/app/Auth.ts"
-import { hs256Verifier } from "../../src/app/Hs256.ts"
+import { hmacSha256, hs256Verifier } from "../../src/app/Hs256.ts"
 
 const secretText = "a-secret-of-exactly-32-bytes-ok!"
 const secret = new TextEncoder().encode(secretText)
@@ -213,5 +213,40 @@ describe("HS256 on this thread gives jose's answers", () => {
     expect(await ours()(jwt)).toBe(
       `accepted ${JSON.stringify({ scope: "items", sub: "bob", iat: nowSeconds, exp: nowSeconds + 60 })}`
     )
+  })
+})
+
+describe("hmacSha256", () => {
+  it("gives RFC 4231's HMAC-SHA-256 values (short, long and over-long keys)", () => {
+    const vectors: ReadonlyArray<readonly [Buffer, string, string]> = [
+      [Buffer.alloc(20, 0x0b), "Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"],
+      [
+        Buffer.from("Jefe"),
+        "what do ya want for nothing?",
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+      ],
+      [
+        Buffer.alloc(131, 0xaa),
+        "Test Using Larger Than Block-Size Key - Hash Key First",
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+      ],
+      [
+        Buffer.alloc(131, 0xaa),
+        "This is a test using a larger than block-size key and a larger than block-size data. The key needs to be hashed before being used by the HMAC algorithm.",
+        "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"
+      ]
+    ]
+    for (const [key, message, expected] of vectors) expect(hmacSha256(key)(message).toString("hex")).toBe(expected)
+  })
+
+  it("equals createHmac for keys of 0 to 200 bytes and messages of 0 to 300 characters", () => {
+    for (let keyLength = 0; keyLength <= 200; keyLength += 7) {
+      const key = Crypto.randomBytes(keyLength)
+      const mac = hmacSha256(key)
+      for (let length = 0; length <= 300; length += 13) {
+        const message = Crypto.randomBytes(length).toString("base64url").slice(0, length)
+        expect(mac(message).equals(Crypto.createHmac("sha256", key).update(message).digest())).toBe(true)
+      }
+    }
   })
 })
