@@ -22,7 +22,10 @@ const source = (frame) => {
     maps.set(frame.url, map)
   }
   if (map === null) return frame.url
-  return originalPositionFor(map, { line: frame.lineNumber + 1, column: frame.columnNumber }).source ?? frame.url
+  const mapped = originalPositionFor(map, { line: frame.lineNumber + 1, column: frame.columnNumber }).source
+  // A package's own maps (effect/dist/*.js.map) name sources relative to the file: resolved, they
+  // fall in the same layers as the bundled frames of dist/.
+  return mapped == null ? frame.url : mapped.startsWith(".") ? new URL(mapped, frame.url).pathname : mapped
 }
 
 const layer = (frame) => {
