@@ -1,10 +1,11 @@
 // node bench/jwt.mjs — CPU per token verification, each verifier alone on one core, in-process:
-// jose's jwtVerify (WebCrypto, the thread pool and a promise), the kit's HS256 on this thread
+// jose's jwtVerify (WebCrypto, the thread pool and a promise), fast-jwt (@fastify/jwt's), the kit's HS256 on this thread
 // (src/app/Hs256.ts, node:crypto), a remembered token (the JWT cache's hit), and RS256/ES256
 // through jose and a local JWKS (what JWKS_URL deployments pay per cache miss).
 // Env: BENCH_ROUNDS (9), BENCH_TOKENS (20000 per round for HS256; a tenth for RS/ES).
 // CPU is the process's user+system time (the thread pool's included), so a thread hop is paid.
 import * as Esbuild from "esbuild"
+import { createVerifier } from "fast-jwt"
 import * as Jose from "jose"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
@@ -81,6 +82,10 @@ await measure("jose jwtVerify HS256 (WebCrypto key)", tokens, () => {
 await measure("kit HS256 (node:crypto, this thread)", tokens, () => {
   const verify = hs256Verifier(secret, { toleranceSeconds: 30 })
   return (i) => verify(distinct[i % distinct.length], now)
+})
+await measure("fast-jwt HS256 (what @fastify/jwt uses), no cache", tokens, () => {
+  const verify = createVerifier({ key: Buffer.from(secret), algorithms: ["HS256"], cache: false })
+  return (i) => verify(distinct[i % distinct.length])
 })
 await measure("kit HS256 through the cache, every token new", tokens, () => {
   const verify = hs256Verifier(secret, { toleranceSeconds: 30 })
