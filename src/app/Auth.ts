@@ -119,14 +119,23 @@ export const cachedVerify = (verify: Verify, options: { readonly size: number; r
       } catch (cause) {
         return Effect.fail(cause)
       }
-      if (!(verified instanceof Promise)) {
-        remember(token, verified, now)
-        return Effect.succeed(verified)
+      if (typeof (verified as { then?: unknown }).then !== "function") {
+        remember(token, verified as Jose.JWTPayload, now)
+        return Effect.succeed(verified as Jose.JWTPayload)
       }
-      const pending = verified
-      return Effect.tryPromise({ try: () => pending, catch: (cause) => cause }).pipe(
-        Effect.tap((payload) => Effect.sync(() => remember(token, payload, now)))
+      // Handled at once, in this step: the fiber may yield before it would await the promise,
+      // and a rejection unhandled until then is a crash (Lifecycle treats it as one).
+      const settled = Promise.resolve(verified).then(
+        (payload) => Result.succeed(payload),
+        (cause: unknown) => Result.fail(cause)
       )
+      return Effect.flatMap(Effect.promise(() => settled), (result) =>
+        Result.isSuccess(result)
+          ? Effect.sync(() => {
+            remember(token, result.success, now)
+            return result.success
+          })
+          : Effect.fail(result.failure))
     })
   return Object.assign(check, { size: () => accepted.size, hits: () => hits })
 }
@@ -294,6 +303,9 @@ const unauthorized = (code: "invalid_request" | "invalid_token", description: st
       : `Bearer realm="api", error="invalid_token", error_description="${description.replaceAll("\"", "'")}"`
   })
 
+/** The caller, or the answer to send instead. */
+type Authenticated = Result.Result<CurrentUser["Service"], HttpServerResponse.HttpServerResponse>
+
 /**
  * What `Authentication` decides about one bearer token (also used before `100 Continue`): the
  * caller, or the answer to send instead.
@@ -374,7 +386,13 @@ export class Authenticator extends Context.Service<Authenticator, {
       const warn = throttledWarning("JWT signing keys unavailable; answering 503")
       const authenticate = (token: string) =>
         Effect.matchEffect(check(token), {
-          onSuccess: (payload) => Effect.succeed(Result.succeed({ subject: payload.sub! })),
+          // Every Verify checks `sub`; a custom one that did not is refused here, not trusted.
+          onSuccess: (payload): Effect.Effect<Authenticated> =>
+            Effect.succeed(
+              typeof payload.sub === "string" && payload.sub.length > 0
+                ? Result.succeed({ subject: payload.sub })
+                : Result.fail(unauthorized("invalid_token", "the token's sub claim must be a non-empty string"))
+            ),
           onFailure: (error) => {
             const rejected = classify(error)
             if (rejected.reason === "InvalidToken") {

@@ -101,6 +101,37 @@ describe("verified-token cache", () => {
     }))
 })
 
+describe("cachedVerify with a verifier that answers with a promise (JWKS_URL)", () => {
+  // A rejection must be handled in the step that makes the promise: the fiber may yield to the
+  // scheduler (every 2048 operations) before it awaits it, and a rejection left unhandled until
+  // then reaches process.on("unhandledRejection"), which the lifecycle treats as a crash.
+  it.live("a rejected check is never an unhandled rejection, wherever the fiber yields", () =>
+    Effect.gen(function*() {
+      const unhandled: Array<unknown> = []
+      const onUnhandled = (reason: unknown) => void unhandled.push(reason)
+      process.on("unhandledRejection", onUnhandled)
+      const check = cachedVerify(() => Promise.reject(new Error("no such key")), {
+        size: 10,
+        ttl: Duration.minutes(1)
+      })
+      // Each run does `pad` operations first, so the scheduler's yield falls on every step of the check.
+      for (let pad = 2_030; pad < 2_070; pad++) {
+        const failed = yield* Effect.promise(() =>
+          Effect.runPromise(
+            Effect.forEach(Array.from({ length: pad }), () => Effect.void, { discard: true }).pipe(
+              Effect.andThen(Effect.flip(check("a.b.c")))
+            )
+          )
+        )
+        assert.strictEqual((failed as Error).message, "no such key")
+      }
+      // Node reports an unhandled rejection after the microtasks of the turn that made it.
+      yield* Effect.promise(() => new Promise((resolve) => setImmediate(resolve)))
+      process.off("unhandledRejection", onUnhandled)
+      assert.deepStrictEqual(unhandled, [])
+    }))
+})
+
 const nowSeconds = () => Math.floor(Date.now() / 1000)
 const signClaims = (claims: Record<string, unknown>, secretText: string = Testing.jwtSecret) =>
   new Jose.SignJWT(claims as Jose.JWTPayload).setProtectedHeader({ alg: "HS256" }).sign(
