@@ -46,8 +46,24 @@ export const devSecret = (file: string): Uint8Array => {
   })()
 }
 
-/** The checked contents of `file`, or undefined when there is no such file. */
+/** Blocks this thread for `ms` (startup and a CLI only: never on a request). */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
+
+/**
+ * The checked contents of `file`, or undefined when there is no such file. A file with a second
+ * name (a hard link) is ours only for the instant our own creation links it into place; longer, it
+ * may be a file of ours another user linked there (where protected_hardlinks is off), so it is
+ * looked at again a few times before it is refused.
+ */
 const read = (file: string): Uint8Array | undefined => {
+  for (let attempt = 1;; attempt++) {
+    const found = readOnce(file, attempt >= 10)
+    if (found !== "linked") return found
+    pause(20)
+  }
+}
+
+const readOnce = (file: string, last: boolean): Uint8Array | undefined | "linked" => {
   let fd: number
   try {
     // O_NOFOLLOW: a symbolic link in the file's place is refused by the kernel (ELOOP), not followed.
@@ -66,13 +82,24 @@ const read = (file: string): Uint8Array | undefined => {
     if (uid !== undefined && stat.uid !== uid) {
       throw refuse(file, `it is owned by uid ${stat.uid}, not by this process's uid ${uid}`)
     }
-    if ((stat.mode & 0o077) !== 0) {
+    if (stat.nlink !== 1) {
+      if (!last) return "linked"
+      throw refuse(file, `it has ${stat.nlink} names (hard links), so another user may have put a file of ours there`)
+    }
+    // Windows reports no such bits (every file reads 0666 or 0444): its ACLs are not checked here.
+    if (process.platform !== "win32" && (stat.mode & 0o077) !== 0) {
       throw refuse(
         file,
         `its mode is 0${(stat.mode & 0o777).toString(8)}; group and others must have no access (0600)`
       )
     }
-    const secret = Fs.readFileSync(fd, "utf8").trim()
+    let secret: string
+    try {
+      secret = new TextDecoder("utf-8", { fatal: true }).decode(Fs.readFileSync(fd)).trim()
+    } catch {
+      // Decoded leniently, invalid bytes would each count as three and all become one character.
+      throw refuse(file, "it is not UTF-8 text")
+    }
     const bytes = new TextEncoder().encode(secret)
     if (bytes.length < minimumBytes) {
       throw refuse(file, `it holds ${bytes.length} bytes, fewer than ${minimumBytes}`)
@@ -86,12 +113,22 @@ const read = (file: string): Uint8Array | undefined => {
 const create = (file: string) => {
   Fs.mkdirSync(Path.dirname(file), { recursive: true, mode: 0o700 })
   const temporary = `${file}.${process.pid}.${Crypto.randomBytes(6).toString("hex")}.tmp`
-  Fs.writeFileSync(temporary, Crypto.randomBytes(32).toString("base64url"), { mode: 0o600, flag: "wx" })
+  const secret = Crypto.randomBytes(32).toString("base64url")
   try {
+    Fs.writeFileSync(temporary, secret, { mode: 0o600, flag: "wx" })
     Fs.linkSync(temporary, file)
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
     // Another process made it first: theirs is read (and checked) like any file found on disk.
-    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error
+    if (code === "EEXIST") return
+    // A file system without hard links (some FUSE, SMB and VM shares): created in place, still
+    // exclusive; a reader racing the write sees it short and refuses it rather than using it.
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw error
+    try {
+      Fs.writeFileSync(file, secret, { mode: 0o600, flag: "wx" })
+    } catch (inPlace) {
+      if ((inPlace as NodeJS.ErrnoException).code !== "EEXIST") throw inPlace
+    }
   } finally {
     Fs.rmSync(temporary, { force: true })
   }

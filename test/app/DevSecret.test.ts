@@ -115,6 +115,27 @@ describe("the development secret file", () => {
     expect(outcome(file)).toBe(refusal(file, "it holds 0 bytes, fewer than 32"))
   })
 
+  it("a second name for a file of ours (a hard link another user could have made) is refused", () => {
+    const dir = directory()
+    const ours = Path.join(dir, "ours")
+    Fs.writeFileSync(ours, good, { mode: 0o600 })
+    const file = Path.join(dir, "jwt-secret")
+    Fs.linkSync(ours, file)
+    expect(outcome(file)).toBe(
+      refusal(file, "it has 2 names (hard links), so another user may have put a file of ours there")
+    )
+    // With the other name gone it is an ordinary private file again.
+    Fs.rmSync(ours)
+    expect(outcome(file)).toBe(`accepted: ${good}`)
+  })
+
+  it("bytes that are not UTF-8 are refused, not counted as replacement characters", () => {
+    const file = Path.join(directory(), "jwt-secret")
+    // Eleven 0xFF bytes would decode leniently to eleven U+FFFD, 33 bytes, all the same key.
+    Fs.writeFileSync(file, Buffer.alloc(11, 0xff), { mode: 0o600 })
+    expect(outcome(file)).toBe(refusal(file, "it is not UTF-8 text"))
+  })
+
   it("a directory or a FIFO in its place is refused without hanging", () => {
     const dir = directory()
     const file = Path.join(dir, "jwt-secret")
