@@ -63,7 +63,8 @@ const tracerDisabled: Layer.Layer<never> = Layer.succeed(References.TracerEnable
  * The exporters for `settings`, as one resource: built before the server (so released after it
  * has drained), flushed on release within the exporters' own timeout and `RELEASE_TIMEOUT`.
  * With no endpoint set, tracing is off (`References.TracerEnabled`): the server then takes Effect's
- * untraced path, and no span is made below it either.
+ * untraced path, and no span is made below it either. An application that brings a tracer of its
+ * own provides it with `References.TracerEnabled` set back to true, or sets an OTLP endpoint.
  */
 export const layer = (settings: TracingSettings): Layer.Layer<never, never, Lifecycle.Lifecycle> => {
   // No exporter: spans are not built at all (Effect's no-op span, no clock reads, no attributes),

@@ -257,8 +257,8 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
 
   // The state the workers share: written through a barrier, and the rate-limit counters.
   const runLog = Effect.runForkWith(yield* Effect.context<never>())
-  /** Each worker's channel peer, and how to kill it (out of the handoff first). */
-  const hubChildren = new Map<Peer, { readonly child: ChildProcess; readonly kill: () => void }>()
+  /** Each worker's channel peer, and how to kill it (out of the handoff first; false if it already was). */
+  const hubChildren = new Map<Peer, { readonly child: ChildProcess; readonly kill: () => boolean }>()
   const hub = makeHub({
     now: Date.now,
     maxKeys: rateLimitMaxKeys,
@@ -267,14 +267,14 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
       const worker = hubChildren.get(peer)
       if (worker === undefined) return
       const { child } = worker
-      if (child.exitCode !== null || child.signalCode !== null) return
-      // It may still serve what every other worker has dropped: it must not answer again.
+      if (child.exitCode !== null || child.signalCode !== null || !worker.kill()) return
+      // It may still serve what every other worker has dropped: it must not answer again. Its
+      // barriers settle when its exit is seen, so no write is answered while it could still run.
       runLog(
         Effect.logError("worker did not apply a shared write in time; killing it").pipe(
           Effect.annotateLogs({ pid: child.pid, timeoutMs: barrierTimeoutMs })
         )
       )
-      worker.kill()
     }
   })
   yield* Effect.acquireRelease(
@@ -325,9 +325,13 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
        */
       let killed = false
       const kill = () => {
+        if (killed) return false
         killed = true
         handoff.remove(target)
+        // What it had not reported receiving dies with it: our copies are closed now, not at exit.
+        handoff.release(target)
         child.kill("SIGKILL")
+        return true
       }
       hubChildren.set(peer, { child, kill })
       const pongs = new Map<number, () => void>()
