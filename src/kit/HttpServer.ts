@@ -138,7 +138,11 @@ const makeServer = Effect.fnUntraced(function*(
       response.setHeader("x-worker", tag)
     })
   }
-  if (listener._tag === "Handoff") Worker.handoff?.track(drainable.server)
+  if (listener._tag === "Handoff" && Worker.handoff !== undefined) {
+    Worker.handoff.track(drainable.server)
+    // Bounded: a supervisor too busy to answer within it is answered by the drain going on.
+    drainable.unlisted = Worker.handoff.unlisted(1_000)
+  }
   yield* Listener.listen(drainable.server, listener)
   return Object.assign(drainable, {
     /** Installs the handler and hands it whatever arrived before it. */

@@ -215,12 +215,24 @@ export class DrainableServer {
   }
 
   /**
+   * What `drainSockets` waits for between closing the listener and telling clients to go: with a
+   * supervisor, its word that the main socket hands this process nothing more (Worker.ts).
+   */
+  unlisted: Effect.Effect<void> = Effect.void
+
+  /** Closes the listener only: open sockets, and what their responses say, are left as they are. */
+  closeListener(): void {
+    this.startDraining()
+    if (this.server.listening) Net.Server.prototype.close.call(this.server)
+  }
+
+  /**
    * Stops accepting without touching open sockets (http.Server#close would close idle ones now,
    * under clients that are writing to them). The last response parsed on each socket, if its head
    * is not out yet, will say `Connection: close`; those queued before it keep the connection.
    */
   stopAccepting(): void {
-    this.startDraining()
+    this.closeListener()
     if (this.closingSince !== undefined) return
     this.closingSince = Date.now()
     if (this.server.listening) Net.Server.prototype.close.call(this.server)
@@ -336,14 +348,18 @@ export const drainSockets = (server: DrainableServer, lifecycle: Lifecycle["Serv
     server.closeQuiet(quietMs, cadenceUntil)
     return server.sockets.size === 0 ? Effect.void : Effect.andThen(Effect.sleep(tick), loop)
   })
-  return Effect.sync(() => {
-    server.stopAccepting()
-    const now = Date.now()
-    // stoppedAt is the Clock's time: Date.now() in a real run. Without a signal (a scope closed in
-    // a test), the deadline is counted from here.
-    const deadline = (lifecycle.stoppedAt() ?? now) + Duration.toMillis(lifecycle.settings.shutdownTimeout)
-    cadenceUntil = now + Math.max(0, deadline - now) / 2
-  }).pipe(
+  return Effect.sync(() => server.closeListener()).pipe(
+    // A client told `Connection: close` reconnects at once: the socket it reconnects to must be
+    // closed (refusing) or still handing over, never in between (dropping what it queued).
+    Effect.andThen(server.unlisted),
+    Effect.andThen(Effect.sync(() => {
+      server.stopAccepting()
+      const now = Date.now()
+      // stoppedAt is the Clock's time: Date.now() in a real run. Without a signal (a scope closed in
+      // a test), the deadline is counted from here.
+      const deadline = (lifecycle.stoppedAt() ?? now) + Duration.toMillis(lifecycle.settings.shutdownTimeout)
+      cadenceUntil = now + Math.max(0, deadline - now) / 2
+    })),
     Effect.andThen(Effect.raceFirst(
       loop,
       Effect.andThen(Deferred.await(lifecycle.forced), Effect.sync(() => server.destroyAll()))

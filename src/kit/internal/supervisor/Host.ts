@@ -342,7 +342,11 @@ const make = Effect.fnUntraced(function*(settings: ListenerSettings) {
         else if (message.type === "upgrade") Queue.offerUnsafe(upgrades, { signal: message.signal, from: message.pid })
         else if (message.type === "counters") target.report(message)
         else if (message.type === "pong") pongs.get(message.id)?.()
-        else handoff.closed(target)
+        else {
+          handoff.closed(target)
+          // Out of the handoff (and at shutdown the main socket closed) before this is sent.
+          if (child.connected) child.send({ type: "unlisted" }, undefined, {}, () => {})
+        }
       })
       child.once("exit", (code, signal) => {
         const exit: WorkerExit = { code, signal }

@@ -47,6 +47,12 @@ export type ToWorker =
   | { readonly type: "connection" }
   /** The supervisor's heartbeat: answer `pong` with the same id. */
   | { readonly type: "ping"; readonly id: number }
+  /**
+   * The answer to `closed`: no connection is handed to this worker from now on, and at shutdown
+   * the main socket is closed. Only then does its drain tell clients `Connection: close`, so a
+   * client reconnecting at once finds the socket refusing, not a listener about to drop it.
+   */
+  | { readonly type: "unlisted" }
 
 const typeOf = (message: unknown) =>
   typeof message === "object" && message !== null ? (message as { type?: unknown }).type : undefined
@@ -58,7 +64,7 @@ export const isToSupervisor = (message: unknown): message is ToSupervisor => {
 
 export const isToWorker = (message: unknown): message is ToWorker => {
   const type = typeOf(message)
-  return type === "drain" || type === "connection" || type === "ping"
+  return type === "drain" || type === "connection" || type === "ping" || type === "unlisted"
 }
 
 /** Which of the three ways this process runs; WORKERS unset or empty keeps the single process. */

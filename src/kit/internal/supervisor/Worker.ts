@@ -68,7 +68,14 @@ const makeHandoff = (address: Record<string, unknown>) => {
       send({ type: "counters", pid: process.pid, ...counters })
     }, countersIntervalMs).unref()
   }
+  let unlisted = false
+  const onUnlisted: Array<() => void> = []
   process.on("message", (message: unknown, client: ClientHandle | undefined) => {
+    if (isToWorker(message) && message.type === "unlisted") {
+      unlisted = true
+      for (const resume of onUnlisted.splice(0)) resume()
+      return
+    }
     if (!isToWorker(message) || message.type !== "connection" || client === undefined) return
     counters.received++
     // One sent before the supervisor heard we stopped accepting is still served: the drain
@@ -78,6 +85,28 @@ const makeHandoff = (address: Record<string, unknown>) => {
   })
   return {
     handle,
+    /**
+     * Waits, after `close`, for the supervisor's word that it hands over no more and (at
+     * shutdown) has closed the main socket; at most `timeoutMs`, and not at all without a channel.
+     */
+    unlisted: (timeoutMs: number): Effect.Effect<void> =>
+      Effect.callback<void>((resume) => {
+        if (unlisted || !process.connected) return resume(Effect.void)
+        const done = () => {
+          clearTimeout(timer)
+          resume(Effect.void)
+        }
+        const timer = setTimeout(() => {
+          onUnlisted.splice(onUnlisted.indexOf(done) >>> 0, 1)
+          resume(Effect.void)
+        }, timeoutMs)
+        onUnlisted.push(done)
+        return Effect.sync(() => {
+          clearTimeout(timer)
+          const index = onUnlisted.indexOf(done)
+          if (index >= 0) onUnlisted.splice(index, 1)
+        })
+      }),
     /** Counts `server`'s connections and requests into the reports to the supervisor. */
     track: (server: Http.Server) => {
       server.on("connection", (socket: { once: (event: "close", listener: () => void) => void }) => {
